@@ -1,0 +1,108 @@
+/**
+ * Every failure switchyard reports has a stable code (never reused, never renamed) and the HTTP
+ * status a client should see for it. Logs and tests match on `code`, never on message text.
+ */
+export class SwitchyardError extends Error {
+  readonly code: string;
+  readonly status: number;
+
+  constructor(code: string, status: number, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.status = status;
+  }
+}
+
+/** A config file, flag or value that does not fit the schema. Never reaches a client. */
+export class ConfigError extends SwitchyardError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SWY_ERR_CONFIG', 500, message, options);
+  }
+}
+
+/** TCP connect to the upstream failed (refused, unreachable, DNS). */
+export class UpstreamConnectError extends SwitchyardError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SWY_ERR_UPSTREAM_CONNECT', 502, message, options);
+  }
+}
+
+/** The upstream's certificate did not verify, or the TLS handshake failed. */
+export class UpstreamTlsError extends SwitchyardError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SWY_ERR_UPSTREAM_TLS', 502, message, options);
+  }
+}
+
+/** The upstream closed or reset the connection before a complete response. */
+export class UpstreamResetError extends SwitchyardError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SWY_ERR_UPSTREAM_RESET', 502, message, options);
+  }
+}
+
+/** The upstream sent bytes that are not a valid HTTP/1.1 response. */
+export class UpstreamProtocolError extends SwitchyardError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SWY_ERR_UPSTREAM_PROTOCOL', 502, message, options);
+  }
+}
+
+export class UpstreamConnectTimeoutError extends SwitchyardError {
+  constructor(ms: number) {
+    super('SWY_ERR_UPSTREAM_CONNECT_TIMEOUT', 504, `upstream connect timed out after ${ms} ms`);
+  }
+}
+
+export class UpstreamHeadersTimeoutError extends SwitchyardError {
+  constructor(ms: number) {
+    super('SWY_ERR_UPSTREAM_HEADERS_TIMEOUT', 504, `upstream sent no response head within ${ms} ms`);
+  }
+}
+
+export class UpstreamIdleTimeoutError extends SwitchyardError {
+  constructor(ms: number) {
+    super('SWY_ERR_UPSTREAM_IDLE_TIMEOUT', 504, `upstream connection idle for ${ms} ms mid-exchange`);
+  }
+}
+
+/** Every pooled connection was busy and the request waited in the queue too long. */
+export class PoolQueueTimeoutError extends SwitchyardError {
+  constructor(ms: number) {
+    super('SWY_ERR_POOL_QUEUE_TIMEOUT', 503, `no upstream connection became free within ${ms} ms`);
+  }
+}
+
+/** The pool was closed (worker draining) while the request waited for a connection. */
+export class PoolClosedError extends SwitchyardError {
+  constructor() {
+    super('SWY_ERR_POOL_CLOSED', 503, 'upstream pool is closed');
+  }
+}
+
+/** The client went away before the exchange finished; nobody is left to answer (nginx's 499). */
+export class ClientAbortedError extends SwitchyardError {
+  constructor() {
+    super('SWY_ERR_CLIENT_ABORTED', 499, 'client closed the connection');
+  }
+}
+
+/** Map any thrown value to a SwitchyardError, so the fail phase has one shape to handle. */
+export function toSwitchyardError(err: unknown): SwitchyardError {
+  if (err instanceof SwitchyardError) return err;
+  const e = err as NodeJS.ErrnoException | undefined;
+  const code = e?.code ?? '';
+  const msg = e?.message ?? String(err);
+  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' ||
+      code === 'ENETUNREACH' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL') {
+    return new UpstreamConnectError(msg, { cause: err });
+  }
+  if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT') ||
+      code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code === 'SELF_SIGNED_CERT_IN_CHAIN' ||
+      code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'HOSTNAME_MISMATCH') {
+    return new UpstreamTlsError(msg, { cause: err });
+  }
+  if (code.startsWith('HPE_')) return new UpstreamProtocolError(msg, { cause: err });
+  return new UpstreamResetError(msg, { cause: err });
+}

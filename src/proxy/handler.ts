@@ -1,0 +1,255 @@
+/**
+ * One proxied request, as named phases:
+ *
+ *   route → pick upstream → prepare headers → forward → relay response
+ *                                                     ↘ fail (502/503/504, or abort once bytes flowed)
+ *
+ * Each request is one ProxyExchange object that is also the upstream connection's ResponseSink,
+ * so the hot path allocates no per-request closures beyond the two listeners Node requires.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { ClientAbortedError, SwitchyardError } from '../errors';
+import type { BodyFraming, ResponseSink, UpstreamConnection } from '../upstream/connection';
+import type { UpstreamPool, Waiter } from '../upstream/pool';
+import { buildRequestHead, filterResponseHeaders, TrustedProxies } from './headers';
+
+export interface HandlerOptions {
+  readonly pools: readonly UpstreamPool[];
+  readonly preserveHost: boolean;
+  readonly trustedProxies: readonly string[];
+  /** 'https' when the listener terminates TLS. */
+  readonly proto: 'http' | 'https';
+  readonly logger: Logger;
+  /** Pre-formatted header lines added to every upstream request (demo mode only). */
+  readonly extraRequestHeaders?: string;
+}
+
+/** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
+const MAX_REPLAYS = 1;
+
+export class ProxyHandler {
+  /** Set while the worker drains: responses then carry `Connection: close`. */
+  draining = false;
+  readonly pools: readonly UpstreamPool[];
+  readonly preserveHost: boolean;
+  readonly trusted: TrustedProxies;
+  readonly proto: 'http' | 'https';
+  readonly logger: Logger;
+  readonly extra: string | undefined;
+  private next = 0;
+
+  constructor(options: HandlerOptions) {
+    this.pools = options.pools;
+    this.preserveHost = options.preserveHost;
+    this.trusted = new TrustedProxies(options.trustedProxies);
+    this.proto = options.proto;
+    this.logger = options.logger;
+    this.extra = options.extraRequestHeaders;
+  }
+
+  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+    // route: origin-form targets pass as they are; anything else is refused or normalised here.
+    const path = routeTarget(req);
+    if (typeof path !== 'string') {
+      respondError(res, path, this.draining);
+      return;
+    }
+    // pick upstream
+    const pool = this.pick();
+    new ProxyExchange(this, req, res, pool, path).start();
+  };
+
+  /** Round robin across the configured upstreams. */
+  private pick(): UpstreamPool {
+    const pools = this.pools;
+    if (pools.length === 1) return pools[0]!;
+    const pool = pools[this.next]!;
+    this.next = (this.next + 1) % pools.length;
+    return pool;
+  }
+}
+
+class ProxyExchange implements ResponseSink {
+  private conn: UpstreamConnection | null = null;
+  private waiter: Waiter | null = null;
+  private readonly head: string;
+  private readonly body: IncomingMessage | null;
+  private readonly framing: BodyFraming | null;
+  private replays = 0;
+  private done = false;
+
+  constructor(
+    private readonly handler: ProxyHandler,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly pool: UpstreamPool,
+    path: string,
+  ) {
+    // prepare headers
+    const length = requestBodyLength(req.rawHeaders);
+    const hasBody = length === 'chunked' || (length !== null && length > 0);
+    this.body = hasBody ? req : null;
+    this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
+    const clientAddress = req.socket.remoteAddress;
+    this.head = buildRequestHead({
+      method: req.method!,
+      path,
+      rawHeaders: req.rawHeaders,
+      host: handler.preserveHost ? (req.headers.host ?? pool.target.authority) : pool.target.authority,
+      clientAddress,
+      clientTrusted: handler.trusted.has(clientAddress),
+      proto: handler.proto,
+      bodyLength: length,
+      ...(handler.extra !== undefined ? { extra: handler.extra } : {}),
+    });
+    res.on('close', this.onClientClose);
+  }
+
+  start(): void {
+    this.waiter = this.pool.acquire(this.onConnection, this.replays > 0);
+  }
+
+  // forward
+  private readonly onConnection = (err: SwitchyardError | null, conn: UpstreamConnection | null): void => {
+    this.waiter = null;
+    if (this.done) {
+      // The client left while we waited: the connection is untouched, so it goes straight back.
+      if (conn !== null) this.pool.release(conn);
+      return;
+    }
+    if (err !== null) {
+      this.fail(err);
+      return;
+    }
+    this.conn = conn!;
+    conn!.send(this.head, this.body, this.framing, this.req.method === 'HEAD', this);
+  };
+
+  // relay response
+  onHead(status: number, reason: string, rawHeaders: string[]): void {
+    const res = this.res;
+    if (this.handler.draining) res.shouldKeepAlive = false;
+    try {
+      res.writeHead(status, reason, filterResponseHeaders(rawHeaders));
+    } catch (err) {
+      // Node refuses header names or values it would not put on the wire; so do we.
+      this.conn?.abort();
+      this.fail(new SwitchyardError('SWY_ERR_UPSTREAM_PROTOCOL', 502, `invalid response head: ${(err as Error).message}`));
+    }
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.res.write(chunk)) return true;
+    this.res.once('drain', this.onClientDrain);
+    return false;
+  }
+
+  onEnd(): void {
+    this.conn = null;
+    this.done = true;
+    this.res.end();
+  }
+
+  onError(err: SwitchyardError, replayable: boolean): void {
+    this.conn = null;
+    if (replayable && this.body === null && this.replays < MAX_REPLAYS && !this.done) {
+      // The pooled connection had been closed by the upstream before our request reached it.
+      this.replays++;
+      this.start();
+      return;
+    }
+    this.fail(err);
+  }
+
+  private readonly onClientDrain = (): void => {
+    this.conn?.resume();
+  };
+
+  private readonly onClientClose = (): void => {
+    if (this.done) return;
+    // The client disconnected before the response completed: abandon the upstream exchange.
+    this.done = true;
+    this.waiter?.cancel();
+    this.waiter = null;
+    this.conn?.abort();
+    this.conn = null;
+    this.log(new ClientAbortedError());
+  };
+
+  // fail
+  private fail(err: SwitchyardError): void {
+    if (this.done) return;
+    this.done = true;
+    this.log(err);
+    respondError(this.res, err, this.handler.draining);
+  }
+
+  private log(err: SwitchyardError): void {
+    const level = err.status === 499 ? 'debug' : 'warn';
+    this.handler.logger[level]({
+      code: err.code, status: err.status, upstream: this.pool.target.origin,
+      method: this.req.method, url: this.req.url, msg: err.message,
+    }, 'request failed');
+  }
+}
+
+/** The error answer: a short text body naming the status and the stable code, nothing internal. */
+function respondError(res: ServerResponse, err: SwitchyardError, draining: boolean): void {
+  if (res.headersSent) {
+    // Bytes of a response already went out; ending it normally would pass a truncated body off
+    // as complete, so the client connection is cut instead.
+    res.destroy();
+    return;
+  }
+  if (res.destroyed || err.status === 499) return;
+  const body = `${err.status} ${STATUS_TEXT[err.status] ?? 'Error'} (${err.code})\n`;
+  if (draining) res.shouldKeepAlive = false;
+  res.writeHead(err.status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  });
+  res.end(body);
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: 'Bad Request', 405: 'Method Not Allowed', 502: 'Bad Gateway', 503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/**
+ * The request target to send upstream, or the error to answer with. Absolute-form targets
+ * (`GET http://other.example/x`) are reduced to their path so that no upstream is ever asked for
+ * another host; the client's Host header decides the route, as in origin-form.
+ */
+function routeTarget(req: IncomingMessage): string | SwitchyardError {
+  const url = req.url ?? '';
+  if (url.charCodeAt(0) === 47 /* / */) return url;
+  if (req.method === 'CONNECT') {
+    return new SwitchyardError('SWY_ERR_METHOD_NOT_ALLOWED', 405, 'CONNECT is not supported by a reverse proxy');
+  }
+  if (/^https?:\/\//i.test(url)) {
+    try {
+      const u = new URL(url);
+      return u.pathname + u.search;
+    } catch {
+      // fall through to 400
+    }
+  }
+  return new SwitchyardError('SWY_ERR_BAD_TARGET', 400, `request target ${JSON.stringify(url.slice(0, 64))} is not supported`);
+}
+
+/**
+ * How the client framed its body. Node's parser has already refused conflicting or malformed
+ * framing, so a Transfer-Encoding here is chunked and a Content-Length is a plain number.
+ */
+function requestBodyLength(raw: readonly string[]): number | 'chunked' | null {
+  let length: number | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') return 'chunked';
+    if (n.length === 14 && n.toLowerCase() === 'content-length') length = Number(raw[i + 1]);
+  }
+  return length;
+}

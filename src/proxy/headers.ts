@@ -1,0 +1,148 @@
+/**
+ * What crosses the proxy in each direction. Hop-by-hop fields (RFC 9110 §7.6.1) describe one
+ * connection and never travel further; the client's Connection header may name more of them.
+ * The nominated names are removed first and the proxy's own fields are added after, so a client
+ * cannot use `Connection: X-Forwarded-For` to strip what the proxy asserts.
+ *
+ * This runs once per request on the hot path: it works on rawHeaders (no lower-cased object is
+ * built) and emits the upstream request head as one string, written in one syscall.
+ */
+import { BlockList, isIPv4 } from 'node:net';
+
+/** Lower-case names that are per-connection by definition. */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+  // Framing is re-derived for the next hop; Expect is answered by this hop (Node sends 100 Continue).
+  'content-length', 'expect',
+  // Replaced by the proxy's own values below.
+  'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via',
+]);
+
+const RESPONSE_HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
+]);
+
+export const VIA = '1.1 switchyard';
+
+export class TrustedProxies {
+  private readonly list = new BlockList();
+  readonly empty: boolean;
+
+  constructor(cidrs: readonly string[]) {
+    this.empty = cidrs.length === 0;
+    for (const c of cidrs) {
+      const [addr, bits] = c.split('/') as [string, string | undefined];
+      const type = isIPv4(addr) ? 'ipv4' : 'ipv6';
+      if (bits === undefined) this.list.addAddress(addr, type);
+      else this.list.addSubnet(addr, Number(bits), type);
+    }
+  }
+
+  has(address: string | undefined): boolean {
+    if (this.empty || address === undefined) return false;
+    if (address.startsWith('::ffff:') && isIPv4(address.slice(7))) address = address.slice(7);
+    return this.list.check(address, isIPv4(address) ? 'ipv4' : 'ipv6');
+  }
+}
+
+/** Comma-separated tokens of every Connection header, lower-cased. */
+function connectionTokens(raw: readonly string[]): Set<string> | null {
+  let names: Set<string> | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === 10 && n.toLowerCase() === 'connection') {
+      for (const t of raw[i + 1]!.split(',')) {
+        const token = t.trim().toLowerCase();
+        if (token !== '') (names ??= new Set()).add(token);
+      }
+    }
+  }
+  return names;
+}
+
+export interface RequestHeadInput {
+  method: string;
+  /** origin-form target: starts with '/'. */
+  path: string;
+  rawHeaders: readonly string[];
+  /** Host header to send (the upstream's, or the client's with preserveHost). */
+  host: string;
+  clientAddress: string | undefined;
+  clientTrusted: boolean;
+  /** 'http' or 'https': the scheme the client used to reach us. */
+  proto: string;
+  /** How the body is framed upstream: its declared length, 'chunked', or none. */
+  bodyLength: number | 'chunked' | null;
+  /** Extra header lines, pre-formatted "Name: value\r\n" (demo mode only). */
+  extra?: string;
+}
+
+/**
+ * Build the upstream request head. Returns the full head including the final empty line.
+ * Values were already checked by Node's parser (no CR/LF/NUL), so concatenation is safe.
+ */
+export function buildRequestHead(input: RequestHeadInput): string {
+  const raw = input.rawHeaders;
+  const nominated = connectionTokens(raw);
+  let head = `${input.method} ${input.path} HTTP/1.1\r\nHost: ${input.host}\r\n`;
+  let xff: string | undefined;
+  let xfProto: string | undefined;
+  let xfHost: string | undefined;
+  let via: string | undefined;
+  let clientHost: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const value = raw[i + 1]!;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower)) {
+      switch (lower) {
+        case 'host': clientHost = value; break;
+        case 'x-forwarded-for': xff = xff === undefined ? value : `${xff}, ${value}`; break;
+        case 'x-forwarded-proto': xfProto ??= value; break;
+        case 'x-forwarded-host': xfHost ??= value; break;
+        case 'via': via = via === undefined ? value : `${via}, ${value}`; break;
+        default: break;
+      }
+      continue;
+    }
+    if (nominated !== null && nominated.has(lower)) continue;
+    head += `${name}: ${value}\r\n`;
+  }
+  const client = input.clientAddress ?? 'unknown';
+  // A client outside trustedProxies cannot vouch for anyone: its forwarding headers are replaced.
+  const trusted = input.clientTrusted;
+  head += `X-Forwarded-For: ${trusted && xff !== undefined ? `${xff}, ${client}` : client}\r\n`;
+  head += `X-Forwarded-Proto: ${trusted && xfProto !== undefined ? xfProto : input.proto}\r\n`;
+  const fwdHost = trusted && xfHost !== undefined ? xfHost : clientHost;
+  if (fwdHost !== undefined) head += `X-Forwarded-Host: ${fwdHost}\r\n`;
+  // Via is a trace, not an assertion: every hop appends itself (RFC 9110 §7.6.3).
+  head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  if (input.extra !== undefined) head += input.extra;
+  if (input.bodyLength === 'chunked') head += 'Transfer-Encoding: chunked\r\n';
+  else if (input.bodyLength !== null) head += `Content-Length: ${input.bodyLength}\r\n`;
+  return `${head}\r\n`;
+}
+
+/**
+ * Response fields for the client, as the flat [name, value, ...] array writeHead takes.
+ * Transfer-Encoding is dropped because Node re-frames the body for the client; Content-Length is
+ * kept so that a sized body stays sized.
+ */
+export function filterResponseHeaders(raw: readonly string[]): string[] {
+  const nominated = connectionTokens(raw);
+  const out: string[] = [];
+  let via: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    const lower = name.toLowerCase();
+    if (RESPONSE_HOP_BY_HOP.has(lower)) continue;
+    if (nominated !== null && nominated.has(lower)) continue;
+    if (lower === 'via') {
+      via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
+      continue;
+    }
+    out.push(name, raw[i + 1]!);
+  }
+  out.push('Via', via === undefined ? VIA : `${via}, ${VIA}`);
+  return out;
+}

@@ -1,0 +1,330 @@
+/**
+ * One keep-alive connection to an upstream and the HTTP/1.1 exchanges over it, one at a time.
+ *
+ * The request head goes out as one string; the response is parsed by llhttp directly off the
+ * socket. Listeners and parser callbacks are bound once per connection, not per request, which
+ * is most of what makes this cheaper than node:http's client.
+ *
+ * A connection goes back to the pool only when the exchange ended cleanly: the whole request was
+ * written, the whole response was read, the upstream allowed keep-alive, and no stray byte
+ * followed. Anything else destroys it, so no byte of one exchange can reach another.
+ */
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { Readable } from 'node:stream';
+import {
+  SwitchyardError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamIdleTimeoutError,
+  UpstreamProtocolError, UpstreamResetError, toSwitchyardError,
+} from '../errors';
+import { HTTPParser, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from './http-parser';
+
+export interface UpstreamTarget {
+  readonly protocol: 'http:' | 'https:';
+  readonly host: string;
+  readonly port: number;
+  /** The value for the Host header: host[:port], port omitted when it is the scheme's default. */
+  readonly authority: string;
+  /** For display and logs. */
+  readonly origin: string;
+  readonly tls: tls.ConnectionOptions | null;
+}
+
+export interface ConnectionTimeouts {
+  readonly connect: number;
+  readonly responseHeader: number;
+  readonly idle: number;
+  readonly keepAlive: number;
+}
+
+/** The receiving side of one exchange (the proxy handler implements it). */
+export interface ResponseSink {
+  /** The final (non-1xx) response head. */
+  onHead(status: number, reason: string, rawHeaders: string[]): void;
+  /** A body chunk. Return false to stop reading from the upstream until `resume()`. */
+  onData(chunk: Buffer): boolean;
+  onEnd(): void;
+  /** `replayable`: nothing of the exchange was consumed or produced, so it may be sent again elsewhere. */
+  onError(err: SwitchyardError, replayable: boolean): void;
+}
+
+export interface ConnectionOwner {
+  release(conn: UpstreamConnection): void;
+  remove(conn: UpstreamConnection): void;
+}
+
+export type BodyFraming = 'length' | 'chunked';
+
+const enum State { Busy, Idle, Closed }
+
+const MAX_RESPONSE_HEADER_SIZE = 64 * 1024;
+const CRLF = '\r\n';
+const LAST_CHUNK = '0\r\n\r\n';
+
+export class UpstreamConnection {
+  readonly socket: net.Socket;
+  /** Exchanges completed on this connection; > 0 means it came from the pool. */
+  completed = 0;
+
+  private readonly parser: HTTPParserInstance;
+  private state = State.Busy;
+  private connecting = true;
+  private sink: ResponseSink | null = null;
+  private body: Readable | null = null;
+  private chunked = false;
+  private bodyStarted = false;
+  private requestDone = false;
+  private headDone = false;
+  private responseDone = false;
+  private keepAlive = false;
+  private skipBody = false;
+  private informational = false;
+  private poisoned = false;
+  private headerParts: string[] | null = null;
+
+  constructor(
+    target: UpstreamTarget,
+    private readonly owner: ConnectionOwner,
+    private readonly timeouts: ConnectionTimeouts,
+    onTlsSession: ((s: Buffer) => void) | null,
+  ) {
+    const socket = target.tls === null
+      ? net.connect({ host: target.host, port: target.port, noDelay: true })
+      : tls.connect({ ...target.tls, host: target.host, port: target.port });
+    socket.setNoDelay(true);
+    this.socket = socket;
+    socket.setTimeout(timeouts.connect);
+    socket.once(target.tls === null ? 'connect' : 'secureConnect', () => {
+      this.connecting = false;
+      if (this.state === State.Busy) socket.setTimeout(this.headDone ? timeouts.idle : timeouts.responseHeader);
+    });
+    if (onTlsSession !== null) socket.on('session', onTlsSession);
+    socket.on('data', (d: Buffer) => this.onSocketData(d));
+    socket.on('end', () => this.onSocketEnd());
+    socket.on('error', (err) => this.fail(toSwitchyardError(err)));
+    socket.on('close', () => this.fail(new UpstreamResetError('upstream closed the connection')));
+    socket.on('timeout', () => this.onTimeout());
+    socket.on('drain', () => this.body?.resume());
+
+    const parser = new HTTPParser();
+    parser.initialize(HTTPParser.RESPONSE, {}, MAX_RESPONSE_HEADER_SIZE, 0);
+    parser[HTTPParser.kOnMessageBegin] = () => {
+      // A message starting after the final response completed is a byte nobody asked for.
+      if (this.responseDone || this.state !== State.Busy) this.poisoned = true;
+    };
+    parser[HTTPParser.kOnHeaders] = (headers: string[]) => {
+      // Heads with more than 32 fields arrive in parts before onHeadersComplete.
+      (this.headerParts ??= []).push(...headers);
+    };
+    parser[HTTPParser.kOnHeadersComplete] = ((_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
+      this.onHeadersComplete(headers, status, reason, upgrade, keepAlive)) satisfies OnHeadersComplete;
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
+      const sink = this.sink;
+      if (sink !== null && !this.poisoned && !sink.onData(chunk)) this.socket.pause();
+    };
+    parser[HTTPParser.kOnMessageComplete] = () => {
+      if (this.informational) this.informational = false;
+      else if (this.headDone) this.responseDone = true;
+    };
+    this.parser = parser;
+  }
+
+  get idle(): boolean {
+    return this.state === State.Idle;
+  }
+
+  /**
+   * Start an exchange: write the head and stream `body` (the client request) with backpressure.
+   * `bodyLength`: declared length, or null with `framing` 'chunked', or no body when body is null.
+   */
+  send(head: string, body: Readable | null, framing: BodyFraming | null, isHead: boolean, sink: ResponseSink): void {
+    this.state = State.Busy;
+    this.sink = sink;
+    this.skipBody = isHead;
+    this.requestDone = false;
+    this.headDone = false;
+    this.responseDone = false;
+    this.informational = false;
+    this.bodyStarted = false;
+    this.headerParts = null;
+    if (!this.connecting) this.socket.setTimeout(this.timeouts.responseHeader);
+    this.socket.write(head);
+    if (body === null) {
+      this.requestDone = true;
+      return;
+    }
+    this.body = body;
+    this.chunked = framing === 'chunked';
+    body.on('data', this.onBodyData);
+    body.on('end', this.onBodyEnd);
+  }
+
+  /** Continue reading the response after the sink returned false from onData. */
+  resume(): void {
+    if (this.state === State.Busy) this.socket.resume();
+  }
+
+  /** The client went away: the exchange is abandoned and the connection cannot be trusted. */
+  abort(): void {
+    if (this.state === State.Closed) return;
+    this.sink = null;
+    this.close();
+  }
+
+  /** Close for good (pool shutdown, idle expiry). */
+  close(): void {
+    if (this.state === State.Closed) return;
+    this.state = State.Closed;
+    this.detachBody();
+    this.socket.destroy();
+    // close() deletes the C++ parser; it may be mid-execute, so let the stack unwind first.
+    setImmediate(closeParser, this.parser);
+    this.owner.remove(this);
+  }
+
+  /** Pool hands an idle connection out. */
+  reuse(): void {
+    this.state = State.Busy;
+  }
+
+  /** Pool parks the connection. */
+  park(): void {
+    this.state = State.Idle;
+    this.socket.setTimeout(this.timeouts.keepAlive);
+  }
+
+  private readonly onBodyData = (chunk: Buffer): void => {
+    this.bodyStarted = true;
+    let ok: boolean;
+    if (this.chunked) {
+      if (chunk.length === 0) return;
+      this.socket.cork();
+      this.socket.write(chunk.length.toString(16) + CRLF);
+      this.socket.write(chunk);
+      ok = this.socket.write(CRLF);
+      this.socket.uncork();
+    } else {
+      ok = this.socket.write(chunk);
+    }
+    if (!ok) this.body?.pause();
+  };
+
+  private readonly onBodyEnd = (): void => {
+    if (this.chunked) this.socket.write(LAST_CHUNK);
+    this.detachBody();
+    this.requestDone = true;
+  };
+
+  private detachBody(): void {
+    const body = this.body;
+    if (body === null) return;
+    this.body = null;
+    body.off('data', this.onBodyData);
+    body.off('end', this.onBodyEnd);
+  }
+
+  private onHeadersComplete(
+    headers: string[] | undefined, status: number, reason: string, upgrade: boolean, keepAlive: boolean,
+  ): number {
+    const sink = this.sink;
+    let raw = headers ?? [];
+    if (this.headerParts !== null) {
+      raw = headers === undefined ? this.headerParts : this.headerParts.concat(headers);
+      this.headerParts = null;
+    }
+    if (sink === null || this.state !== State.Busy || this.poisoned) return 1;
+    if (status < 200) {
+      if (status === 101 || upgrade) {
+        this.fail(new UpstreamProtocolError('upstream switched protocols without being asked to'));
+        return 1;
+      }
+      // 100 Continue and 103 Early Hints: the client waits for the final response.
+      this.informational = true;
+      return 0;
+    }
+    this.headDone = true;
+    this.keepAlive = keepAlive;
+    if (!this.connecting) this.socket.setTimeout(this.timeouts.idle);
+    sink.onHead(status, reason, raw);
+    return this.skipBody ? 1 : 0;
+  }
+
+  private onSocketData(data: Buffer): void {
+    if (this.state !== State.Busy) {
+      // An idle connection that speaks unprompted is in an unknown state.
+      this.close();
+      return;
+    }
+    const ret = this.parser.execute(data);
+    if (typeof ret !== 'number') {
+      this.fail(new UpstreamProtocolError(`invalid response from upstream: ${(ret as ParseError).reason ?? ret.message}`));
+      return;
+    }
+    if (this.poisoned) {
+      this.fail(new UpstreamProtocolError('upstream sent bytes after the end of its response'));
+      return;
+    }
+    if (this.responseDone && this.state === State.Busy) this.completeResponse();
+  }
+
+  private onSocketEnd(): void {
+    if (this.state !== State.Busy) {
+      this.close();
+      return;
+    }
+    // EOF completes a response framed by connection close, and is an error for any other.
+    const err = this.parser.finish();
+    if (err !== undefined) {
+      this.fail(new UpstreamResetError(`upstream closed the connection mid-response (${err.reason ?? err.message})`));
+      return;
+    }
+    if (this.responseDone) {
+      this.keepAlive = false;
+      this.completeResponse();
+      return;
+    }
+    this.fail(new UpstreamResetError(this.headDone
+      ? 'upstream closed the connection mid-response'
+      : 'upstream closed the connection before responding'));
+  }
+
+  private onTimeout(): void {
+    if (this.state === State.Idle) {
+      this.close();
+      return;
+    }
+    if (this.connecting) this.fail(new UpstreamConnectTimeoutError(this.timeouts.connect));
+    else if (!this.headDone) this.fail(new UpstreamHeadersTimeoutError(this.timeouts.responseHeader));
+    else this.fail(new UpstreamIdleTimeoutError(this.timeouts.idle));
+  }
+
+  private completeResponse(): void {
+    const sink = this.sink;
+    this.sink = null;
+    this.detachBody();
+    this.completed++;
+    // An upstream that answered before reading the whole request (an early 413, say) leaves the
+    // rest of that body on the wire, where the next exchange would find it: drop the connection.
+    if (this.keepAlive && this.requestDone && !this.poisoned) {
+      this.socket.resume();
+      this.owner.release(this);
+    } else {
+      this.close();
+    }
+    sink?.onEnd();
+  }
+
+  private fail(err: SwitchyardError): void {
+    if (this.state === State.Closed) return;
+    const sink = this.sink;
+    // Safe to send again only if this was a reused connection that went stale before the
+    // upstream said anything and before any of the client's body was consumed.
+    const replayable = this.completed > 0 && !this.headDone && !this.bodyStarted && !this.informational;
+    this.sink = null;
+    this.close();
+    sink?.onError(err, replayable);
+  }
+}
+
+function closeParser(parser: HTTPParserInstance): void {
+  parser.close();
+}

@@ -1,0 +1,175 @@
+/**
+ * A worker's keep-alive pool for one upstream: idle connections are reused most-recently-used
+ * first (warm sockets stay warm, the rest expire), new ones are opened up to `maxConnections`, and
+ * requests past that wait in a FIFO queue bounded by `queueTimeout`.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import type * as tls from 'node:tls';
+import { PoolClosedError, PoolQueueTimeoutError, type SwitchyardError } from '../errors';
+import type { UpstreamConfig } from '../config/schema';
+import { UpstreamConnection, type ConnectionOwner, type ConnectionTimeouts, type UpstreamTarget } from './connection';
+
+export interface PoolOptions {
+  readonly maxConnections: number;
+  readonly queueTimeout: number;
+  readonly timeouts: ConnectionTimeouts;
+}
+
+export type AcquireCallback = (err: SwitchyardError | null, conn: UpstreamConnection | null) => void;
+
+/** A queued acquire; `cancel()` when the client leaves first. */
+export interface Waiter {
+  cancel(): void;
+}
+
+interface QueueEntry extends Waiter {
+  cb: AcquireCallback | null;
+  timer: NodeJS.Timeout | null;
+}
+
+export interface PoolStats {
+  open: number;
+  idle: number;
+  pending: number;
+}
+
+export function targetFromConfig(u: UpstreamConfig): UpstreamTarget {
+  const url = new URL(u.url);
+  const https = url.protocol === 'https:';
+  const port = url.port === '' ? (https ? 443 : 80) : Number(url.port);
+  // URL keeps brackets around IPv6 literals; sockets and SNI want the bare address.
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  let tlsOptions: tls.ConnectionOptions | null = null;
+  if (https) {
+    const servername = u.servername ?? host;
+    tlsOptions = {
+      rejectUnauthorized: !u.insecure,
+      // SNI must not carry an IP address (RFC 6066 §3). Node checks the certificate against
+      // servername when given, else against the host, so an IP upstream is checked by IP SAN.
+      ...(isIP(servername) === 0 ? { servername } : {}),
+      ...(u.ca !== undefined ? { ca: readFileSync(u.ca) } : {}),
+      ALPNProtocols: ['http/1.1'],
+    };
+  }
+  return {
+    protocol: https ? 'https:' : 'http:',
+    host,
+    port,
+    authority: url.host,
+    origin: url.origin,
+    tls: tlsOptions,
+  };
+}
+
+export class UpstreamPool implements ConnectionOwner {
+  private readonly idleConns: UpstreamConnection[] = [];
+  private readonly queue: QueueEntry[] = [];
+  private open = 0;
+  private closed = false;
+  private tlsSession: Buffer | null = null;
+  private readonly onTlsSession: ((s: Buffer) => void) | null;
+
+  constructor(readonly target: UpstreamTarget, private readonly options: PoolOptions) {
+    // Resuming the last TLS session skips a full handshake on each new connection.
+    this.onTlsSession = target.tls === null ? null : (s: Buffer) => { this.tlsSession = s; };
+  }
+
+  stats(): PoolStats {
+    return { open: this.open, idle: this.idleConns.length, pending: this.queue.length };
+  }
+
+  /**
+   * Calls back synchronously when a connection is at hand, else later. `fresh` skips idle
+   * connections: a replay after a stale keep-alive socket must not meet another stale one.
+   */
+  acquire(cb: AcquireCallback, fresh = false): Waiter | null {
+    if (this.closed) {
+      cb(new PoolClosedError(), null);
+      return null;
+    }
+    if (!fresh) {
+      const conn = this.idleConns.pop();
+      if (conn !== undefined) {
+        conn.reuse();
+        cb(null, conn);
+        return null;
+      }
+    }
+    if (this.open < this.options.maxConnections) {
+      cb(null, this.connect());
+      return null;
+    }
+    const entry: QueueEntry = {
+      cb,
+      timer: null,
+      cancel: () => {
+        if (entry.timer !== null) clearTimeout(entry.timer);
+        entry.cb = null;
+        const i = this.queue.indexOf(entry);
+        if (i !== -1) this.queue.splice(i, 1);
+      },
+    };
+    entry.timer = setTimeout(() => {
+      const waiting = entry.cb;
+      entry.cancel();
+      waiting?.(new PoolQueueTimeoutError(this.options.queueTimeout), null);
+    }, this.options.queueTimeout);
+    this.queue.push(entry);
+    return entry;
+  }
+
+  /** A connection whose exchange ended cleanly: hand it to the next waiter, or park it. */
+  release(conn: UpstreamConnection): void {
+    if (this.closed) {
+      conn.close();
+      return;
+    }
+    const next = this.queue.shift();
+    if (next !== undefined) {
+      const cb = next.cb!;
+      clearTimeout(next.timer!);
+      next.cb = null;
+      conn.reuse();
+      cb(null, conn);
+      return;
+    }
+    conn.park();
+    this.idleConns.push(conn);
+  }
+
+  /** A connection closed for good: forget it, and let a waiter open a new one in its place. */
+  remove(conn: UpstreamConnection): void {
+    this.open--;
+    const i = this.idleConns.indexOf(conn);
+    if (i !== -1) this.idleConns.splice(i, 1);
+    if (!this.closed && this.queue.length > 0 && this.open < this.options.maxConnections) {
+      const next = this.queue.shift()!;
+      const cb = next.cb!;
+      clearTimeout(next.timer!);
+      next.cb = null;
+      cb(null, this.connect());
+    }
+  }
+
+  /** Stop lending: close idle connections and fail waiters. Busy ones close when their exchange ends. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const conn of this.idleConns.splice(0)) conn.close();
+    for (const entry of this.queue.splice(0)) {
+      const cb = entry.cb;
+      if (entry.timer !== null) clearTimeout(entry.timer);
+      entry.cb = null;
+      cb?.(new PoolClosedError(), null);
+    }
+  }
+
+  private connect(): UpstreamConnection {
+    this.open++;
+    const target = this.tlsSession === null || this.target.tls === null
+      ? this.target
+      : { ...this.target, tls: { ...this.target.tls, session: this.tlsSession } };
+    return new UpstreamConnection(target, this, this.options.timeouts, this.onTlsSession);
+  }
+}
