@@ -66,6 +66,7 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger): Promi
     slot.startedAt = Date.now();
     const worker = cluster.fork({ SWITCHYARD_WORKER_INDEX: String(slot.index) });
     slot.worker = worker;
+    logger.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker started');
     worker.send({ type: 'swy:start', config, demo: isDemo } satisfies PrimaryMessage);
     worker.on('message', (m: unknown) => {
       if (!isWorkerMessage(m)) return;
@@ -94,14 +95,15 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger): Promi
     if (slot.worker === worker) slot.worker = null;
     slot.listening = false;
     if (stopping) {
-      logger.info({ worker: worker.id, code, signal }, 'worker exited');
+      logger.info({ worker: worker.id, workerPid: worker.process.pid, code, signal }, 'worker exited');
       if (slots.every((s) => s.worker === null)) finish();
       return;
     }
     const lived = Date.now() - slot.startedAt;
     slot.failures = lived >= STABLE_UPTIME_MS ? 1 : slot.failures + 1;
     const delay = Math.min(BACKOFF_BASE_MS * 2 ** (slot.failures - 1), BACKOFF_MAX_MS);
-    logger.warn({ worker: worker.id, code, signal, livedMs: lived, restartInMs: delay }, 'worker died; replacing it');
+    logger.warn({ worker: worker.id, workerPid: worker.process.pid, code, signal, livedMs: lived, restartInMs: delay },
+      'worker died; replacing it');
     slot.timer = setTimeout(() => spawn(slot), delay);
   };
 

@@ -255,15 +255,16 @@ export class UpstreamConnection {
       return;
     }
     const ret = this.parser.execute(data);
-    if (typeof ret !== 'number') {
+    if (typeof ret !== 'number' && !this.responseDone) {
       this.fail(new UpstreamProtocolError(`invalid response from upstream: ${(ret as ParseError).reason ?? ret.message}`));
       return;
     }
-    if (this.poisoned) {
-      this.fail(new UpstreamProtocolError('upstream sent bytes after the end of its response'));
-      return;
-    }
-    if (this.responseDone && this.state === State.Busy) this.completeResponse();
+    if (this.state !== State.Busy) return;
+    // A complete response followed by stray bytes (parseable or not) is still complete;
+    // completeResponse() then drops the connection instead of pooling it.
+    if (typeof ret !== 'number') this.poisoned = true;
+    if (this.responseDone) this.completeResponse();
+    else if (this.poisoned) this.fail(new UpstreamProtocolError('upstream sent bytes after the end of its response'));
   }
 
   private onSocketEnd(): void {

@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { httpUpstream, rawUpstream, request, startProxy, waitFor } from './support/helpers';
+
+async function closedPort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => s.once('listening', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** Resolves with how a response ended: complete, or aborted after its head. */
+function fetchOutcome(url: string): Promise<{ status: number; complete: boolean; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get(url, { agent: false }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => { body += c.toString(); });
+      res.on('end', () => resolve({ status: res.statusCode!, complete: res.complete, body }));
+      res.on('error', () => resolve({ status: res.statusCode!, complete: false, body }));
+      res.on('aborted', () => resolve({ status: res.statusCode!, complete: false, body }));
+    }).on('error', reject);
+  });
+}
+
+describe('errors map to the status a user expects', () => {
+  it('502 when the upstream refuses the connection', async () => {
+    const proxy = await startProxy({ upstreams: [{ url: `http://127.0.0.1:${await closedPort()}` }] });
+    const res = await request(proxy.url);
+    assert.equal(res.status, 502);
+    assert.match(res.body.toString(), /SWY_ERR_UPSTREAM_CONNECT/);
+  });
+
+  it('502 when the upstream resets before responding', async () => {
+    const up = await rawUpstream((socket) => socket.once('data', () => socket.resetAndDestroy()));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const res = await request(proxy.url);
+    assert.equal(res.status, 502);
+  });
+
+  it('502 when the upstream closes before responding', async () => {
+    const up = await rawUpstream((socket) => socket.once('data', () => socket.end()));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const res = await request(proxy.url);
+    assert.equal(res.status, 502);
+    assert.match(res.body.toString(), /SWY_ERR_UPSTREAM_RESET/);
+  });
+
+  it('502 when the upstream sends an invalid response', async () => {
+    const up = await rawUpstream((socket) => socket.once('data', () => socket.write('HTTP/1.1 2OO OK\r\n\r\n')));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const res = await request(proxy.url);
+    assert.equal(res.status, 502);
+    assert.match(res.body.toString(), /SWY_ERR_UPSTREAM_PROTOCOL/);
+  });
+
+  it('504 when the upstream sends no response head within timeouts.responseHeader', async () => {
+    const up = await rawUpstream(() => { /* silent */ });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], timeouts: { responseHeader: 150 } });
+    const res = await request(proxy.url);
+    assert.equal(res.status, 504);
+    assert.match(res.body.toString(), /SWY_ERR_UPSTREAM_HEADERS_TIMEOUT/);
+  });
+
+  it('aborts the client when the upstream stalls mid-body past timeouts.idle', async () => {
+    const up = await rawUpstream((socket) => socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial')));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], timeouts: { idle: 150 } });
+    const out = await fetchOutcome(proxy.url);
+    assert.equal(out.status, 200);
+    assert.equal(out.complete, false);
+  });
+
+  it('aborts the client, never ends it cleanly, when the upstream closes mid-body', async () => {
+    const up = await rawUpstream((socket) => socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial')));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const out = await fetchOutcome(proxy.url);
+    assert.equal(out.complete, false);
+    assert.equal(out.body, 'partial');
+  });
+
+  it('aborts the upstream exchange when the client goes away, and does not reuse that connection', async () => {
+    let requests = 0;
+    const up = await httpUpstream((req, res) => {
+      requests++;
+      if (req.url === '/slow') { res.writeHead(200); res.write('start'); return; } // never ends
+      res.end('fast');
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    await new Promise<void>((resolve) => {
+      const req = http.get(`${proxy.url}/slow`, { agent: false }, (res) => res.once('data', () => { req.destroy(); resolve(); }));
+      req.on('error', () => undefined);
+    });
+    const slowConn = up.connections[0]!;
+    await waitFor(() => slowConn.destroyed);
+    const res = await request(`${proxy.url}/fast`);
+    assert.equal(res.body.toString(), 'fast');
+    assert.equal(up.connections.length, 2);
+    assert.equal(requests, 2);
+  });
+
+  it('never delivers bytes an upstream sends after its response to the next request', async () => {
+    const up = await rawUpstream((socket) => {
+      socket.on('data', () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled'));
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const first = await request(proxy.url);
+    const second = await request(proxy.url);
+    assert.equal(first.body.toString(), 'ok');
+    assert.equal(second.body.toString(), 'ok');
+    // The connection that carried stray bytes was dropped, not pooled.
+    assert.equal(up.connections.length, 2);
+  });
+
+  it('ignores a 1xx and relays the final response', async () => {
+    const up = await rawUpstream((socket) => socket.once('data', () => socket.write(
+      'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone')));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const res = await request(proxy.url);
+    assert.equal(res.status, 201);
+    assert.equal(res.body.toString(), 'done');
+  });
+});

@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import type { IncomingHttpHeaders } from 'node:http';
+import { completeResponse, httpUpstream, rawExchange, rawUpstream, request, startProxy } from './support/helpers';
+
+/** An upstream that answers with the headers it received, as JSON. */
+async function echoHeaders() {
+  const seen: Array<{ headers: IncomingHttpHeaders; rawHeaders: string[]; url: string }> = [];
+  const up = await httpUpstream((req, res) => {
+    seen.push({ headers: req.headers, rawHeaders: req.rawHeaders, url: req.url! });
+    res.end('ok');
+  });
+  return { up, seen };
+}
+
+describe('request headers', () => {
+  it('rewrites Host to the upstream by default', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const res = await request(`${proxy.url}/a?b=1`, { headers: { host: 'public.example' } });
+    assert.equal(res.status, 200);
+    assert.equal(seen[0]!.headers.host, `127.0.0.1:${up.port}`);
+    assert.equal(seen[0]!.url, '/a?b=1');
+    assert.equal(seen[0]!.headers['x-forwarded-host'], 'public.example');
+  });
+
+  it('keeps the client Host with preserveHost: true', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], preserveHost: true });
+    await request(proxy.url, { headers: { host: 'public.example' } });
+    assert.equal(seen[0]!.headers.host, 'public.example');
+  });
+
+  it('removes hop-by-hop headers and every header named in Connection', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const raw = 'GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret, x-other\r\n'
+      + 'Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\n'
+      + 'Upgrade: h2c\r\nX-Secret: 1\r\nX-Other: 2\r\nX-Kept: 3\r\n\r\n';
+    const got = await rawExchange(proxy.port, raw, completeResponse);
+    assert.match(got, /^HTTP\/1\.1 200 /);
+    const h = seen[0]!.headers;
+    for (const name of ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'x-secret', 'x-other']) {
+      assert.equal(h[name], undefined, `${name} must not reach the upstream`);
+    }
+    assert.equal(h['x-kept'], '3');
+  });
+
+  it('removes hop-by-hop headers from the response, and names listed in its Connection', async () => {
+    const up = await rawUpstream((socket) => {
+      socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n'
+        + 'Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\nUpgrade: h2c\r\nTE: trailers\r\n'
+        + 'X-End: kept\r\nContent-Length: 2\r\n\r\nok'));
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const res = await request(proxy.url);
+    assert.equal(res.status, 200);
+    assert.equal(res.body.toString(), 'ok');
+    for (const name of ['x-hop', 'proxy-connection', 'trailer', 'upgrade', 'te']) {
+      assert.equal(res.headers[name], undefined, `${name} must not reach the client`);
+    }
+    // Node's own keep-alive framing for the client connection is ours, not the upstream's value.
+    assert.notEqual(res.headers['keep-alive'], 'timeout=5');
+    assert.equal(res.headers['x-end'], 'kept');
+    assert.equal(res.headers.via, '1.1 switchyard');
+  });
+
+  it('replaces X-Forwarded-* from an untrusted client', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    await request(proxy.url, {
+      headers: { host: 'real.example', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example' },
+    });
+    const h = seen[0]!.headers;
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h['x-forwarded-proto'], 'http');
+    assert.equal(h['x-forwarded-host'], 'real.example');
+    assert.equal(h.via, '1.1 switchyard');
+  });
+
+  it('appends to X-Forwarded-For from a trusted proxy and keeps its proto and host', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], trustedProxies: ['127.0.0.0/8'] });
+    await request(proxy.url, {
+      headers: { host: 'edge.internal', 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'www.example', via: '1.1 edge' },
+    });
+    const h = seen[0]!.headers;
+    assert.equal(h['x-forwarded-for'], '203.0.113.7, 127.0.0.1');
+    assert.equal(h['x-forwarded-proto'], 'https');
+    assert.equal(h['x-forwarded-host'], 'www.example');
+    assert.equal(h.via, '1.1 edge, 1.1 switchyard');
+  });
+
+  it('does not let Connection strip the headers the proxy adds', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const raw = 'GET / HTTP/1.1\r\nHost: a.example\r\nConnection: X-Forwarded-For, Via, X-Forwarded-Host\r\n\r\n';
+    await rawExchange(proxy.port, raw, completeResponse);
+    const h = seen[0]!.headers;
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h.via, '1.1 switchyard');
+    assert.equal(h['x-forwarded-host'], 'a.example');
+  });
+
+  it('reduces an absolute-form target to its path, never naming another host upstream', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const got = await rawExchange(proxy.port, 'GET http://other.example/x?y=1 HTTP/1.1\r\nHost: a.example\r\n\r\n', completeResponse);
+    assert.match(got, /^HTTP\/1\.1 200 /);
+    assert.equal(seen[0]!.url, '/x?y=1');
+    assert.equal(seen[0]!.headers.host, `127.0.0.1:${up.port}`);
+  });
+
+  it('answers CONNECT with 405 instead of dropping the connection', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const got = await rawExchange(proxy.port, 'CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n');
+    assert.match(got, /^HTTP\/1\.1 405 /);
+    assert.equal(seen.length, 0);
+  });
+});

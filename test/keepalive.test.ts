@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import { delay, httpUpstream, rawUpstream, request, startProxy, waitFor } from './support/helpers';
+
+describe('keep-alive pooling to the upstream', () => {
+  it('serves many sequential requests over one upstream connection', async () => {
+    const up = await httpUpstream((req, res) => res.end(req.url));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    for (let i = 0; i < 50; i++) {
+      const res = await request(`${proxy.url}/${i}`);
+      assert.equal(res.body.toString(), `/${i}`);
+    }
+    assert.equal(up.connections.length, 1);
+  });
+
+  it('serves concurrent requests over at most maxConnections, queueing past it', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    const up = await httpUpstream(async (req, res) => {
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      await delay(5);
+      inFlight--;
+      res.end(req.url);
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], pool: { maxConnections: 4 } });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 20 });
+    const results = await Promise.all(Array.from({ length: 200 }, (_, i) => request(`${proxy.url}/${i}`, { agent })));
+    agent.destroy();
+    results.forEach((r, i) => assert.equal(r.body.toString(), `/${i}`));
+    assert.ok(up.connections.length <= 4, `${up.connections.length} upstream connections for maxConnections 4`);
+    assert.ok(maxInFlight <= 4);
+  });
+
+  it('answers 503 when no connection frees up within queueTimeout', async () => {
+    const up = await httpUpstream(() => { /* never answers */ });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], pool: { maxConnections: 1, queueTimeout: 100 } });
+    const first = request(proxy.url).catch(() => null);
+    await waitFor(() => up.connections.length === 1);
+    const second = await request(proxy.url);
+    assert.equal(second.status, 503);
+    assert.match(second.body.toString(), /SWY_ERR_POOL_QUEUE_TIMEOUT/);
+    void first;
+  });
+
+  it('does not reuse a connection whose response was framed by close', async () => {
+    const up = await rawUpstream((socket) => {
+      socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close'));
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    assert.equal((await request(proxy.url)).body.toString(), 'until close');
+    assert.equal((await request(proxy.url)).body.toString(), 'until close');
+    assert.equal(up.connections.length, 2);
+  });
+
+  it('replays a bodiless request once when a pooled connection turns out closed by the upstream', async () => {
+    // The upstream closes each connection right after its first response, without saying so:
+    // the next request on that pooled socket meets a reset before any response byte.
+    let served = 0;
+    const up = await rawUpstream((socket) => {
+      socket.once('data', () => {
+        served++;
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        socket.once('data', () => socket.destroy());
+      });
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    for (let i = 0; i < 5; i++) assert.equal((await request(proxy.url)).status, 200);
+    assert.equal(served, 5);
+  });
+
+  it('closes idle pooled connections after pool.keepAliveTimeout', async () => {
+    const up = await httpUpstream((_req, res) => res.end('x'));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], pool: { keepAliveTimeout: 100 } });
+    await request(proxy.url);
+    const conn = up.connections[0]!;
+    await waitFor(() => conn.destroyed || conn.readableEnded);
+    assert.equal(proxy.server.pools[0]!.stats().open, 0);
+  });
+});

@@ -1,0 +1,219 @@
+/**
+ * Real sockets on port 0 for every test: upstreams (node:http, or raw net where they must
+ * misbehave), the proxy in-process, and the CLI as a real cluster.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import { resolve } from 'node:path';
+import pino from 'pino';
+import { validate, deepFreeze, type ResolvedConfig } from '../../src/config/load';
+import { parseHostPort } from '../../src/config/schema';
+import { ProxyServer } from '../../src/proxy/server';
+
+export const ROOT = resolve(__dirname, '../../..');
+export const FIXTURES = resolve(ROOT, 'test/fixtures');
+export const CLI = resolve(ROOT, 'dist/src/cli.js');
+
+/** Track everything a test opens, so afterEach can close it even when the test failed. */
+const cleanups: Array<() => unknown> = [];
+export function onCleanup(fn: () => unknown): void {
+  cleanups.push(fn);
+}
+export async function runCleanups(): Promise<void> {
+  for (const fn of cleanups.splice(0).reverse()) {
+    try {
+      await fn();
+    } catch {
+      // best effort
+    }
+  }
+}
+afterEach(runCleanups);
+
+export interface Upstream {
+  port: number;
+  url: string;
+  server: net.Server;
+  /** Every TCP connection the upstream accepted. */
+  connections: net.Socket[];
+}
+
+function track(server: net.Server): net.Socket[] {
+  const connections: net.Socket[] = [];
+  server.on('connection', (s: net.Socket) => connections.push(s));
+  onCleanup(() => {
+    for (const s of connections) s.destroy();
+    return new Promise((r) => server.close(() => r(undefined)));
+  });
+  return connections;
+}
+
+export async function httpUpstream(handler: http.RequestListener, scheme = 'http'): Promise<Upstream> {
+  const server = http.createServer(handler);
+  return listenUpstream(server, scheme);
+}
+
+export async function listenUpstream(server: net.Server, scheme = 'http'): Promise<Upstream> {
+  const connections = track(server);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  return { port, url: `${scheme}://127.0.0.1:${port}`, server, connections };
+}
+
+/** A raw TCP upstream: `onData` sees each request's bytes and writes whatever it likes. */
+export async function rawUpstream(onConnection: (socket: net.Socket) => void): Promise<Upstream> {
+  const server = net.createServer(onConnection);
+  return listenUpstream(server);
+}
+
+export const silentLogger = pino({ level: 'silent' });
+
+export interface Proxy {
+  port: number;
+  url: string;
+  server: ProxyServer;
+}
+
+/** The proxy in-process on 127.0.0.1:0, with a config validated by the real schema. */
+export async function startProxy(config: Record<string, unknown>): Promise<Proxy> {
+  const parsed = validate({ listen: '127.0.0.1:0', ...config });
+  const resolved: ResolvedConfig = deepFreeze({ ...parsed, listenAddress: parseHostPort(parsed.listen)!, workerCount: 1 });
+  const server = new ProxyServer(resolved, silentLogger);
+  const addr = await server.listen('127.0.0.1', 0);
+  onCleanup(() => {
+    server.server.closeAllConnections();
+    return server.drain(10);
+  });
+  return { port: addr.port, url: `http://127.0.0.1:${addr.port}`, server };
+}
+
+export interface SimpleResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  rawHeaders: string[];
+  body: Buffer;
+}
+
+/** One request on a fresh connection (no agent pooling between tests). */
+export function request(url: string, options: http.RequestOptions = {}, body?: Buffer | string): Promise<SimpleResponse> {
+  return new Promise((resolvePromise, reject) => {
+    const req = http.request(url, { agent: false, ...options }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolvePromise({
+        status: res.statusCode!, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks),
+      }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Write raw bytes, collect everything until the peer closes or `until` says enough. */
+export function rawExchange(port: number, bytes: string | Buffer, until?: (received: string) => boolean, timeoutMs = 5000): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`raw exchange timed out; received so far: ${JSON.stringify(received)}`));
+    }, timeoutMs);
+    socket.on('data', (d) => {
+      received += d.toString('latin1');
+      if (until?.(received)) {
+        clearTimeout(timer);
+        socket.destroy();
+        resolvePromise(received);
+      }
+    });
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolvePromise(received);
+    });
+    socket.on('error', () => undefined);
+    socket.write(bytes);
+  });
+}
+
+/** True once `received` holds one complete response with a Content-Length body. */
+export function completeResponse(received: string): boolean {
+  const end = received.indexOf('\r\n\r\n');
+  if (end === -1) return false;
+  const m = /\r\ncontent-length:\s*(\d+)/i.exec(received.slice(0, end));
+  return m !== null && received.length >= end + 4 + Number(m[1]);
+}
+
+export function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Poll until `check` is truthy (no timing assertion: mocha's timeout bounds it). */
+export async function waitFor<T>(check: () => T | Promise<T>, intervalMs = 20): Promise<NonNullable<T>> {
+  for (;;) {
+    const v = await check();
+    if (v) return v as NonNullable<T>;
+    await delay(intervalMs);
+  }
+}
+
+export interface Cli {
+  child: ChildProcess;
+  /** Parsed JSON log lines so far. */
+  logs: Array<Record<string, unknown>>;
+  stderr: () => string;
+  port: number;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  workerPids: () => number[];
+}
+
+/** Start `switchyard` as a real cluster; resolves once it logs that it listens. */
+export async function startCli(args: string[]): Promise<Cli> {
+  const child = spawn(process.execPath, [CLI, '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const logs: Array<Record<string, unknown>> = [];
+  let stderr = '';
+  let buffered = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buffered += d.toString();
+    let i: number;
+    while ((i = buffered.indexOf('\n')) !== -1) {
+      const line = buffered.slice(0, i);
+      buffered = buffered.slice(i + 1);
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push({ msg: line });
+      }
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  onCleanup(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      for (const pid of pidsOf(logs)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+      await exited;
+    }
+  });
+  const ready = await Promise.race([
+    waitFor(() => logs.find((l) => typeof l.listen === 'string' && String(l.msg).includes('listening'))),
+    exited.then((e) => { throw new Error(`switchyard exited early (${JSON.stringify(e)}): ${stderr}`); }),
+  ]);
+  const port = parseHostPort(String(ready.listen))!.port;
+  return { child, logs, stderr: () => stderr, port, exited, workerPids: () => pidsOf(logs) };
+}
+
+/** Pids of workers started and not yet reported dead, from the primary's log. */
+function pidsOf(logs: Array<Record<string, unknown>>): number[] {
+  const alive = new Set<number>();
+  for (const l of logs) {
+    if (l.msg === 'worker started' && typeof l.workerPid === 'number') alive.add(l.workerPid);
+    if ((l.msg === 'worker died; replacing it' || l.msg === 'worker exited') && typeof l.workerPid === 'number') alive.delete(l.workerPid);
+  }
+  return [...alive];
+}
