@@ -202,7 +202,10 @@ export async function startCli(args: string[]): Promise<Cli> {
   });
   const ready = await Promise.race([
     waitFor(() => logs.find((l) => typeof l.listen === 'string' && String(l.msg).includes('listening'))),
-    exited.then((e) => { throw new Error(`switchyard exited early (${JSON.stringify(e)}): ${stderr}`); }),
+    exited.then((e) => {
+      const said = logs.map((l) => String(l.msg)).join(' | ');
+      throw new Error(`switchyard exited early (${JSON.stringify(e)}): ${stderr} ${said}`);
+    }),
   ]);
   const port = parseHostPort(String(ready.listen))!.port;
   return { child, logs, stderr: () => stderr, port, exited, workerPids: () => pidsOf(logs) };

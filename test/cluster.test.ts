@@ -1,0 +1,89 @@
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import { delay, httpUpstream, request, startCli, waitFor } from './support/helpers';
+
+/** The CLI as a real cluster: primary + worker processes sharing the listen socket. */
+describe('cluster (the CLI as a real cluster)', function () {
+  this.timeout(30_000);
+
+  it('proxies to --upstream with the requested number of workers', async () => {
+    const up = await httpUpstream((req, res) => res.end(`hello ${req.url}`));
+    const cli = await startCli(['--upstream', up.url, '--workers', '2']);
+    assert.equal(cli.workerPids().length, 2);
+    const res = await request(`http://127.0.0.1:${cli.port}/x`);
+    assert.equal(res.status, 200);
+    assert.equal(res.body.toString(), 'hello /x');
+  });
+
+  it('serves the demo page through the proxy when no upstream is configured', async () => {
+    const cli = await startCli(['--workers', '2']);
+    const res = await request(`http://127.0.0.1:${cli.port}/`, { headers: { accept: 'text/html' } });
+    assert.equal(res.status, 200);
+    const page = res.body.toString();
+    assert.match(page, /came through switchyard/);
+    assert.match(page, /X-Forwarded-For/);
+    assert.match(page, /Via<\/th><td>1\.1 switchyard/);
+    const worker = /Served by worker <strong>(\d+) \(pid (\d+)\)/.exec(page);
+    assert.ok(worker, 'page names the worker');
+    assert.ok(cli.workerPids().includes(Number(worker[2])), 'the named worker is one of ours');
+  });
+
+  it('replaces a killed worker while the other keeps serving', async () => {
+    const up = await httpUpstream((_req, res) => res.end(String(process.pid)));
+    const cli = await startCli(['--upstream', up.url, '--workers', '2']);
+    const [victim, survivor] = cli.workerPids();
+    process.kill(victim!, 'SIGKILL');
+    // Fresh connections are only handed to live workers: every request succeeds meanwhile.
+    for (let i = 0; i < 20; i++) assert.equal((await request(`http://127.0.0.1:${cli.port}/`)).status, 200);
+    const died = await waitFor(() => cli.logs.find((l) => l.msg === 'worker died; replacing it'));
+    assert.equal(died.workerPid, victim);
+    assert.equal(died.signal, 'SIGKILL');
+    await waitFor(() => cli.workerPids().length === 2 && !cli.workerPids().includes(victim!));
+    assert.ok(cli.workerPids().includes(survivor!));
+    for (let i = 0; i < 10; i++) assert.equal((await request(`http://127.0.0.1:${cli.port}/`)).status, 200);
+  });
+
+  it('on SIGTERM, finishes an in-flight request, then exits 0', async () => {
+    let arrived!: () => void;
+    const arrivedP = new Promise<void>((r) => { arrived = r; });
+    const up = await httpUpstream(async (_req, res) => {
+      arrived();
+      await delay(800);
+      res.end('finished after SIGTERM');
+    });
+    const cli = await startCli(['--upstream', up.url, '--workers', '2']);
+    const inFlight = request(`http://127.0.0.1:${cli.port}/slow`);
+    await arrivedP;
+    cli.child.kill('SIGTERM');
+    const res = await inFlight;
+    assert.equal(res.status, 200);
+    assert.equal(res.body.toString(), 'finished after SIGTERM');
+    // The last response of a draining worker tells the client not to reuse the connection.
+    assert.equal(res.headers.connection, 'close');
+    const exit = await cli.exited;
+    assert.deepEqual(exit, { code: 0, signal: null });
+    // And it no longer accepts connections.
+    await assert.rejects(request(`http://127.0.0.1:${cli.port}/`));
+  });
+
+  it('closes idle keep-alive client connections on SIGTERM instead of waiting for them', async () => {
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const cli = await startCli(['--upstream', up.url, '--workers', '1']);
+    const agent = new http.Agent({ keepAlive: true });
+    const res = await request(`http://127.0.0.1:${cli.port}/`, { agent });
+    assert.equal(res.status, 200);
+    cli.child.kill('SIGTERM');
+    // Drain timeout is 30 s by default: exiting promptly proves idle connections were closed.
+    const exit = await Promise.race([cli.exited, delay(20_000).then(() => 'still running')]);
+    agent.destroy();
+    assert.deepEqual(exit, { code: 0, signal: null });
+  });
+
+  it('exits non-zero when the port is taken, naming the address', async () => {
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const first = await startCli(['--upstream', up.url, '--workers', '1']);
+    const taken = `127.0.0.1:${first.port}`;
+    await assert.rejects(startCli(['--upstream', up.url, '--workers', '1', '--listen', taken]),
+      (err: Error) => err.message.includes('"code":1') && err.message.includes(`cannot listen on ${taken}`) && err.message.includes('EADDRINUSE'));
+  });
+});
