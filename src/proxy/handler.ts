@@ -78,6 +78,7 @@ class ProxyExchange implements ResponseSink {
   private readonly framing: BodyFraming | null;
   private replays = 0;
   private done = false;
+  private awaitingDrain = false;
 
   constructor(
     private readonly handler: ProxyHandler,
@@ -141,7 +142,11 @@ class ProxyExchange implements ResponseSink {
 
   onData(chunk: Buffer): boolean {
     if (this.res.write(chunk)) return true;
-    this.res.once('drain', this.onClientDrain);
+    // The rest of the current socket read still arrives after a false; one listener is enough.
+    if (!this.awaitingDrain) {
+      this.awaitingDrain = true;
+      this.res.once('drain', this.onClientDrain);
+    }
     return false;
   }
 
@@ -163,6 +168,7 @@ class ProxyExchange implements ResponseSink {
   }
 
   private readonly onClientDrain = (): void => {
+    this.awaitingDrain = false;
     this.conn?.resume();
   };
 

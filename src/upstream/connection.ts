@@ -56,6 +56,7 @@ export type BodyFraming = 'length' | 'chunked';
 
 const enum State { Busy, Idle, Closed }
 
+const CONSUME = process.env.SWY_NO_CONSUME === undefined;
 const MAX_RESPONSE_HEADER_SIZE = 64 * 1024;
 const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
@@ -80,6 +81,9 @@ export class UpstreamConnection {
   private informational = false;
   private poisoned = false;
   private headerParts: string[] | null = null;
+  private consumed = false;
+  /** When the current phase times out (ms since epoch). */
+  private deadline = 0;
 
   constructor(
     target: UpstreamTarget,
@@ -92,17 +96,24 @@ export class UpstreamConnection {
       : tls.connect({ ...target.tls, host: target.host, port: target.port });
     socket.setNoDelay(true);
     this.socket = socket;
-    socket.setTimeout(timeouts.connect);
+    this.deadline = Date.now() + timeouts.connect;
     socket.once(target.tls === null ? 'connect' : 'secureConnect', () => {
       this.connecting = false;
-      if (this.state === State.Busy) socket.setTimeout(this.headDone ? timeouts.idle : timeouts.responseHeader);
+      if (this.state === State.Busy) this.deadline = Date.now() + (this.headDone ? timeouts.idle : timeouts.responseHeader);
+      // Let llhttp read straight from the socket's handle, as node:http's server does: no JS
+      // Buffer and no 'data' event per read. EOF and errors still surface as socket events.
+      const handle = streamHandle(socket);
+      if (CONSUME && handle !== null && this.state !== State.Closed) {
+        this.parser.consume(handle);
+        this.consumed = true;
+      } else {
+        socket.on('data', (d: Buffer) => this.onSocketData(d));
+      }
     });
     if (onTlsSession !== null) socket.on('session', onTlsSession);
-    socket.on('data', (d: Buffer) => this.onSocketData(d));
     socket.on('end', () => this.onSocketEnd());
     socket.on('error', (err) => this.fail(toSwitchyardError(err)));
     socket.on('close', () => this.fail(new UpstreamResetError('upstream closed the connection')));
-    socket.on('timeout', () => this.onTimeout());
     socket.on('drain', () => this.body?.resume());
 
     const parser = new HTTPParser();
@@ -118,9 +129,11 @@ export class UpstreamConnection {
     parser[HTTPParser.kOnHeadersComplete] = ((_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
       this.onHeadersComplete(headers, status, reason, upgrade, keepAlive)) satisfies OnHeadersComplete;
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
+      this.deadline = Date.now() + this.timeouts.idle;
       const sink = this.sink;
-      if (sink !== null && !this.poisoned && !sink.onData(chunk)) this.socket.pause();
+      if (sink !== null && !this.poisoned && !sink.onData(chunk)) this.pauseReading();
     };
+    parser[HTTPParser.kOnExecute] = (ret: number | ParseError) => this.afterExecute(ret);
     parser[HTTPParser.kOnMessageComplete] = () => {
       if (this.informational) this.informational = false;
       else if (this.headDone) this.responseDone = true;
@@ -146,7 +159,7 @@ export class UpstreamConnection {
     this.informational = false;
     this.bodyStarted = false;
     this.headerParts = null;
-    if (!this.connecting) this.socket.setTimeout(this.timeouts.responseHeader);
+    if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
     this.socket.write(head);
     if (body === null) {
       this.requestDone = true;
@@ -160,7 +173,35 @@ export class UpstreamConnection {
 
   /** Continue reading the response after the sink returned false from onData. */
   resume(): void {
-    if (this.state === State.Busy) this.socket.resume();
+    if (this.state === State.Busy) this.resumeReading();
+  }
+
+  /**
+   * When llhttp consumes the handle, nothing flows through the JS stream, so socket.pause()
+   * would not stop reads: the handle is stopped directly, keeping net's `reading` flag in step.
+   */
+  private pauseReading(): void {
+    if (!this.consumed) {
+      this.socket.pause();
+      return;
+    }
+    const handle = streamHandle(this.socket);
+    if (handle !== null && handle.reading) {
+      handle.reading = false;
+      handle.readStop();
+    }
+  }
+
+  private resumeReading(): void {
+    if (!this.consumed) {
+      this.socket.resume();
+      return;
+    }
+    const handle = streamHandle(this.socket);
+    if (handle !== null && !handle.reading) {
+      handle.reading = true;
+      handle.readStart();
+    }
   }
 
   /** The client went away: the exchange is abandoned and the connection cannot be trusted. */
@@ -175,6 +216,7 @@ export class UpstreamConnection {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
     this.detachBody();
+    if (this.consumed) this.parser.unconsume();
     this.socket.destroy();
     // close() deletes the C++ parser; it may be mid-execute, so let the stack unwind first.
     setImmediate(closeParser, this.parser);
@@ -189,11 +231,12 @@ export class UpstreamConnection {
   /** Pool parks the connection. */
   park(): void {
     this.state = State.Idle;
-    this.socket.setTimeout(this.timeouts.keepAlive);
+    this.deadline = Date.now() + this.timeouts.keepAlive;
   }
 
   private readonly onBodyData = (chunk: Buffer): void => {
     this.bodyStarted = true;
+    if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
     let ok: boolean;
     if (this.chunked) {
       if (chunk.length === 0) return;
@@ -243,7 +286,7 @@ export class UpstreamConnection {
     }
     this.headDone = true;
     this.keepAlive = keepAlive;
-    if (!this.connecting) this.socket.setTimeout(this.timeouts.idle);
+    if (!this.connecting) this.deadline = Date.now() + this.timeouts.idle;
     sink.onHead(status, reason, raw);
     return this.skipBody ? 1 : 0;
   }
@@ -254,7 +297,14 @@ export class UpstreamConnection {
       this.close();
       return;
     }
-    const ret = this.parser.execute(data);
+    this.afterExecute(this.parser.execute(data));
+  }
+
+  private afterExecute(ret: number | ParseError): void {
+    if (this.state !== State.Busy) {
+      if (this.state === State.Idle) this.close();
+      return;
+    }
     if (typeof ret !== 'number' && !this.responseDone) {
       this.fail(new UpstreamProtocolError(`invalid response from upstream: ${(ret as ParseError).reason ?? ret.message}`));
       return;
@@ -288,6 +338,15 @@ export class UpstreamConnection {
       : 'upstream closed the connection before responding'));
   }
 
+  /**
+   * Called by the pool's sweep (one timer per pool instead of a timer re-armed per request).
+   * `deadline` moves with every phase change and every body chunk either way, so each timeout
+   * means "this long with no progress" in its phase.
+   */
+  checkDeadline(now: number): void {
+    if (now >= this.deadline && this.state !== State.Closed) this.onTimeout();
+  }
+
   private onTimeout(): void {
     if (this.state === State.Idle) {
       this.close();
@@ -306,7 +365,7 @@ export class UpstreamConnection {
     // An upstream that answered before reading the whole request (an early 413, say) leaves the
     // rest of that body on the wire, where the next exchange would find it: drop the connection.
     if (this.keepAlive && this.requestDone && !this.poisoned) {
-      this.socket.resume();
+      this.resumeReading();
       this.owner.release(this);
     } else {
       this.close();
@@ -328,4 +387,17 @@ export class UpstreamConnection {
 
 function closeParser(parser: HTTPParserInstance): void {
   parser.close();
+}
+
+interface StreamHandle {
+  isStreamBase?: boolean;
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+/** The libuv stream under a socket, when it is one llhttp can consume. */
+function streamHandle(socket: net.Socket): StreamHandle | null {
+  const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle;
+  return handle?.isStreamBase === true ? handle : null;
 }

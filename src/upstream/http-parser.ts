@@ -14,6 +14,9 @@ export interface HTTPParserInstance {
   /** Signals EOF: completes a read-until-close body, or returns an Error if a message was cut short. */
   finish(): undefined | ParseError;
   close(): void;
+  /** Read directly from a StreamBase handle (a socket's `_handle`) instead of execute(). */
+  consume(handle: object): void;
+  unconsume(): void;
   free(): void;
   remove(): void;
   [key: number]: unknown;

@@ -64,6 +64,10 @@ export function targetFromConfig(u: UpstreamConfig): UpstreamTarget {
 
 export class UpstreamPool implements ConnectionOwner {
   private readonly idleConns: UpstreamConnection[] = [];
+  /** Every open connection, for the deadline sweep. */
+  private readonly all = new Set<UpstreamConnection>();
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private readonly sweepEvery: number;
   private readonly queue: QueueEntry[] = [];
   private open = 0;
   private closed = false;
@@ -73,7 +77,20 @@ export class UpstreamPool implements ConnectionOwner {
   constructor(readonly target: UpstreamTarget, private readonly options: PoolOptions) {
     // Resuming the last TLS session skips a full handshake on each new connection.
     this.onTlsSession = target.tls === null ? null : (s: Buffer) => { this.tlsSession = s; };
+    // A timeout fires at most one sweep late: a quarter of the shortest one, within 10 ms..1 s.
+    const t = options.timeouts;
+    const shortest = Math.min(t.connect, t.responseHeader, t.idle, t.keepAlive);
+    this.sweepEvery = Math.min(1000, Math.max(10, Math.floor(shortest / 4)));
   }
+
+  private sweep = (): void => {
+    const now = Date.now();
+    for (const conn of this.all) conn.checkDeadline(now);
+    if (this.all.size === 0 && this.sweepTimer !== null) {
+      clearInterval(this.sweepTimer);
+      this.sweepTimer = null;
+    }
+  };
 
   stats(): PoolStats {
     return { open: this.open, idle: this.idleConns.length, pending: this.queue.length };
@@ -141,6 +158,7 @@ export class UpstreamPool implements ConnectionOwner {
   /** A connection closed for good: forget it, and let a waiter open a new one in its place. */
   remove(conn: UpstreamConnection): void {
     this.open--;
+    this.all.delete(conn);
     const i = this.idleConns.indexOf(conn);
     if (i !== -1) this.idleConns.splice(i, 1);
     if (!this.closed && this.queue.length > 0 && this.open < this.options.maxConnections) {
@@ -170,6 +188,12 @@ export class UpstreamPool implements ConnectionOwner {
     const target = this.tlsSession === null || this.target.tls === null
       ? this.target
       : { ...this.target, tls: { ...this.target.tls, session: this.tlsSession } };
-    return new UpstreamConnection(target, this, this.options.timeouts, this.onTlsSession);
+    const conn = new UpstreamConnection(target, this, this.options.timeouts, this.onTlsSession);
+    this.all.add(conn);
+    if (this.sweepTimer === null) {
+      this.sweepTimer = setInterval(this.sweep, this.sweepEvery);
+      this.sweepTimer.unref();
+    }
+    return conn;
   }
 }
