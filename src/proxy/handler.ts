@@ -4,15 +4,15 @@
  *   route → pick upstream → prepare headers → forward → relay response
  *                                                     ↘ fail (502/503/504, or abort once bytes flowed)
  *
- * Each request is one ProxyExchange object that is also the upstream connection's ResponseSink,
- * so the hot path allocates no per-request closures beyond the two listeners Node requires.
+ * Each request is one ProxyExchange object that is also the upstream connection's ResponseSink;
+ * its only per-request closures are the three callbacks it hands out (connection, drain, abort).
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { ClientAbortedError, SwitchyardError } from '../errors';
 import type { BodyFraming, ResponseSink, UpstreamConnection } from '../upstream/connection';
 import type { UpstreamPool, Waiter } from '../upstream/pool';
-import { buildRequestHead, filterResponseHeaders, TrustedProxies } from './headers';
+import { findHeader, type ClientRequest } from './client-connection';
+import { buildRequestHead, buildResponseHead, TrustedProxies } from './headers';
 
 export interface HandlerOptions {
   readonly pools: readonly UpstreamPool[];
@@ -48,16 +48,16 @@ export class ProxyHandler {
     this.extra = options.extraRequestHeaders;
   }
 
-  readonly handle = (req: IncomingMessage, res: ServerResponse): void => {
+  readonly handle = (req: ClientRequest): void => {
     // route: origin-form targets pass as they are; anything else is refused or normalised here.
     const path = routeTarget(req);
     if (typeof path !== 'string') {
-      respondError(res, path, this.draining);
+      respondError(req, path);
       return;
     }
     // pick upstream
     const pool = this.pick();
-    new ProxyExchange(this, req, res, pool, path).start();
+    new ProxyExchange(this, req, pool, path).start();
   };
 
   /** Round robin across the configured upstreams. */
@@ -74,16 +74,14 @@ class ProxyExchange implements ResponseSink {
   private conn: UpstreamConnection | null = null;
   private waiter: Waiter | null = null;
   private readonly head: string;
-  private readonly body: IncomingMessage | null;
+  private readonly body: ClientRequest | null;
   private readonly framing: BodyFraming | null;
   private replays = 0;
   private done = false;
-  private awaitingDrain = false;
 
   constructor(
     private readonly handler: ProxyHandler,
-    private readonly req: IncomingMessage,
-    private readonly res: ServerResponse,
+    private readonly req: ClientRequest,
     private readonly pool: UpstreamPool,
     path: string,
   ) {
@@ -92,19 +90,20 @@ class ProxyExchange implements ResponseSink {
     const hasBody = length === 'chunked' || (length !== null && length > 0);
     this.body = hasBody ? req : null;
     this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
-    const clientAddress = req.socket.remoteAddress;
+    const clientAddress = req.remoteAddress;
     this.head = buildRequestHead({
-      method: req.method!,
+      method: req.method,
       path,
       rawHeaders: req.rawHeaders,
-      host: handler.preserveHost ? (req.headers.host ?? pool.target.authority) : pool.target.authority,
+      host: handler.preserveHost ? (clientHost(req.rawHeaders) ?? pool.target.authority) : pool.target.authority,
       clientAddress,
       clientTrusted: handler.trusted.has(clientAddress),
       proto: handler.proto,
       bodyLength: length,
       ...(handler.extra !== undefined ? { extra: handler.extra } : {}),
     });
-    res.on('close', this.onClientClose);
+    req.onAbort = this.onClientAbort;
+    req.onDrain = this.onClientDrain;
   }
 
   start(): void {
@@ -129,31 +128,24 @@ class ProxyExchange implements ResponseSink {
 
   // relay response
   onHead(status: number, reason: string, rawHeaders: string[]): void {
-    const res = this.res;
-    if (this.handler.draining) res.shouldKeepAlive = false;
-    try {
-      res.writeHead(status, reason, filterResponseHeaders(rawHeaders));
-    } catch (err) {
-      // Node refuses header names or values it would not put on the wire; so do we.
-      this.conn?.abort();
-      this.fail(new SwitchyardError('SWY_ERR_UPSTREAM_PROTOCOL', 502, `invalid response head: ${(err as Error).message}`));
-    }
+    // llhttp has already refused heads with bytes that may not appear in a field, so the
+    // upstream's lines go to the client as they came, less the hop-by-hop ones.
+    const head = buildResponseHead(rawHeaders);
+    this.req.writeHead(status, reason, head.lines, head.contentLength);
   }
 
   onData(chunk: Buffer): boolean {
-    if (this.res.write(chunk)) return true;
-    // The rest of the current socket read still arrives after a false; one listener is enough.
-    if (!this.awaitingDrain) {
-      this.awaitingDrain = true;
-      this.res.once('drain', this.onClientDrain);
-    }
-    return false;
+    return this.req.write(chunk);
+  }
+
+  flush(): void {
+    this.req.flush();
   }
 
   onEnd(): void {
     this.conn = null;
     this.done = true;
-    this.res.end();
+    this.req.end();
   }
 
   onError(err: SwitchyardError, replayable: boolean): void {
@@ -168,11 +160,10 @@ class ProxyExchange implements ResponseSink {
   }
 
   private readonly onClientDrain = (): void => {
-    this.awaitingDrain = false;
     this.conn?.resume();
   };
 
-  private readonly onClientClose = (): void => {
+  private readonly onClientAbort = (): void => {
     if (this.done) return;
     // The client disconnected before the response completed: abandon the upstream exchange.
     this.done = true;
@@ -188,7 +179,7 @@ class ProxyExchange implements ResponseSink {
     if (this.done) return;
     this.done = true;
     this.log(err);
-    respondError(this.res, err, this.handler.draining);
+    respondError(this.req, err);
   }
 
   private log(err: SwitchyardError): void {
@@ -200,27 +191,20 @@ class ProxyExchange implements ResponseSink {
   }
 }
 
-/** The error answer: a short text body naming the status and the stable code, nothing internal. */
-function respondError(res: ServerResponse, err: SwitchyardError, draining: boolean): void {
-  if (res.headersSent) {
-    // Bytes of a response already went out; ending it normally would pass a truncated body off
-    // as complete, so the client connection is cut instead.
-    res.destroy();
-    return;
-  }
-  if (res.destroyed || err.status === 499) return;
-  const body = `${err.status} ${STATUS_TEXT[err.status] ?? 'Error'} (${err.code})\n`;
-  if (draining) res.shouldKeepAlive = false;
-  res.writeHead(err.status, {
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    'cache-control': 'no-store',
-  });
-  res.end(body);
+/**
+ * The error answer: a short text body naming the status and the stable code, nothing internal.
+ * If bytes of a response already went out, ending it normally would pass a truncated body off as
+ * complete, so the client connection is cut instead (respond() does that).
+ */
+function respondError(req: ClientRequest, err: SwitchyardError): void {
+  if (err.status === 499) return;
+  const text = STATUS_TEXT[err.status] ?? 'Error';
+  req.respond(err.status, text, `${err.status} ${text} (${err.code})\n`,
+    err.status === 405 ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n' : '');
 }
 
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 405: 'Method Not Allowed', 502: 'Bad Gateway', 503: 'Service Unavailable',
+  400: 'Bad Request', 405: 'Method Not Allowed', 417: 'Expectation Failed', 502: 'Bad Gateway', 503: 'Service Unavailable',
   504: 'Gateway Timeout',
 };
 
@@ -229,8 +213,11 @@ const STATUS_TEXT: Record<number, string> = {
  * (`GET http://other.example/x`) are reduced to their path so that no upstream is ever asked for
  * another host; the client's Host header decides the route, as in origin-form.
  */
-function routeTarget(req: IncomingMessage): string | SwitchyardError {
-  const url = req.url ?? '';
+function routeTarget(req: ClientRequest): string | SwitchyardError {
+  if (req.expect !== null && req.expect.toLowerCase() !== '100-continue') {
+    return new SwitchyardError('SWY_ERR_EXPECTATION_FAILED', 417, 'only Expect: 100-continue is supported');
+  }
+  const url = req.url;
   if (url.charCodeAt(0) === 47 /* / */) return url;
   if (req.method === 'CONNECT') {
     return new SwitchyardError('SWY_ERR_METHOD_NOT_ALLOWED', 405, 'CONNECT is not supported by a reverse proxy');
@@ -258,4 +245,8 @@ function requestBodyLength(raw: readonly string[]): number | 'chunked' | null {
     if (n.length === 14 && n.toLowerCase() === 'content-length') length = Number(raw[i + 1]);
   }
   return length;
+}
+
+function clientHost(raw: readonly string[]): string | undefined {
+  return findHeader(raw, 'host') ?? undefined;
 }

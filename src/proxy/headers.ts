@@ -8,6 +8,7 @@
  * built) and emits the upstream request head as one string, written in one syscall.
  */
 import { BlockList, isIPv4 } from 'node:net';
+import { httpDate } from './date';
 
 /** Lower-case names that are per-connection by definition. */
 const HOP_BY_HOP = new Set([
@@ -123,15 +124,23 @@ export function buildRequestHead(input: RequestHeadInput): string {
   return `${head}\r\n`;
 }
 
+/** Header lines for the client's response head, and whether they carry a Content-Length. */
+export interface ResponseHead {
+  lines: string;
+  contentLength: boolean;
+}
+
 /**
- * Response fields for the client, as the flat [name, value, ...] array writeHead takes.
- * Transfer-Encoding is dropped because Node re-frames the body for the client; Content-Length is
- * kept so that a sized body stays sized.
+ * Response fields for the client, as "Name: value\r\n" lines. Transfer-Encoding is dropped
+ * because the body is re-framed for the client; Content-Length is kept so a sized body stays
+ * sized. A missing Date is added (RFC 9110 §6.6.1).
  */
-export function filterResponseHeaders(raw: readonly string[]): string[] {
+export function buildResponseHead(raw: readonly string[]): ResponseHead {
   const nominated = connectionTokens(raw);
-  const out: string[] = [];
+  let lines = '';
   let via: string | undefined;
+  let contentLength = false;
+  let date = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const lower = name.toLowerCase();
@@ -141,8 +150,11 @@ export function filterResponseHeaders(raw: readonly string[]): string[] {
       via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
       continue;
     }
-    out.push(name, raw[i + 1]!);
+    if (lower === 'content-length') contentLength = true;
+    else if (lower === 'date') date = true;
+    lines += `${name}: ${raw[i + 1]!}\r\n`;
   }
-  out.push('Via', via === undefined ? VIA : `${via}, ${VIA}`);
-  return out;
+  if (!date) lines += `Date: ${httpDate()}\r\n`;
+  lines += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  return { lines, contentLength };
 }

@@ -1,14 +1,15 @@
 /**
- * The client-facing listener of one worker: HTTP or HTTPS, client timeouts and limits, and the
- * graceful drain (stop accepting, finish in-flight requests, close keep-alive connections).
+ * The client-facing listener of one worker: plain TCP or TLS, one ClientConnection per socket,
+ * client timeouts checked by one sweep, and the graceful drain (stop accepting, finish in-flight
+ * requests, close keep-alive connections).
  */
 import { readFileSync } from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
-import type { Socket } from 'node:net';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ResolvedConfig } from '../config/load';
 import { UpstreamPool, targetFromConfig } from '../upstream/pool';
+import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
 import { ProxyHandler } from './handler';
 
 export interface ProxyServerOptions {
@@ -16,11 +17,14 @@ export interface ProxyServerOptions {
   extraRequestHeaders?: string;
 }
 
-export class ProxyServer {
-  readonly server: http.Server;
+export class ProxyServer implements ConnectionOwner {
+  readonly server: net.Server;
   readonly handler: ProxyHandler;
   readonly pools: UpstreamPool[];
-  private draining: Promise<void> | null = null;
+  private readonly clients = new Set<ClientConnection>();
+  private readonly limits: ClientLimits;
+  private readonly sweepTimer: NodeJS.Timeout;
+  private drainPromise: Promise<void> | null = null;
 
   constructor(config: ResolvedConfig, private readonly logger: Logger, options: ProxyServerOptions = {}) {
     if (config.upstreams === undefined || config.upstreams.length === 0) {
@@ -45,22 +49,45 @@ export class ProxyServer {
       logger,
       ...(options.extraRequestHeaders !== undefined ? { extraRequestHeaders: options.extraRequestHeaders } : {}),
     });
-    const serverOptions: http.ServerOptions = {
+    this.limits = {
       keepAliveTimeout: config.server.keepAliveTimeout,
       headersTimeout: config.server.headersTimeout,
       requestTimeout: config.server.requestTimeout,
       maxHeaderSize: config.server.maxHeaderSize,
-      noDelay: true,
     };
-    this.server = config.tls
-      ? https.createServer({ ...serverOptions, cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) }, this.handler.handle)
-      : http.createServer(serverOptions, this.handler.handle);
-    // A reverse proxy does not tunnel; without this listener Node would drop the socket unanswered.
-    this.server.on('connect', (_req: http.IncomingMessage, socket: Socket) => {
-      socket.end('HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n'
-        + 'Content-Length: 0\r\nConnection: close\r\n\r\n');
-    });
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket));
+    // Half-open allowed: a client may send its request and shut its side; it still gets the answer.
+    const onSocket = (socket: net.Socket): void => {
+      socket.on('error', () => undefined);
+      this.clients.add(new ClientConnection(socket, this.limits, this, this.handler.handle));
+    };
+    if (config.tls) {
+      this.server = tls.createServer({
+        cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key), allowHalfOpen: true,
+        ALPNProtocols: ['http/1.1'],
+      });
+      this.server.on('secureConnection', onSocket);
+      this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
+    } else {
+      this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
+    }
+    // One timer checks every client's deadline (keep-alive idle, header and request timeouts)
+    // instead of a timer re-armed per request. Resolution: a quarter of the shortest timeout.
+    const shortest = Math.min(this.limits.keepAliveTimeout, this.limits.headersTimeout, this.limits.requestTimeout);
+    this.sweepTimer = setInterval(() => this.sweep(), Math.min(1000, Math.max(10, Math.floor(shortest / 4))));
+    this.sweepTimer.unref();
+  }
+
+  get draining(): boolean {
+    return this.handler.draining;
+  }
+
+  /** Client connections open now. */
+  get connections(): number {
+    return this.clients.size;
+  }
+
+  removeClient(conn: ClientConnection): void {
+    this.clients.delete(conn);
   }
 
   listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -79,41 +106,28 @@ export class ProxyServer {
    * Idempotent: a second SIGTERM during a drain waits on the same one.
    */
   drain(timeoutMs: number): Promise<void> {
-    if (this.draining !== null) return this.draining;
+    if (this.drainPromise !== null) return this.drainPromise;
     this.handler.draining = true;
-    this.draining = new Promise<void>((resolve) => {
-      const server = this.server;
-      // Responses begun before the drain started keep their connection alive; close each one
-      // as soon as it goes idle. Those begun after carry Connection: close.
-      const sweep = setInterval(() => server.closeIdleConnections(), 50);
+    this.drainPromise = new Promise<void>((resolve) => {
       const deadline = setTimeout(() => {
-        this.logger.warn({ timeoutMs }, 'drain timeout: closing remaining connections');
-        server.closeAllConnections();
+        this.logger.warn({ timeoutMs, connections: this.clients.size }, 'drain timeout: closing remaining connections');
+        for (const c of [...this.clients]) c.destroy();
       }, timeoutMs);
-      server.close(() => {
-        clearInterval(sweep);
+      this.server.close(() => {
         clearTimeout(deadline);
+        clearInterval(this.sweepTimer);
         for (const pool of this.pools) pool.close();
         resolve();
       });
-      server.closeIdleConnections();
+      // Idle keep-alive connections go now; busy ones end after their response (which says
+      // Connection: close).
+      for (const c of [...this.clients]) c.closeIfIdle();
     });
-    return this.draining;
+    return this.drainPromise;
   }
 
-  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-    // Node's default answers 400/408/431 for parse errors and timeouts; keep that, and make sure
-    // a socket that can no longer be written to is released.
-    const inFlight = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) {
-      socket.destroy();
-      return;
-    }
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    const text = status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request';
-    const body = `${status} ${text}\n`;
-    socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n`
-      + `Connection: close\r\n\r\n${body}`);
-    this.logger.debug({ code: err.code, status }, 'client error');
+  private sweep(): void {
+    const now = Date.now();
+    for (const c of this.clients) c.checkDeadline(now);
   }
 }

@@ -11,7 +11,6 @@
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type { Readable } from 'node:stream';
 import {
   SwitchyardError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamIdleTimeoutError,
   UpstreamProtocolError, UpstreamResetError, toSwitchyardError,
@@ -36,6 +35,20 @@ export interface ConnectionTimeouts {
   readonly keepAlive: number;
 }
 
+/** Where a request body goes, chunk by chunk (the upstream connection implements it). */
+export interface BodyTarget {
+  onBodyChunk(chunk: Buffer): void;
+  onBodyEnd(): void;
+}
+
+/** A client's request body, pushed as it is read; paused when the upstream falls behind. */
+export interface RequestBody {
+  pipeTo(target: BodyTarget): void;
+  unpipe(): void;
+  pause(): void;
+  resume(): void;
+}
+
 /** The receiving side of one exchange (the proxy handler implements it). */
 export interface ResponseSink {
   /** The final (non-1xx) response head. */
@@ -43,6 +56,8 @@ export interface ResponseSink {
   /** A body chunk. Return false to stop reading from the upstream until `resume()`. */
   onData(chunk: Buffer): boolean;
   onEnd(): void;
+  /** The end of one upstream read: send on what was written so far. */
+  flush(): void;
   /** `replayable`: nothing of the exchange was consumed or produced, so it may be sent again elsewhere. */
   onError(err: SwitchyardError, replayable: boolean): void;
 }
@@ -61,7 +76,7 @@ const MAX_RESPONSE_HEADER_SIZE = 64 * 1024;
 const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
 
-export class UpstreamConnection {
+export class UpstreamConnection implements BodyTarget {
   readonly socket: net.Socket;
   /** Exchanges completed on this connection; > 0 means it came from the pool. */
   completed = 0;
@@ -70,7 +85,7 @@ export class UpstreamConnection {
   private state = State.Busy;
   private connecting = true;
   private sink: ResponseSink | null = null;
-  private body: Readable | null = null;
+  private body: RequestBody | null = null;
   private chunked = false;
   private bodyStarted = false;
   private requestDone = false;
@@ -149,7 +164,7 @@ export class UpstreamConnection {
    * Start an exchange: write the head and stream `body` (the client request) with backpressure.
    * `bodyLength`: declared length, or null with `framing` 'chunked', or no body when body is null.
    */
-  send(head: string, body: Readable | null, framing: BodyFraming | null, isHead: boolean, sink: ResponseSink): void {
+  send(head: string, body: RequestBody | null, framing: BodyFraming | null, isHead: boolean, sink: ResponseSink): void {
     this.state = State.Busy;
     this.sink = sink;
     this.skipBody = isHead;
@@ -160,15 +175,15 @@ export class UpstreamConnection {
     this.bodyStarted = false;
     this.headerParts = null;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
-    this.socket.write(head);
+    // latin1: llhttp gave us the client's header bytes one char per byte; they go out unchanged.
+    this.socket.write(head, 'latin1');
     if (body === null) {
       this.requestDone = true;
       return;
     }
     this.body = body;
     this.chunked = framing === 'chunked';
-    body.on('data', this.onBodyData);
-    body.on('end', this.onBodyEnd);
+    body.pipeTo(this);
   }
 
   /** Continue reading the response after the sink returned false from onData. */
@@ -234,7 +249,8 @@ export class UpstreamConnection {
     this.deadline = Date.now() + this.timeouts.keepAlive;
   }
 
-  private readonly onBodyData = (chunk: Buffer): void => {
+  onBodyChunk(chunk: Buffer): void {
+    if (this.body === null) return;
     this.bodyStarted = true;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
     let ok: boolean;
@@ -249,20 +265,21 @@ export class UpstreamConnection {
       ok = this.socket.write(chunk);
     }
     if (!ok) this.body?.pause();
-  };
+  }
 
-  private readonly onBodyEnd = (): void => {
+  onBodyEnd(): void {
+    if (this.body === null) return;
     if (this.chunked) this.socket.write(LAST_CHUNK);
     this.detachBody();
     this.requestDone = true;
-  };
+  }
 
   private detachBody(): void {
     const body = this.body;
     if (body === null) return;
     this.body = null;
-    body.off('data', this.onBodyData);
-    body.off('end', this.onBodyEnd);
+    body.unpipe();
+    body.resume();
   }
 
   private onHeadersComplete(
@@ -315,6 +332,7 @@ export class UpstreamConnection {
     if (typeof ret !== 'number') this.poisoned = true;
     if (this.responseDone) this.completeResponse();
     else if (this.poisoned) this.fail(new UpstreamProtocolError('upstream sent bytes after the end of its response'));
+    else this.sink?.flush();
   }
 
   private onSocketEnd(): void {

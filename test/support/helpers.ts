@@ -83,10 +83,7 @@ export async function startProxy(config: Record<string, unknown>): Promise<Proxy
   const resolved: ResolvedConfig = deepFreeze({ ...parsed, listenAddress: parseHostPort(parsed.listen)!, workerCount: 1 });
   const server = new ProxyServer(resolved, silentLogger);
   const addr = await server.listen('127.0.0.1', 0);
-  onCleanup(() => {
-    server.server.closeAllConnections();
-    return server.drain(10);
-  });
+  onCleanup(() => server.drain(10));
   return { port: addr.port, url: `http://127.0.0.1:${addr.port}`, server };
 }
 

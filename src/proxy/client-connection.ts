@@ -1,0 +1,589 @@
+/**
+ * One client connection: HTTP/1.1 requests parsed by llhttp straight off the socket, answered one
+ * at a time in order, with keep-alive, pipelining, client timeouts and backpressure both ways.
+ *
+ * This replaces node:http's server on the hot path: per request there is no IncomingMessage, no
+ * ServerResponse and no header object, and a response head is written as one latin1 string
+ * (llhttp hands header bytes over as latin1, one char per byte, so they go back out unchanged),
+ * coalesced with the first body bytes into one write.
+ */
+import type * as net from 'node:net';
+import { HTTPParser, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
+import type { BodyTarget, RequestBody } from '../upstream/connection';
+import { httpDate } from './date';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { methods: METHODS } = require('_http_common') as { methods: string[] };
+
+export interface ClientLimits {
+  readonly keepAliveTimeout: number;
+  readonly headersTimeout: number;
+  readonly requestTimeout: number;
+  readonly maxHeaderSize: number;
+}
+
+/** What the server does with each request; called once per request, in order. */
+export interface RequestListener {
+  (req: ClientRequest): void;
+}
+
+export interface ConnectionOwner {
+  readonly draining: boolean;
+  removeClient(conn: ClientConnection): void;
+}
+
+const enum Phase {
+  /** Between requests: waiting for the first byte of the next one. */
+  Idle,
+  /** A request head is arriving. */
+  Head,
+  /** The head is in; its body is arriving. */
+  Body,
+  /** The request is complete; no client deadline applies while its response is produced. */
+  Done,
+}
+
+const enum State {
+  Open,
+  /** Our FIN is sent; reading and discarding until the client closes (see endConnection). */
+  Lingering,
+  Closed,
+}
+
+/** How long a lingering close waits for the client's FIN before the socket is destroyed. */
+const LINGER_MS = 2000;
+
+/** Bodies of pipelined requests waiting their turn are buffered up to this, then reading stops. */
+const MAX_QUEUED_BODY = 64 * 1024;
+const MAX_PIPELINED = 16;
+
+/**
+ * One request and its response. The handler reads the request fields and answers through
+ * writeHead / write / end, or respondError; it learns of the client leaving via `onAbort`.
+ */
+export class ClientRequest implements RequestBody {
+  readonly method: string;
+  readonly url: string;
+  readonly rawHeaders: string[];
+  readonly httpMinor: number;
+  /** llhttp's verdict from version and Connection header. */
+  readonly clientKeepAlive: boolean;
+  readonly isUpgrade: boolean;
+  /** The Expect header: null when absent. */
+  readonly expect: string | null;
+  headersSent = false;
+  finished = false;
+  aborted = false;
+  /** The handler's: called once if the client goes away before `end()`. */
+  onAbort: (() => void) | null = null;
+  /** The handler's: called when the client accepts more after write() returned false. */
+  onDrain: (() => void) | null = null;
+
+  /** Body chunks that arrived before anyone asked for them (pipelined requests). */
+  private queued: Buffer[] | null = null;
+  private queuedBytes = 0;
+  private bodyEnded = false;
+  private target: BodyTarget | null = null;
+  private chunkedResponse = false;
+  private closeAfter = false;
+  private paused = false;
+
+  constructor(
+    private readonly conn: ClientConnection,
+    method: string,
+    url: string,
+    rawHeaders: string[],
+    httpMinor: number,
+    keepAlive: boolean,
+    upgrade: boolean,
+  ) {
+    this.method = method;
+    this.url = url;
+    this.rawHeaders = rawHeaders;
+    this.httpMinor = httpMinor;
+    this.clientKeepAlive = keepAlive;
+    this.isUpgrade = upgrade;
+    this.expect = findHeader(rawHeaders, 'expect');
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.conn.remoteAddress;
+  }
+
+  get encrypted(): boolean {
+    return this.conn.encrypted;
+  }
+
+  // RequestBody: the upstream connection pulls the body through these.
+
+  pipeTo(target: BodyTarget): void {
+    this.target = target;
+    // The client holds its body back until told to go on: tell it now that someone takes it.
+    if (this.expect !== null && !this.bodyEnded && !this.headersSent && this.httpMinor >= 1) {
+      this.conn.writeRaw('HTTP/1.1 100 Continue\r\n\r\n');
+    }
+    const queued = this.queued;
+    this.queued = null;
+    this.queuedBytes = 0;
+    if (queued !== null) for (const chunk of queued) target.onBodyChunk(chunk);
+    if (this.bodyEnded) target.onBodyEnd();
+    else this.conn.resumeReading();
+  }
+
+  unpipe(): void {
+    this.target = null;
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.conn.pauseReading();
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.conn.resumeReading();
+  }
+
+  /** From the parser. */
+  bodyChunk(chunk: Buffer): void {
+    if (this.target !== null) {
+      this.target.onBodyChunk(chunk);
+      return;
+    }
+    if (this.aborted || this.finished) return; // answered already: the rest is read and dropped
+    (this.queued ??= []).push(chunk);
+    this.queuedBytes += chunk.length;
+    if (this.queuedBytes > MAX_QUEUED_BODY) this.conn.pauseReading();
+  }
+
+  /** From the parser. */
+  bodyEnd(): void {
+    this.bodyEnded = true;
+    this.target?.onBodyEnd();
+  }
+
+  get bodyComplete(): boolean {
+    return this.bodyEnded;
+  }
+
+  get readingPaused(): boolean {
+    return this.paused;
+  }
+
+  // The response.
+
+  /**
+   * `head` holds the status line's fields and the header lines ("Name: value\r\n"...) without
+   * framing; `contentLength` tells whether they include a Content-Length.
+   */
+  writeHead(status: number, reason: string, headerLines: string, contentLength: boolean): void {
+    if (this.headersSent || this.aborted) return;
+    this.headersSent = true;
+    const noBody = this.method === 'HEAD' || status === 204 || status === 304 || status < 200;
+    let framing = '';
+    if (!noBody && !contentLength) {
+      // A body of unknown length: chunked to HTTP/1.1 clients, delimited by close to HTTP/1.0 ones.
+      if (this.httpMinor >= 1) {
+        this.chunkedResponse = true;
+        framing = 'Transfer-Encoding: chunked\r\n';
+      } else {
+        this.closeAfter = true;
+      }
+    }
+    const keepAlive = !this.closeAfter && this.conn.keepAliveAfter(this);
+    if (!keepAlive) this.closeAfter = true;
+    const connection = keepAlive
+      ? (this.httpMinor === 0 ? 'Connection: keep-alive\r\n' : '')
+      : 'Connection: close\r\n';
+    this.conn.writeHead(`HTTP/1.1 ${status} ${reason}\r\n${headerLines}${framing}${connection}\r\n`);
+  }
+
+  /** Returns false when the client is not keeping up; `onDrain` follows. */
+  write(chunk: Buffer): boolean {
+    if (this.aborted || chunk.length === 0) return true;
+    if (this.chunkedResponse) return this.conn.writeChunk(chunk);
+    return this.conn.write(chunk);
+  }
+
+  /** Send what writeHead/write held back (the end of one upstream read). */
+  flush(): void {
+    this.conn.uncork();
+  }
+
+  end(): void {
+    if (this.finished || this.aborted) return;
+    this.finished = true;
+    if (this.chunkedResponse) this.conn.writeRaw('0\r\n\r\n');
+    this.conn.finishRequest(this, this.closeAfter);
+  }
+
+  /** A complete short response from the proxy itself (errors). */
+  respond(status: number, reason: string, body: string, extraHeaders = ''): void {
+    if (this.headersSent || this.aborted) {
+      this.destroy();
+      return;
+    }
+    this.writeHead(status, reason,
+      `Date: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`
+      + `Cache-Control: no-store\r\n${extraHeaders}`, true);
+    if (this.method !== 'HEAD') this.conn.writeRaw(body);
+    this.end();
+  }
+
+  /** Cut the client connection: a response that cannot be completed must not look complete. */
+  destroy(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.conn.destroy();
+  }
+
+  /** From the connection: the client went away. */
+  abort(): void {
+    if (this.finished || this.aborted) return;
+    this.aborted = true;
+    this.target = null;
+    this.queued = null;
+    const onAbort = this.onAbort;
+    this.onAbort = null;
+    onAbort?.();
+  }
+}
+
+export class ClientConnection {
+  readonly remoteAddress: string | undefined;
+  readonly encrypted: boolean;
+  private readonly parser: HTTPParserInstance;
+  private consumed = false;
+  private phase = Phase.Idle;
+  private deadline: number;
+  private phaseStart = 0;
+  /** Requests in arrival order; the first is the one being answered. */
+  private readonly queue: ClientRequest[] = [];
+  /** The request whose body the parser is currently reading. */
+  private reading: ClientRequest | null = null;
+  private headerParts: string[] | null = null;
+  private urlPart = '';
+  private state = State.Open;
+  /** No further request will be read (upgrade, CONNECT, parse error, HTTP/1.0 close). */
+  private noMore = false;
+  private readPaused = false;
+  private corked = false;
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly limits: ClientLimits,
+    private readonly owner: ConnectionOwner,
+    private readonly listener: RequestListener,
+  ) {
+    this.remoteAddress = socket.remoteAddress;
+    this.encrypted = (socket as net.Socket & { encrypted?: boolean }).encrypted === true;
+    this.deadline = Date.now() + limits.keepAliveTimeout;
+    socket.setNoDelay(true);
+    socket.on('error', () => this.onClose());
+    socket.on('close', () => this.onClose());
+    // A client's FIN means it is gone, as nginx (499) and node:http take it: what it asked for
+    // is abandoned, and upstream exchanges for it are aborted.
+    socket.on('end', () => this.destroy());
+    socket.on('drain', () => this.onSocketDrain());
+
+    const parser = new HTTPParser();
+    parser.initialize(HTTPParser.REQUEST, {}, limits.maxHeaderSize, 0);
+    parser[HTTPParser.kOnMessageBegin] = () => {
+      if (this.state !== State.Open) return;
+      this.phase = Phase.Head;
+      this.phaseStart = Date.now();
+      this.deadline = this.phaseStart + limits.headersTimeout;
+    };
+    parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
+      (this.headerParts ??= []).push(...headers);
+      this.urlPart += url;
+    };
+    parser[HTTPParser.kOnHeadersComplete] = ((maj, min, headers, method, url, _s, _r, upgrade, keepAlive) =>
+      this.onHeadersComplete(maj, min, headers, method, url, upgrade, keepAlive)) satisfies OnHeadersComplete;
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
+      if (this.state === State.Open) this.reading?.bodyChunk(chunk);
+    };
+    parser[HTTPParser.kOnMessageComplete] = () => this.onMessageComplete();
+    parser[HTTPParser.kOnExecute] = (ret: number | ParseError) => this.afterExecute(ret);
+    this.parser = parser;
+
+    const handle = streamHandle(socket);
+    if (handle !== null) {
+      parser.consume(handle);
+      this.consumed = true;
+    } else {
+      socket.on('data', (d: Buffer) => this.afterExecute(this.parser.execute(d)));
+    }
+  }
+
+  get idle(): boolean {
+    return this.queue.length === 0 && this.phase === Phase.Idle;
+  }
+
+  /** Called by the server's sweep. */
+  checkDeadline(now: number): void {
+    if (this.state === State.Closed || now < this.deadline) return;
+    if (this.state === State.Lingering) {
+      this.destroy();
+      return;
+    }
+    switch (this.phase) {
+      case Phase.Idle:
+        if (this.queue.length === 0) this.destroy(); // keep-alive timeout: nothing to say
+        return;
+      case Phase.Head:
+      case Phase.Body:
+        this.failRequest(408, 'Request Timeout');
+        return;
+      case Phase.Done:
+        return;
+    }
+  }
+
+  /** Drain: close now if nothing is in flight; otherwise the current response will say close. */
+  closeIfIdle(): void {
+    if (this.idle) this.destroy();
+  }
+
+  keepAliveAfter(req: ClientRequest): boolean {
+    return req.clientKeepAlive && !this.owner.draining && !this.noMore && !req.isUpgrade;
+  }
+
+  // Writing, for ClientRequest.
+
+  writeHead(head: string): void {
+    // Held back until flush(): the upstream's current read is handled first, so the head and the
+    // first body bytes leave in one write.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+    }
+    this.socket.write(head, 'latin1');
+  }
+
+  write(chunk: Buffer): boolean {
+    return this.socket.write(chunk);
+  }
+
+  writeChunk(chunk: Buffer): boolean {
+    const socket = this.socket;
+    if (!this.corked) socket.cork();
+    socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+    socket.write(chunk);
+    const ok = socket.write('\r\n', 'latin1');
+    if (!this.corked) socket.uncork();
+    return ok;
+  }
+
+  writeRaw(s: string): void {
+    this.socket.write(s, 'latin1');
+  }
+
+  uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  finishRequest(req: ClientRequest, closeAfter: boolean): void {
+    this.uncork();
+    if (this.queue[0] !== req) return;
+    this.queue.shift();
+    if (this.reading === req && !req.bodyComplete) {
+      // Answered before its body was read (an early error or an upstream's early response):
+      // the unread rest would be taken for the next request, so this connection ends here.
+      closeAfter = true;
+    }
+    if (closeAfter || this.state !== State.Open || this.owner.draining) {
+      this.endConnection();
+      return;
+    }
+    if (this.queue.length === 0 && this.phase === Phase.Idle) {
+      this.deadline = Date.now() + this.limits.keepAliveTimeout;
+    }
+    if (this.readPaused && !(this.reading?.readingPaused ?? false)) this.resumeReading();
+    this.dispatchNext();
+  }
+
+  destroy(): void {
+    if (this.state === State.Closed) return;
+    this.socket.destroy();
+    this.onClose();
+  }
+
+  pauseReading(): void {
+    if (this.readPaused || this.state === State.Closed) return;
+    this.readPaused = true;
+    if (!this.consumed) {
+      this.socket.pause();
+      return;
+    }
+    const handle = streamHandle(this.socket);
+    if (handle !== null && handle.reading) {
+      handle.reading = false;
+      handle.readStop();
+    }
+  }
+
+  resumeReading(): void {
+    if (!this.readPaused || this.state === State.Closed) return;
+    this.readPaused = false;
+    if (!this.consumed) {
+      this.socket.resume();
+      return;
+    }
+    const handle = streamHandle(this.socket);
+    if (handle !== null && !handle.reading) {
+      handle.reading = true;
+      handle.readStart();
+    }
+  }
+
+  // Parsing.
+
+  private onHeadersComplete(
+    _maj: number, minor: number, headers: string[] | undefined, methodIndex: number | undefined,
+    url: string | undefined, upgrade: boolean, keepAlive: boolean,
+  ): number {
+    let raw = headers ?? [];
+    if (this.headerParts !== null) {
+      raw = headers === undefined ? this.headerParts : this.headerParts.concat(headers);
+      this.headerParts = null;
+    }
+    const target = this.urlPart + (url ?? '');
+    this.urlPart = '';
+    if (this.state !== State.Open) return 1;
+    const method = METHODS[methodIndex ?? -1] ?? 'GET';
+    this.phase = Phase.Body;
+    this.deadline = this.phaseStart + this.limits.requestTimeout;
+    const req = new ClientRequest(this, method, target, raw, minor, keepAlive, upgrade);
+    this.reading = req;
+    this.queue.push(req);
+    if (upgrade) {
+      // llhttp stops at the end of an Upgrade or CONNECT head: what follows is another protocol.
+      // The request is answered as a plain one and the connection closes after it.
+      this.noMore = true;
+      this.onMessageComplete();
+      this.pauseReading();
+    } else if (!keepAlive) {
+      this.noMore = true;
+    }
+    if (this.queue.length === 1) this.dispatchNext();
+    else if (this.queue.length >= MAX_PIPELINED) this.pauseReading();
+    return 0;
+  }
+
+  private onMessageComplete(): void {
+    if (this.state !== State.Open) return;
+    const req = this.reading;
+    if (req === null || req.bodyComplete) return;
+    this.phase = this.noMore ? Phase.Done : Phase.Idle;
+    this.deadline = Date.now() + this.limits.keepAliveTimeout;
+    req.bodyEnd();
+  }
+
+  private afterExecute(ret: number | ParseError): void {
+    if (typeof ret === 'number' || this.state !== State.Open) return;
+    if (ret.code === 'HPE_PAUSED_UPGRADE' || ret.code === 'HPE_PAUSED') return;
+    if (ret.code === 'HPE_CLOSED_CONNECTION') {
+      // Bytes after a request that said Connection: close; they are not a request.
+      this.pauseReading();
+      return;
+    }
+    const tooLarge = ret.code === 'HPE_HEADER_OVERFLOW';
+    this.failRequest(tooLarge ? 431 : 400, tooLarge ? 'Request Header Fields Too Large' : 'Bad Request');
+  }
+
+  /** The client broke the protocol or a timeout: answer if nothing is in flight, then close. */
+  private failRequest(status: number, reason: string): void {
+    this.noMore = true;
+    this.pauseReading();
+    const active = this.queue[0];
+    if (active === undefined || this.reading === null || active === this.reading) {
+      // The request in trouble is the one being answered, or none is: answer now and close.
+      if (active !== undefined && active.headersSent) {
+        this.destroy();
+        return;
+      }
+      active?.abort();
+      this.queue.length = 0;
+      this.reading = null;
+      const body = `${status} ${reason}\n`;
+      this.socket.write(`HTTP/1.1 ${status} ${reason}\r\nDate: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\n`
+        + `Content-Length: ${body.length}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`, 'latin1');
+      this.endConnection();
+      return;
+    }
+    // A pipelined request broke while an earlier one is answered: drop the broken one; the
+    // earlier response goes out with Connection: close (noMore) and the connection ends.
+    const broken = this.queue.pop();
+    broken?.abort();
+    this.reading = null;
+  }
+
+  private dispatchNext(): void {
+    const next = this.queue[0];
+    if (next === undefined) {
+      if (this.noMore) this.endConnection();
+      return;
+    }
+    this.listener(next);
+  }
+
+  private onSocketDrain(): void {
+    this.queue[0]?.onDrain?.();
+  }
+
+  /**
+   * The last response is out: send FIN, then keep reading (and discarding) until the client
+   * closes or LINGER_MS pass. Destroying at once could make the kernel answer unread client bytes
+   * with a reset that discards the response before the client reads it (nginx lingers likewise).
+   */
+  private endConnection(): void {
+    if (this.state !== State.Open) return;
+    this.state = State.Lingering;
+    for (const req of this.queue.splice(0)) req.abort();
+    this.reading = null;
+    this.uncork();
+    this.socket.end();
+    this.deadline = Date.now() + LINGER_MS;
+    this.resumeReading();
+  }
+
+  private onClose(): void {
+    if (this.state === State.Closed) return;
+    this.state = State.Closed;
+    for (const req of this.queue.splice(0)) req.abort();
+    this.reading = null;
+    if (this.consumed) {
+      this.consumed = false;
+      this.parser.unconsume();
+    }
+    setImmediate(closeParser, this.parser);
+    this.owner.removeClient(this);
+  }
+}
+
+export function findHeader(raw: readonly string[], lower: string): string | null {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === lower.length && n.toLowerCase() === lower) return raw[i + 1]!;
+  }
+  return null;
+}
+
+function closeParser(parser: HTTPParserInstance): void {
+  parser.close();
+}
+
+interface StreamHandle {
+  isStreamBase?: boolean;
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+export function streamHandle(socket: net.Socket): StreamHandle | null {
+  const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle;
+  return handle?.isStreamBase === true ? handle : null;
+}
