@@ -31,6 +31,22 @@ describe('client side of the protocol', () => {
     assert.deepEqual(responses(got).map((r) => r.body), ['body of /1', 'body of /2', 'body of /3']);
   });
 
+  it('answers valid pipelined requests before the 400 for a broken one behind them, then closes', async () => {
+    const seen: string[] = [];
+    const up = await httpUpstream(async (req, res) => {
+      seen.push(req.url!);
+      await delay(30);
+      res.end(`body of ${req.url}`);
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const raw = 'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n';
+    const got = await rawExchange(proxy.port, raw);
+    const parts = responses(got);
+    assert.deepEqual(parts.map((p) => p.body), ['body of /1', 'body of /2', '400 Bad Request\n']);
+    assert.match(parts[2]!.head, /Connection: close/);
+    assert.deepEqual(seen, ['/1', '/2']);
+  });
+
   it('closes after an HTTP/1.0 request without keep-alive, delimiting an unsized body by close', async () => {
     const up = await rawUpstream((s) => s.once('data', () => s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n')));
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });

@@ -77,6 +77,7 @@ function describeExpectation(path: PropertyKey[]): string {
   const last = path[path.length - 1];
   if (last === 'workers') return 'expected "auto" or a whole number from 1 to 1024';
   if (last === 'level') return 'expected one of fatal, error, warn, info, debug, trace, silent';
+  if (last === 'schedulingPolicy') return 'expected "none" or "round-robin"';
   return 'expected a value allowed by config.schema.json';
 }
 

@@ -71,6 +71,8 @@ export const ConfigSchema = z.strictObject({
     .describe('Address the proxy listens on, HOST:PORT. Default 127.0.0.1:8000.'),
   workers: z.union([z.literal('auto'), z.number().int().min(1).max(1024)]).default('auto')
     .describe('Worker processes: a number, or "auto" for one per CPU (os.availableParallelism()). Default "auto".'),
+  schedulingPolicy: z.enum(['none', 'round-robin']).default('none')
+    .describe('How new connections reach workers: "none" (workers accept from the shared socket) or "round-robin" (the primary accepts and hands each over). Default "none".'),
   tls: z.strictObject({
     cert: z.string().min(1).describe('PEM certificate chain file for the HTTPS listener.'),
     key: z.string().min(1).describe('PEM private key file for the HTTPS listener.'),

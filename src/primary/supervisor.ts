@@ -48,6 +48,10 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger): Promi
     logger.info({ origin: config.upstreams![0]!.url }, 'no upstream configured: serving the built-in demo origin');
   }
   const isDemo = demo !== null;
+  // Must be set before the first fork. "none" is the default because it measured half the CPU
+  // per new connection (README, "Performance"), and a worker that dies cannot strand a
+  // connection the primary had already handed to it.
+  cluster.schedulingPolicy = config.schedulingPolicy === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR;
   cluster.setupPrimary({ exec: WORKER_ENTRY });
 
   const slots: Slot[] = [];

@@ -267,6 +267,8 @@ export class ClientConnection {
   /** No further request will be read (upgrade, CONNECT, parse error, HTTP/1.0 close). */
   private noMore = false;
   private readPaused = false;
+  /** An error answer owed after the queued requests (see failRequest). */
+  private pendingError: { status: number; reason: string } | null = null;
   private corked = false;
 
   constructor(
@@ -278,7 +280,6 @@ export class ClientConnection {
     this.remoteAddress = socket.remoteAddress;
     this.encrypted = (socket as net.Socket & { encrypted?: boolean }).encrypted === true;
     this.deadline = Date.now() + limits.keepAliveTimeout;
-    socket.setNoDelay(true);
     socket.on('error', () => this.onClose());
     socket.on('close', () => this.onClose());
     // A client's FIN means it is gone, as nginx (499) and node:http take it: what it asked for
@@ -286,25 +287,9 @@ export class ClientConnection {
     socket.on('end', () => this.destroy());
     socket.on('drain', () => this.onSocketDrain());
 
-    const parser = new HTTPParser();
+    const parser = allocParser();
+    parser[kConnection] = this;
     parser.initialize(HTTPParser.REQUEST, {}, limits.maxHeaderSize, 0);
-    parser[HTTPParser.kOnMessageBegin] = () => {
-      if (this.state !== State.Open) return;
-      this.phase = Phase.Head;
-      this.phaseStart = Date.now();
-      this.deadline = this.phaseStart + limits.headersTimeout;
-    };
-    parser[HTTPParser.kOnHeaders] = (headers: string[], url: string) => {
-      (this.headerParts ??= []).push(...headers);
-      this.urlPart += url;
-    };
-    parser[HTTPParser.kOnHeadersComplete] = ((maj, min, headers, method, url, _s, _r, upgrade, keepAlive) =>
-      this.onHeadersComplete(maj, min, headers, method, url, upgrade, keepAlive)) satisfies OnHeadersComplete;
-    parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
-      if (this.state === State.Open) this.reading?.bodyChunk(chunk);
-    };
-    parser[HTTPParser.kOnMessageComplete] = () => this.onMessageComplete();
-    parser[HTTPParser.kOnExecute] = (ret: number | ParseError) => this.afterExecute(ret);
     this.parser = parser;
 
     const handle = streamHandle(socket);
@@ -346,7 +331,10 @@ export class ClientConnection {
   }
 
   keepAliveAfter(req: ClientRequest): boolean {
-    return req.clientKeepAlive && !this.owner.draining && !this.noMore && !req.isUpgrade;
+    // When nothing more will be read, only the last response owed says close: requests queued
+    // behind this one, or an error answer owed after them, still go out on this connection.
+    const last = this.queue.length <= 1 && this.pendingError === null;
+    return req.clientKeepAlive && !req.isUpgrade && !this.owner.draining && !(this.noMore && last);
   }
 
   // Writing, for ClientRequest.
@@ -494,40 +482,44 @@ export class ClientConnection {
     this.failRequest(tooLarge ? 431 : 400, tooLarge ? 'Request Header Fields Too Large' : 'Bad Request');
   }
 
-  /** The client broke the protocol or a timeout: answer if nothing is in flight, then close. */
+  /**
+   * The client broke the protocol, or was too slow. Requests already complete and queued ahead
+   * of the broken one are still answered, in order; then the error answer, then close.
+   */
   private failRequest(status: number, reason: string): void {
     this.noMore = true;
     this.pauseReading();
-    const active = this.queue[0];
-    if (active === undefined || this.reading === null || active === this.reading) {
-      // The request in trouble is the one being answered, or none is: answer now and close.
-      if (active !== undefined && active.headersSent) {
+    // Only a request whose head completed is in the queue; a broken head never got there.
+    const broken = this.phase === Phase.Body ? this.reading : null;
+    this.reading = null;
+    this.phase = Phase.Done;
+    if (broken !== null) {
+      if (broken === this.queue[0] && broken.headersSent) {
+        // Its response has begun: it can only be cut.
         this.destroy();
         return;
       }
-      active?.abort();
-      this.queue.length = 0;
-      this.reading = null;
-      const body = `${status} ${reason}\n`;
-      this.socket.write(`HTTP/1.1 ${status} ${reason}\r\nDate: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\n`
-        + `Content-Length: ${body.length}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`, 'latin1');
-      this.endConnection();
-      return;
+      this.queue.splice(this.queue.indexOf(broken), 1);
+      broken.abort();
     }
-    // A pipelined request broke while an earlier one is answered: drop the broken one; the
-    // earlier response goes out with Connection: close (noMore) and the connection ends.
-    const broken = this.queue.pop();
-    broken?.abort();
-    this.reading = null;
+    this.pendingError = { status, reason };
+    if (this.queue.length === 0) this.dispatchNext();
   }
 
   private dispatchNext(): void {
     const next = this.queue[0];
-    if (next === undefined) {
-      if (this.noMore) this.endConnection();
+    if (next !== undefined) {
+      this.listener(next);
       return;
     }
-    this.listener(next);
+    if (this.pendingError !== null) {
+      const { status, reason } = this.pendingError;
+      this.pendingError = null;
+      const body = `${status} ${reason}\n`;
+      this.socket.write(`HTTP/1.1 ${status} ${reason}\r\nDate: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\n`
+        + `Content-Length: ${body.length}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`, 'latin1');
+    }
+    if (this.noMore) this.endConnection();
   }
 
   private onSocketDrain(): void {
@@ -541,10 +533,17 @@ export class ClientConnection {
    */
   private endConnection(): void {
     if (this.state !== State.Open) return;
+    // Linger only when the client may still be sending: a request or body not read to its end,
+    // or requests queued behind the last answer. Otherwise close once the response is flushed.
+    const mayBeSending = this.phase === Phase.Head || this.phase === Phase.Body || this.queue.length > 0;
     this.state = State.Lingering;
     for (const req of this.queue.splice(0)) req.abort();
     this.reading = null;
     this.uncork();
+    if (!mayBeSending) {
+      this.socket.destroySoon();
+      return;
+    }
     this.socket.end();
     this.deadline = Date.now() + LINGER_MS;
     this.resumeReading();
@@ -559,9 +558,99 @@ export class ClientConnection {
       this.consumed = false;
       this.parser.unconsume();
     }
-    setImmediate(closeParser, this.parser);
+    // The parser may be mid-execute: it goes back to the free list once the stack unwinds.
+    setImmediate(releaseParser, this.parser);
     this.owner.removeClient(this);
   }
+
+  // llhttp's callbacks, shared by every pooled parser (see allocParser).
+
+  /** @internal */
+  static onMessageBegin(conn: ClientConnection): void {
+    if (conn.state !== State.Open) return;
+    conn.phase = Phase.Head;
+    conn.phaseStart = Date.now();
+    conn.deadline = conn.phaseStart + conn.limits.headersTimeout;
+  }
+
+  /** @internal */
+  static onHeaders(conn: ClientConnection, headers: string[], url: string): void {
+    (conn.headerParts ??= []).push(...headers);
+    conn.urlPart += url;
+  }
+
+  /** @internal */
+  static onHeadersComplete(
+    conn: ClientConnection, maj: number, min: number, headers: string[] | undefined, method: number | undefined,
+    url: string | undefined, upgrade: boolean, keepAlive: boolean,
+  ): number {
+    return conn.onHeadersComplete(maj, min, headers, method, url, upgrade, keepAlive);
+  }
+
+  /** @internal */
+  static onBody(conn: ClientConnection, chunk: Buffer): void {
+    if (conn.state === State.Open) conn.reading?.bodyChunk(chunk);
+  }
+
+  /** @internal */
+  static onMessageComplete(conn: ClientConnection): void {
+    conn.onMessageComplete();
+  }
+
+  /** @internal */
+  static afterExecute(conn: ClientConnection, ret: number | ParseError): void {
+    conn.afterExecute(ret);
+  }
+}
+
+const kConnection = Symbol('connection');
+type PooledParser = HTTPParserInstance & { [kConnection]: ClientConnection | null };
+
+/**
+ * Parsers are pooled, as node:http's server pools its own: a new connection then costs no C++
+ * parser construction and no per-connection callback closures. The callbacks run with the
+ * parser as `this` and find their connection through it.
+ */
+const freeParsers: PooledParser[] = [];
+const MAX_FREE_PARSERS = 1000;
+
+function allocParser(): PooledParser {
+  const pooled = freeParsers.pop();
+  if (pooled !== undefined) return pooled;
+  const parser = new HTTPParser() as PooledParser;
+  parser[kConnection] = null;
+  parser[HTTPParser.kOnMessageBegin] = function (this: PooledParser) {
+    const conn = this[kConnection];
+    if (conn !== null) ClientConnection.onMessageBegin(conn);
+  };
+  parser[HTTPParser.kOnHeaders] = function (this: PooledParser, headers: string[], url: string) {
+    const conn = this[kConnection];
+    if (conn !== null) ClientConnection.onHeaders(conn, headers, url);
+  };
+  parser[HTTPParser.kOnHeadersComplete] = function (this: PooledParser, maj, min, headers, method, url, _s, _r, upgrade, keepAlive) {
+    const conn = this[kConnection];
+    return conn === null ? 1 : ClientConnection.onHeadersComplete(conn, maj, min, headers, method, url, upgrade, keepAlive);
+  } satisfies OnHeadersComplete;
+  parser[HTTPParser.kOnBody] = function (this: PooledParser, chunk: Buffer) {
+    const conn = this[kConnection];
+    if (conn !== null) ClientConnection.onBody(conn, chunk);
+  };
+  parser[HTTPParser.kOnMessageComplete] = function (this: PooledParser) {
+    const conn = this[kConnection];
+    if (conn !== null) ClientConnection.onMessageComplete(conn);
+  };
+  parser[HTTPParser.kOnExecute] = function (this: PooledParser, ret: number | ParseError) {
+    const conn = this[kConnection];
+    if (conn !== null) ClientConnection.afterExecute(conn, ret);
+  };
+  return parser;
+}
+
+function releaseParser(parser: HTTPParserInstance): void {
+  const pooled = parser as PooledParser;
+  pooled[kConnection] = null;
+  if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(pooled);
+  else parser.close();
 }
 
 export function findHeader(raw: readonly string[], lower: string): string | null {
@@ -570,10 +659,6 @@ export function findHeader(raw: readonly string[], lower: string): string | null
     if (n.length === lower.length && n.toLowerCase() === lower) return raw[i + 1]!;
   }
   return null;
-}
-
-function closeParser(parser: HTTPParserInstance): void {
-  parser.close();
 }
 
 interface StreamHandle {

@@ -62,7 +62,7 @@ export class ProxyServer implements ConnectionOwner {
     };
     if (config.tls) {
       this.server = tls.createServer({
-        cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key), allowHalfOpen: true,
+        cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key), allowHalfOpen: true, noDelay: true,
         ALPNProtocols: ['http/1.1'],
       });
       this.server.on('secureConnection', onSocket);

@@ -1,0 +1,227 @@
+/**
+ * `npm run load`: start a local upstream and switchyard as a real cluster, then run each suite
+ * against the upstream directly and through the proxy with autocannon. Prints a table, writes
+ * the results as JSON, and exits non-zero if any suite saw an error or a non-2xx response.
+ *
+ *   npm run load -- [--workers N] [--duration S] [--smoke] [--out FILE] [--compare FILE] [--only a,b]
+ *
+ * Timing is noise in CI, so CI runs only `--smoke` (a second per suite, fewer connections) to
+ * prove the suites work; the numbers that matter come from a quiet machine.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { availableParallelism } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+
+const ROOT = resolve(__dirname, '../..');
+
+interface Suite {
+  name: string;
+  describe: string;
+  options: (smoke: boolean) => Partial<autocannon.Options>;
+}
+
+const MiB = 1024 * 1024;
+const UPLOAD = Buffer.alloc(MiB, 'u');
+
+export const SUITES: Suite[] = [
+  { name: 'small', describe: 'GET 12 B, keep-alive, 50 conns', options: () => ({ path: '/small', connections: 50 }) },
+  { name: '64k', describe: 'GET 64 KiB, keep-alive, 50 conns', options: () => ({ path: '/64k', connections: 50 }) },
+  {
+    name: 'upload-1m', describe: 'POST 1 MiB, keep-alive, 10 conns',
+    options: () => ({ path: '/upload', method: 'POST', body: UPLOAD, connections: 10 }),
+  },
+  {
+    name: 'new-conn', describe: 'GET 12 B, a new connection per request, 50 conns',
+    // The server closes after each response and autocannon reconnects. (autocannon 8's
+    // reconnectRate: 1 sends nothing at all.)
+    options: () => ({ path: '/small', connections: 50, headers: { connection: 'close' } }),
+  },
+  {
+    name: 'c5000', describe: 'GET 12 B, 5,000 concurrent connections',
+    options: (smoke) => ({ path: '/small', connections: smoke ? 500 : 5000 }),
+  },
+];
+
+export interface SuiteResult {
+  suite: string;
+  describe: string;
+  target: 'direct' | 'proxy';
+  rps: number;
+  p50: number;
+  p99: number;
+  max: number;
+  requests: number;
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+}
+
+export interface RunResult {
+  date: string;
+  workers: number;
+  duration: number;
+  smoke: boolean;
+  node: string;
+  results: SuiteResult[];
+  memory?: { connections: number; kibPerConnection: number } | undefined;
+  failed: string[];
+}
+
+function runAutocannon(url: string, opts: Partial<autocannon.Options>, duration: number): Promise<autocannon.Result> {
+  return new Promise((resolvePromise, reject) => {
+    const instance = autocannon({ url, duration, timeout: 10, ...opts } as autocannon.Options, (err, result) => {
+      if (err) reject(err);
+      else resolvePromise(result);
+    });
+    instance.on('error', () => undefined);
+  });
+}
+
+function forkUpstream(): Promise<{ child: ChildProcess; port: number }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = fork(resolve(__dirname, 'upstream.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child.once('message', (m) => resolvePromise({ child, port: (m as { port: number }).port }));
+    child.once('exit', (code) => reject(new Error(`load upstream exited with ${code}`)));
+  });
+}
+
+function startProxy(upstreamPort: number, workers: number): Promise<{ child: ChildProcess; port: number; workerPids: number[] }> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [resolve(ROOT, 'dist/src/cli.js'), '--listen', '127.0.0.1:0',
+      '--upstream', `http://127.0.0.1:${upstreamPort}`, '--workers', String(workers)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const workerPids: number[] = [];
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) !== -1) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        let log: Record<string, unknown>;
+        try { log = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
+        if (log.msg === 'worker started') workerPids.push(Number(log.workerPid));
+        if (typeof log.listen === 'string' && String(log.msg).includes('listening')) {
+          resolvePromise({ child, port: Number(String(log.listen).split(':').pop()), workerPids });
+        }
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`switchyard exited with ${code}`)));
+  });
+}
+
+function rssKiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+/**
+ * Worker RSS per idle keep-alive client connection: open `count` connections, make one request
+ * on each, and compare the workers' RSS before and after.
+ */
+async function measureIdleMemory(port: number, pids: number[], count: number): Promise<{ connections: number; kibPerConnection: number }> {
+  const before = pids.reduce((a, p) => a + rssKiB(p), 0);
+  const sockets: net.Socket[] = [];
+  const batch = 250;
+  for (let i = 0; i < count; i += batch) {
+    await Promise.all(Array.from({ length: Math.min(batch, count - i) }, () => new Promise<void>((ok, fail) => {
+      const s = net.connect(port, '127.0.0.1');
+      sockets.push(s);
+      s.once('error', fail);
+      s.write('GET /small HTTP/1.1\r\nHost: load\r\n\r\n');
+      s.once('data', () => ok());
+    })));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const after = pids.reduce((a, p) => a + rssKiB(p), 0);
+  for (const s of sockets) s.destroy();
+  return { connections: count, kibPerConnection: Math.round(((after - before) / count) * 100) / 100 };
+}
+
+function formatTable(run: RunResult, previous?: RunResult): string {
+  const rows: string[][] = [['suite', 'target', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'non-2xx', 'vs direct', ...(previous ? ['vs saved'] : [])]];
+  for (const r of run.results) {
+    const direct = run.results.find((d) => d.suite === r.suite && d.target === 'direct');
+    const ratio = r.target === 'proxy' && direct && direct.rps > 0 ? `${(r.rps / direct.rps).toFixed(2)}x` : '';
+    const prev = previous?.results.find((p) => p.suite === r.suite && p.target === r.target);
+    const delta = prev && prev.rps > 0 ? `${r.rps >= prev.rps ? '+' : ''}${(((r.rps - prev.rps) / prev.rps) * 100).toFixed(1)}%` : previous ? 'n/a' : undefined;
+    rows.push([r.suite, r.target, r.rps.toFixed(0), String(r.p50), String(r.p99), String(r.max), String(r.errors + r.timeouts), String(r.non2xx), ratio, ...(delta !== undefined ? [delta] : [])]);
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => (row[c] ?? '').length)));
+  const line = (row: string[]) => `| ${row.map((cell, c) => cell.padEnd(widths[c]!)).join(' | ')} |`;
+  return [line(rows[0]!), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      workers: { type: 'string' },
+      duration: { type: 'string' },
+      smoke: { type: 'boolean' },
+      out: { type: 'string' },
+      compare: { type: 'string' },
+      only: { type: 'string' },
+    },
+  });
+  const smoke = values.smoke === true;
+  const workers = values.workers !== undefined ? Number(values.workers) : availableParallelism();
+  const duration = values.duration !== undefined ? Number(values.duration) : smoke ? 1 : 10;
+  const only = values.only?.split(',');
+  const suites = SUITES.filter((s) => only === undefined || only.includes(s.name));
+  const previous = values.compare !== undefined ? JSON.parse(readFileSync(values.compare, 'utf8')) as RunResult : undefined;
+
+  const upstream = await forkUpstream();
+  const proxy = await startProxy(upstream.port, workers);
+  const run: RunResult = { date: new Date().toISOString(), workers, duration, smoke, node: process.version, results: [], failed: [] };
+  try {
+    for (const suite of suites) {
+      for (const target of ['direct', 'proxy'] as const) {
+        const port = target === 'direct' ? upstream.port : proxy.port;
+        const r = await runAutocannon(`http://127.0.0.1:${port}`, suite.options(smoke), duration);
+        const result: SuiteResult = {
+          suite: suite.name, describe: suite.describe, target,
+          rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max,
+          requests: r.requests.total, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx,
+        };
+        run.results.push(result);
+        if (target === 'proxy' && (r.errors > 0 || r.timeouts > 0 || r.non2xx > 0 || r.requests.total === 0)) {
+          run.failed.push(`${suite.name} (errors ${r.errors}, timeouts ${r.timeouts}, non-2xx ${r.non2xx}, requests ${r.requests.total})`);
+        }
+        process.stderr.write(`  ${suite.name} ${target}: ${result.rps.toFixed(0)} req/s\n`);
+      }
+    }
+    if (only === undefined || only.includes('memory')) {
+      run.memory = await measureIdleMemory(proxy.port, proxy.workerPids, smoke ? 500 : 5000);
+    }
+  } finally {
+    proxy.child.kill('SIGTERM');
+    upstream.child.kill('SIGTERM');
+  }
+  const out = values.out ?? resolve(ROOT, 'load-tests/results', `${run.date.replace(/[:.]/g, '-')}.json`);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${JSON.stringify(run, null, 2)}\n`);
+
+  process.stdout.write(`switchyard load: ${workers} worker(s), ${duration}s per suite${smoke ? ' (smoke)' : ''}, node ${process.version}\n`);
+  for (const s of suites) process.stdout.write(`  ${s.name}: ${s.describe}\n`);
+  process.stdout.write(`${formatTable(run, previous)}\n`);
+  if (run.memory) {
+    process.stdout.write(`idle keep-alive memory: ${run.memory.kibPerConnection} KiB of worker RSS per connection (${run.memory.connections} connections)\n`);
+  }
+  process.stdout.write(`results: ${out}\n`);
+  if (run.failed.length > 0) {
+    process.stdout.write(`FAILED (errors or non-2xx through the proxy): ${run.failed.join(', ')}\n`);
+    return 1;
+  }
+  return 0;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
+    process.stderr.write(`load: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  });
+}
