@@ -71,7 +71,6 @@ export type BodyFraming = 'length' | 'chunked';
 
 const enum State { Busy, Idle, Closed }
 
-const CONSUME = process.env.SWY_NO_CONSUME === undefined;
 const MAX_RESPONSE_HEADER_SIZE = 64 * 1024;
 const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
@@ -118,7 +117,7 @@ export class UpstreamConnection implements BodyTarget {
       // Let llhttp read straight from the socket's handle, as node:http's server does: no JS
       // Buffer and no 'data' event per read. EOF and errors still surface as socket events.
       const handle = streamHandle(socket);
-      if (CONSUME && handle !== null && this.state !== State.Closed) {
+      if (handle !== null && this.state !== State.Closed) {
         this.parser.consume(handle);
         this.consumed = true;
       } else {
