@@ -87,9 +87,12 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const logger = createLogger('primary', config.log.level);
-  const primary = await runPrimary(config, logger);
+  const { file, overrides } = parsed;
+  // A reload re-reads the same file with the same flags on top, as at start.
+  const primary = await runPrimary(config, logger, { reload: () => loadConfig(file, overrides) });
   process.on('SIGTERM', () => primary.stop('SIGTERM'));
   process.on('SIGINT', () => primary.stop('SIGINT'));
+  process.on('SIGHUP', () => void primary.reload());
   try {
     await primary.ready;
   } catch {

@@ -1,7 +1,9 @@
 /**
  * The primary process: it forks the workers, hands each its config, replaces the ones that die
- * (with a backoff, so a crash loop does not spin), and on SIGTERM/SIGINT drains them all before
- * exiting 0. It never handles a request and never imports the proxy: it knows config, IPC, logs.
+ * (with a backoff, so a crash loop does not spin), reloads without dropping a connection
+ * (SIGHUP: new config, workers replaced one at a time), and on SIGTERM/SIGINT drains them all
+ * before exiting 0. It tells systemd about each step. It never handles a request and never
+ * imports the proxy: it knows config, IPC and logging.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { fork, type ChildProcess } from 'node:child_process';
@@ -9,6 +11,7 @@ import { resolve } from 'node:path';
 import { deepFreeze, type ResolvedConfig } from '../config/load';
 import { isWorkerMessage, type PrimaryMessage } from '../ipc';
 import type { Logger } from '../log';
+import { SystemdNotifier } from './systemd';
 
 const WORKER_ENTRY = resolve(__dirname, '../../workers/proxy-worker.js');
 const DEMO_ORIGIN_ENTRY = resolve(__dirname, '../demo/origin.js');
@@ -29,129 +32,276 @@ interface Slot {
   timer: NodeJS.Timeout | null;
 }
 
+export interface PrimaryOptions {
+  /** Re-reads and validates the configuration (SIGHUP); throws ConfigError when it is bad. */
+  reload?: () => ResolvedConfig;
+  env?: NodeJS.ProcessEnv;
+}
+
 export interface PrimaryHandle {
   /** Resolves once every worker listens. */
   ready: Promise<void>;
   /** Resolves when the primary has stopped (all workers exited). */
   stopped: Promise<void>;
   stop(reason: string): void;
+  reload(): Promise<void>;
 }
 
-export async function runPrimary(initial: ResolvedConfig, logger: Logger): Promise<PrimaryHandle> {
+export async function runPrimary(initial: ResolvedConfig, logger: Logger, options: PrimaryOptions = {}): Promise<PrimaryHandle> {
   process.title = 'switchyard: primary';
-  let config = initial;
+  const notifier = SystemdNotifier.fromEnv(options.env ?? process.env, logger);
   let demo: ChildProcess | null = null;
-  if (config.upstreams === undefined) {
+  let demoUpstreams: ResolvedConfig['upstreams'];
+  if (initial.upstreams === undefined) {
     const started = await startDemoOrigin();
     demo = started.child;
-    config = deepFreeze({ ...config, upstreams: [{ url: `http://127.0.0.1:${started.port}`, insecure: false }] });
-    logger.info({ origin: config.upstreams![0]!.url }, 'no upstream configured: serving the built-in demo origin');
+    demoUpstreams = [{ url: `http://127.0.0.1:${started.port}`, insecure: false }];
+    logger.info({ origin: demoUpstreams[0]!.url }, 'no upstream configured: serving the built-in demo origin');
   }
-  const isDemo = demo !== null;
-  // Must be set before the first fork. "none" is the default because it measured half the CPU
-  // per new connection (README, "Performance"), and a worker that dies cannot strand a
-  // connection the primary had already handed to it.
-  cluster.schedulingPolicy = config.schedulingPolicy === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR;
-  cluster.setupPrimary({ exec: WORKER_ENTRY });
+  const supervisor = new Supervisor(initial, demoUpstreams, logger, notifier, options.reload, () => demo?.kill('SIGTERM'));
+  return supervisor.start();
+}
 
-  const slots: Slot[] = [];
-  let stopping = false;
-  let everReady = false;
-  let resolveReady!: () => void;
-  let rejectReady!: (err: Error) => void;
-  const ready = new Promise<void>((res, rej) => { resolveReady = res; rejectReady = rej; });
-  ready.catch(() => undefined);
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((res) => { resolveStopped = res; });
+class Supervisor {
+  private config: ResolvedConfig;
+  private readonly slots: Slot[] = [];
+  private stopping = false;
+  private reloading: Promise<void> | null = null;
+  private everReady = false;
+  private exitCode = 0;
+  private killTimer: NodeJS.Timeout | null = null;
+  private resolveReady!: () => void;
+  private rejectReady!: (err: Error) => void;
+  private resolveStopped!: () => void;
 
-  const spawn = (slot: Slot): void => {
+  constructor(
+    initial: ResolvedConfig,
+    private readonly demoUpstreams: ResolvedConfig['upstreams'],
+    private readonly logger: Logger,
+    private readonly notifier: SystemdNotifier,
+    private readonly reloadConfig: (() => ResolvedConfig) | undefined,
+    private readonly onStopped: () => void,
+  ) {
+    this.config = this.withDemo(initial);
+  }
+
+  start(): PrimaryHandle {
+    // Must be set before the first fork. "none" is the default because it measured half the CPU
+    // per new connection (README, "Performance"), and a worker that dies cannot strand a
+    // connection the primary had already handed to it.
+    cluster.schedulingPolicy = this.config.schedulingPolicy === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR;
+    cluster.setupPrimary({ exec: WORKER_ENTRY });
+    const ready = new Promise<void>((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
+    ready.catch(() => undefined);
+    const stopped = new Promise<void>((res) => { this.resolveStopped = res; });
+    for (let i = 0; i < this.config.workerCount; i++) this.slots.push(newSlot(i));
+    for (const slot of this.slots) void this.spawn(slot);
+    return {
+      ready,
+      stopped: stopped.then(() => { process.exitCode = this.exitCode; }),
+      stop: (reason) => this.stop(reason),
+      reload: () => this.reload(),
+    };
+  }
+
+  /** The demo origin stays the upstream across reloads of a config that names none. */
+  private withDemo(config: ResolvedConfig): ResolvedConfig {
+    if (config.upstreams !== undefined || this.demoUpstreams === undefined) return config;
+    return deepFreeze({ ...config, upstreams: this.demoUpstreams });
+  }
+
+  private get statusLine(): string {
+    return `serving ${this.config.tls ? 'https' : 'http'}://${this.config.listen} with ${this.slots.length} worker(s)`;
+  }
+
+  /** Fork a worker into `slot`; resolves true once it listens, false if it dies first. */
+  private spawn(slot: Slot): Promise<boolean> {
     slot.timer = null;
     slot.listening = false;
     slot.startedAt = Date.now();
     const worker = cluster.fork({ SWITCHYARD_WORKER_INDEX: String(slot.index) });
     slot.worker = worker;
-    logger.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker started');
-    worker.send({ type: 'swy:start', config, demo: isDemo } satisfies PrimaryMessage);
-    worker.on('message', (m: unknown) => {
-      if (!isWorkerMessage(m)) return;
-      if (m.type === 'swy:listening') {
-        slot.listening = true;
-        if (!everReady && slots.every((s) => s.listening)) {
-          everReady = true;
-          logger.info({ workers: slots.length, listen: `${m.host}:${m.port}` },
-            `switchyard listening on ${config.tls ? 'https' : 'http'}://${config.listen} with ${slots.length} worker(s)`);
-          resolveReady();
+    this.logger.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker started');
+    worker.send({ type: 'swy:start', config: this.config, demo: this.demoUpstreams !== undefined } satisfies PrimaryMessage);
+    return new Promise<boolean>((resolveListening) => {
+      worker.on('message', (m: unknown) => {
+        if (!isWorkerMessage(m)) return;
+        if (m.type === 'swy:listening') {
+          if (slot.worker === worker) slot.listening = true;
+          resolveListening(true);
+          if (!this.everReady && this.slots.every((s) => s.listening)) this.onFirstReady(`${m.host}:${m.port}`);
+        } else if (m.type === 'swy:fatal') {
+          this.logger.error({ worker: worker.id }, m.message);
+          resolveListening(false);
+          // Before the first ready, a fatal error is the environment's (port taken, bad cert):
+          // respawning cannot fix it, so stop and say so.
+          if (!this.everReady) {
+            this.rejectReady(new Error(m.message));
+            this.stop('a worker could not start', 1);
+          }
         }
-      } else if (m.type === 'swy:fatal') {
-        logger.error({ worker: worker.id }, m.message);
-        // Before the first ready, a fatal error is the environment's (port taken, bad cert):
-        // respawning cannot fix it, so stop and say so.
-        if (!everReady) {
-          rejectReady(new Error(m.message));
-          stop('a worker could not start', 1);
-        }
-      }
+      });
+      worker.on('exit', (code, signal) => {
+        resolveListening(false);
+        this.onExit(slot, worker, code, signal);
+      });
     });
-    worker.on('exit', (code, signal) => onExit(slot, worker, code, signal));
-  };
+  }
 
-  const onExit = (slot: Slot, worker: Worker, code: number | null, signal: string | null): void => {
-    if (slot.worker === worker) slot.worker = null;
+  private onFirstReady(address: string): void {
+    this.everReady = true;
+    this.logger.info({ workers: this.slots.length, listen: address },
+      `switchyard listening on ${this.config.tls ? 'https' : 'http'}://${this.config.listen} with ${this.slots.length} worker(s)`);
+    this.notifier.ready(this.statusLine);
+    this.resolveReady();
+  }
+
+  private onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
+    const pid = worker.process.pid;
+    if (slot.worker !== worker) {
+      // A worker retired by a reload (or a replacement that failed to start) has left.
+      this.logger.info({ worker: worker.id, workerPid: pid, code, signal }, 'retired worker exited');
+      this.checkAllExited();
+      return;
+    }
+    slot.worker = null;
     slot.listening = false;
-    if (stopping) {
-      logger.info({ worker: worker.id, workerPid: worker.process.pid, code, signal }, 'worker exited');
-      if (slots.every((s) => s.worker === null)) finish();
+    if (this.stopping) {
+      this.logger.info({ worker: worker.id, workerPid: pid, code, signal }, 'worker exited');
+      this.checkAllExited();
       return;
     }
     const lived = Date.now() - slot.startedAt;
     slot.failures = lived >= STABLE_UPTIME_MS ? 1 : slot.failures + 1;
     const delay = Math.min(BACKOFF_BASE_MS * 2 ** (slot.failures - 1), BACKOFF_MAX_MS);
-    logger.warn({ worker: worker.id, workerPid: worker.process.pid, code, signal, livedMs: lived, restartInMs: delay },
+    this.logger.warn({ worker: worker.id, workerPid: pid, code, signal, livedMs: lived, restartInMs: delay },
       'worker died; replacing it');
-    slot.timer = setTimeout(() => spawn(slot), delay);
-  };
+    slot.timer = setTimeout(() => void this.spawn(slot), delay);
+  }
 
-  let exitCode = 0;
-  let killTimer: NodeJS.Timeout | null = null;
-  const finish = (): void => {
-    if (killTimer !== null) clearTimeout(killTimer);
-    demo?.kill('SIGTERM');
-    logger.info({ exitCode }, 'switchyard stopped');
-    resolveStopped();
-  };
+  /**
+   * SIGHUP: validate the new configuration first (a bad one changes nothing), then replace the
+   * workers one at a time, each new one listening on the shared socket before the old one
+   * starts to drain, so that no connection is refused or cut.
+   */
+  reload(): Promise<void> {
+    if (this.stopping) return Promise.resolve();
+    if (this.reloading !== null) {
+      this.logger.warn('reload requested while one is in progress; ignored');
+      return this.reloading;
+    }
+    this.reloading = this.doReload().finally(() => { this.reloading = null; });
+    return this.reloading;
+  }
 
-  const stop = (reason: string, code = 0): void => {
-    if (stopping) return;
-    stopping = true;
-    exitCode = code;
-    logger.info({ reason }, 'stopping: draining workers');
-    for (const slot of slots) {
+  private async doReload(): Promise<void> {
+    this.notifier.reloading();
+    this.logger.info('reloading configuration');
+    let next: ResolvedConfig;
+    try {
+      if (this.reloadConfig === undefined) throw new Error('no configuration source to reload from');
+      next = this.withDemo(this.reloadConfig());
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message }, 'reload failed: the new configuration was rejected; still running the old one');
+      this.notifier.ready(`${this.statusLine}; last reload failed: ${(err as Error).message.split('\n').join(' ')}`);
+      return;
+    }
+    if (next.schedulingPolicy !== this.config.schedulingPolicy) {
+      this.logger.warn({ schedulingPolicy: next.schedulingPolicy }, 'schedulingPolicy changes take effect on restart, not on reload');
+    }
+    const previous = this.config;
+    this.config = next;
+    let replaced = 0;
+    for (let i = 0; i < Math.max(this.slots.length, next.workerCount) && !this.stopping; i++) {
+      if (i >= next.workerCount) {
+        // Fewer workers now: the surplus drains and is not replaced.
+        const slot = this.slots[i]!;
+        const old = slot.worker;
+        slot.worker = null;
+        if (old !== null) this.retire(old);
+        continue;
+      }
+      if (i >= this.slots.length) this.slots.push(newSlot(i));
+      const slot = this.slots[i]!;
+      if (slot.timer !== null) {
+        clearTimeout(slot.timer); // it was waiting out a backoff: start it now, with the new config
+        slot.timer = null;
+      }
+      const old = slot.worker;
+      const listening = await this.spawn(slot);
+      if (!listening) {
+        this.logger.error({ slot: i }, 'reload failed: a new worker did not start; keeping the old workers');
+        if (old !== null && slot.worker === null) {
+          slot.worker = old;
+          slot.listening = true;
+        }
+        this.config = previous;
+        this.notifier.ready(`${this.statusLine}; last reload failed`);
+        return;
+      }
+      if (old !== null) this.retire(old);
+      replaced++;
+    }
+    this.slots.length = Math.min(this.slots.length, next.workerCount);
+    this.logger.info({ replaced, workers: this.slots.length }, 'reload complete');
+    this.notifier.ready(this.statusLine);
+  }
+
+  private retire(worker: Worker): void {
+    if (worker.isConnected()) worker.send({ type: 'swy:drain' } satisfies PrimaryMessage);
+    const kill = setTimeout(() => {
+      if (worker.isDead()) return;
+      this.logger.warn({ workerPid: worker.process.pid }, 'retired worker did not exit in time; killing it');
+      worker.process.kill('SIGKILL');
+    }, this.config.timeouts.drain + EXIT_GRACE_MS);
+    kill.unref();
+  }
+
+  /** Workers not yet exited: current ones and retired ones still draining. */
+  private liveWorkers(): Worker[] {
+    return Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && !w.isDead());
+  }
+
+  private checkAllExited(): void {
+    if (this.stopping && this.liveWorkers().length === 0) this.finish();
+  }
+
+  stop(reason: string, code = 0): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.exitCode = code;
+    this.notifier.stopping();
+    this.logger.info({ reason }, 'stopping: draining workers');
+    for (const slot of this.slots) {
       if (slot.timer !== null) clearTimeout(slot.timer);
       slot.timer = null;
-      const w = slot.worker;
-      if (w !== null && w.isConnected()) w.send({ type: 'swy:drain' } satisfies PrimaryMessage);
     }
-    killTimer = setTimeout(() => {
-      for (const slot of slots) {
-        if (slot.worker !== null) {
-          logger.warn({ worker: slot.worker.id }, 'worker did not exit in time; killing it');
-          slot.worker.process.kill('SIGKILL');
-        }
+    for (const w of this.liveWorkers()) {
+      if (w.isConnected()) w.send({ type: 'swy:drain' } satisfies PrimaryMessage);
+    }
+    this.killTimer = setTimeout(() => {
+      for (const w of this.liveWorkers()) {
+        this.logger.warn({ workerPid: w.process.pid }, 'worker did not exit in time; killing it');
+        w.process.kill('SIGKILL');
       }
-    }, config.timeouts.drain + EXIT_GRACE_MS);
-    if (slots.every((s) => s.worker === null)) finish();
-  };
-
-  for (let i = 0; i < config.workerCount; i++) {
-    slots.push({ index: i, worker: null, startedAt: 0, failures: 0, listening: false, timer: null });
+    }, this.config.timeouts.drain + EXIT_GRACE_MS);
+    this.checkAllExited();
   }
-  slots.forEach(spawn);
 
-  return {
-    ready,
-    stopped: stopped.then(() => { process.exitCode = exitCode; }),
-    stop: (reason) => stop(reason),
-  };
+  private finished = false;
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.killTimer !== null) clearTimeout(this.killTimer);
+    this.onStopped();
+    this.notifier.close();
+    this.logger.info({ exitCode: this.exitCode }, 'switchyard stopped');
+    this.resolveStopped();
+  }
+}
+
+function newSlot(index: number): Slot {
+  return { index, worker: null, startedAt: 0, failures: 0, listening: false, timer: null };
 }
 
 /** The demo origin runs in a child process of its own, so the primary still serves nothing. */

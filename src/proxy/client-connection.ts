@@ -325,9 +325,14 @@ export class ClientConnection {
     }
   }
 
-  /** Drain: close now if nothing is in flight; otherwise the current response will say close. */
-  closeIfIdle(): void {
-    if (this.idle) this.destroy();
+  /**
+   * Drain: a busy connection closes after its current response (which says Connection: close).
+   * An idle one gets at most `graceMs` more: a request arriving meanwhile is answered, with
+   * Connection: close. Closing it at once would race a request the client may be sending now,
+   * and that request would meet a reset.
+   */
+  drainIdle(graceMs: number): void {
+    if (this.idle && this.state === State.Open) this.deadline = Math.min(this.deadline, Date.now() + graceMs);
   }
 
   keepAliveAfter(req: ClientRequest): boolean {

@@ -12,6 +12,9 @@ import { UpstreamPool, targetFromConfig } from '../upstream/pool';
 import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
 import { ProxyHandler } from './handler';
 
+/** How long an idle keep-alive connection may stay open once a drain starts. */
+const DRAIN_IDLE_GRACE_MS = 1000;
+
 export interface ProxyServerOptions {
   /** Extra header lines for every upstream request, "Name: value\r\n" (demo mode only). */
   extraRequestHeaders?: string;
@@ -119,9 +122,9 @@ export class ProxyServer implements ConnectionOwner {
         for (const pool of this.pools) pool.close();
         resolve();
       });
-      // Idle keep-alive connections go now; busy ones end after their response (which says
-      // Connection: close).
-      for (const c of [...this.clients]) c.closeIfIdle();
+      // Busy connections end after their response (which says Connection: close); idle ones
+      // within DRAIN_IDLE_GRACE_MS, answering with Connection: close whatever arrives meanwhile.
+      for (const c of this.clients) c.drainIdle(Math.min(DRAIN_IDLE_GRACE_MS, timeoutMs));
     });
     return this.drainPromise;
   }

@@ -168,8 +168,10 @@ export interface Cli {
 }
 
 /** Start `switchyard` as a real cluster; resolves once it logs that it listens. */
-export async function startCli(args: string[]): Promise<Cli> {
-  const child = spawn(process.execPath, [CLI, '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Cli> {
+  const child = spawn(process.execPath, [CLI, '--listen', '127.0.0.1:0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+  });
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
   let buffered = '';
@@ -213,7 +215,8 @@ function pidsOf(logs: Array<Record<string, unknown>>): number[] {
   const alive = new Set<number>();
   for (const l of logs) {
     if (l.msg === 'worker started' && typeof l.workerPid === 'number') alive.add(l.workerPid);
-    if ((l.msg === 'worker died; replacing it' || l.msg === 'worker exited') && typeof l.workerPid === 'number') alive.delete(l.workerPid);
+    if ((l.msg === 'worker died; replacing it' || l.msg === 'worker exited' || l.msg === 'retired worker exited')
+      && typeof l.workerPid === 'number') alive.delete(l.workerPid);
   }
   return [...alive];
 }
