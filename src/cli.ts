@@ -93,6 +93,8 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', () => primary.stop('SIGTERM'));
   process.on('SIGINT', () => primary.stop('SIGINT'));
   process.on('SIGHUP', () => void primary.reload());
+  // Listening on SIGUSR1 also keeps Node 20 from opening its inspector on it.
+  process.on('SIGUSR1', () => primary.reopenLogs());
   try {
     await primary.ready;
   } catch {

@@ -6,7 +6,8 @@ import type { ResolvedConfig } from './config/load';
 
 export type PrimaryMessage =
   | { type: 'swy:start'; config: ResolvedConfig; demo: boolean }
-  | { type: 'swy:drain' };
+  | { type: 'swy:drain' }
+  | { type: 'swy:reopen-logs' };
 
 export type WorkerMessage =
   | { type: 'swy:listening'; host: string; port: number }

@@ -5,9 +5,11 @@
 import cluster from 'node:cluster';
 import { isPrimaryMessage, type WorkerMessage } from '../src/ipc';
 import { createLogger, type Logger } from '../src/log';
+import { AccessLog } from '../src/ops/access-log';
 import { ProxyServer } from '../src/proxy/server';
 
 let server: ProxyServer | null = null;
+let accessLog: AccessLog | null = null;
 let logger: Logger | null = null;
 let drainMs = 30_000;
 
@@ -19,6 +21,7 @@ async function drainAndExit(reason: string): Promise<void> {
   if (server === null) process.exit(0);
   logger?.info({ reason }, 'draining');
   await server.drain(drainMs);
+  accessLog?.flush();
   logger?.info('drained, exiting');
   // Let pino's last line reach stdout before the process goes.
   setImmediate(() => process.exit(0));
@@ -33,9 +36,13 @@ process.on('message', (message: unknown) => {
       logger = createLogger('worker', config.log.level, { worker: id });
       drainMs = config.timeouts.drain;
       try {
-        server = new ProxyServer(config, logger, demo
-          ? { extraRequestHeaders: `X-Switchyard-Worker: ${id} (pid ${process.pid})\r\n` }
-          : {});
+        if (config.accessLog.enabled) {
+          accessLog = new AccessLog({ format: config.accessLog.format, file: config.accessLog.file, worker: id });
+        }
+        server = new ProxyServer(config, logger, {
+          accessLog,
+          ...(demo ? { extraRequestHeaders: `X-Switchyard-Worker: ${id} (pid ${process.pid})\r\n` } : {}),
+        });
       } catch (err) {
         send({ type: 'swy:fatal', message: (err as Error).message });
         process.exit(1);
@@ -51,6 +58,9 @@ process.on('message', (message: unknown) => {
     }
     case 'swy:drain':
       void drainAndExit('primary asked');
+      break;
+    case 'swy:reopen-logs':
+      accessLog?.reopen();
       break;
   }
 });

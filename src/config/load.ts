@@ -78,6 +78,7 @@ function describeExpectation(path: PropertyKey[]): string {
   if (last === 'workers') return 'expected "auto" or a whole number from 1 to 1024';
   if (last === 'level') return 'expected one of fatal, error, warn, info, debug, trace, silent';
   if (last === 'schedulingPolicy') return 'expected "none" or "round-robin"';
+  if (last === 'format') return 'expected one of json, common, combined';
   return 'expected a value allowed by config.schema.json';
 }
 
@@ -118,6 +119,9 @@ function resolveFiles(config: Config, base: string, source: string): void {
   if (config.tls) {
     config.tls.cert = check('tls.cert', config.tls.cert);
     config.tls.key = check('tls.key', config.tls.key);
+  }
+  if (config.accessLog.file !== undefined && !isAbsolute(config.accessLog.file)) {
+    config.accessLog.file = resolve(base, config.accessLog.file);
   }
   config.upstreams?.forEach((u, i) => {
     if (u.ca !== undefined) u.ca = check(`upstreams[${i}].ca`, u.ca);

@@ -102,6 +102,13 @@ export const ConfigSchema = z.strictObject({
     maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384)
       .describe('Largest client request head, in bytes (431 past it). Default 16384.'),
   }).prefault({}),
+  accessLog: z.strictObject({
+    enabled: z.boolean().default(true).describe('Write one line per request. Default true.'),
+    format: z.enum(['json', 'common', 'combined']).default('json')
+      .describe('json (pino), or the NCSA common / combined formats. Default json.'),
+    file: z.string().min(1).optional()
+      .describe('Append to this file instead of stdout; SIGUSR1 reopens it (logrotate). Default: stdout.'),
+  }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
       .describe('Minimum level of the JSON log on stdout. Default info.'),

@@ -45,6 +45,8 @@ export interface PrimaryHandle {
   stopped: Promise<void>;
   stop(reason: string): void;
   reload(): Promise<void>;
+  /** SIGUSR1: every worker reopens its access log file (logrotate). */
+  reopenLogs(): void;
 }
 
 export async function runPrimary(initial: ResolvedConfig, logger: Logger, options: PrimaryOptions = {}): Promise<PrimaryHandle> {
@@ -101,6 +103,9 @@ class Supervisor {
       stopped: stopped.then(() => { process.exitCode = this.exitCode; }),
       stop: (reason) => this.stop(reason),
       reload: () => this.reload(),
+      reopenLogs: () => {
+        for (const w of this.liveWorkers()) if (w.isConnected()) w.send({ type: 'swy:reopen-logs' } satisfies PrimaryMessage);
+      },
     };
   }
 

@@ -73,6 +73,10 @@ export class ClientRequest implements RequestBody {
   readonly expect: string | null;
   headersSent = false;
   finished = false;
+  /** For the access log: the status sent, and body bytes each way. */
+  status = 0;
+  bytesIn = 0;
+  bytesOut = 0;
   aborted = false;
   /** The handler's: called once if the client goes away before `end()`. */
   onAbort: (() => void) | null = null;
@@ -146,6 +150,7 @@ export class ClientRequest implements RequestBody {
 
   /** From the parser. */
   bodyChunk(chunk: Buffer): void {
+    this.bytesIn += chunk.length;
     if (this.target !== null) {
       this.target.onBodyChunk(chunk);
       return;
@@ -179,6 +184,7 @@ export class ClientRequest implements RequestBody {
   writeHead(status: number, reason: string, headerLines: string, contentLength: boolean): void {
     if (this.headersSent || this.aborted) return;
     this.headersSent = true;
+    this.status = status;
     const noBody = this.method === 'HEAD' || status === 204 || status === 304 || status < 200;
     let framing = '';
     if (!noBody && !contentLength) {
@@ -201,6 +207,7 @@ export class ClientRequest implements RequestBody {
   /** Returns false when the client is not keeping up; `onDrain` follows. */
   write(chunk: Buffer): boolean {
     if (this.aborted || chunk.length === 0) return true;
+    this.bytesOut += chunk.length;
     if (this.chunkedResponse) return this.conn.writeChunk(chunk);
     return this.conn.write(chunk);
   }
@@ -226,7 +233,10 @@ export class ClientRequest implements RequestBody {
     this.writeHead(status, reason,
       `Date: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`
       + `Cache-Control: no-store\r\n${extraHeaders}`, true);
-    if (this.method !== 'HEAD') this.conn.writeRaw(body);
+    if (this.method !== 'HEAD') {
+      this.conn.writeRaw(body);
+      this.bytesOut += Buffer.byteLength(body);
+    }
     this.end();
   }
 

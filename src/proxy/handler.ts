@@ -7,7 +7,10 @@
  * Each request is one ProxyExchange object that is also the upstream connection's ResponseSink;
  * its only per-request closures are the three callbacks it hands out (connection, drain, abort).
  */
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
+import { validRequestId, type AccessLog } from '../ops/access-log';
 import { ClientAbortedError, SwitchyardError } from '../errors';
 import type { BodyFraming, ResponseSink, UpstreamConnection } from '../upstream/connection';
 import type { UpstreamPool, Waiter } from '../upstream/pool';
@@ -23,6 +26,7 @@ export interface HandlerOptions {
   readonly logger: Logger;
   /** Pre-formatted header lines added to every upstream request (demo mode only). */
   readonly extraRequestHeaders?: string;
+  readonly accessLog?: AccessLog | null;
 }
 
 /** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
@@ -37,6 +41,7 @@ export class ProxyHandler {
   readonly proto: 'http' | 'https';
   readonly logger: Logger;
   readonly extra: string | undefined;
+  readonly accessLog: AccessLog | null;
   private next = 0;
 
   constructor(options: HandlerOptions) {
@@ -46,13 +51,16 @@ export class ProxyHandler {
     this.proto = options.proto;
     this.logger = options.logger;
     this.extra = options.extraRequestHeaders;
+    this.accessLog = options.accessLog ?? null;
   }
 
   readonly handle = (req: ClientRequest): void => {
     // route: origin-form targets pass as they are; anything else is refused or normalised here.
     const path = routeTarget(req);
     if (typeof path !== 'string') {
+      const startedAt = performance.now();
       respondError(req, path);
+      if (this.accessLog !== null) logAccess(this.accessLog, req, requestIdFor(req), startedAt, undefined, undefined, path.code);
       return;
     }
     // pick upstream
@@ -78,6 +86,9 @@ class ProxyExchange implements ResponseSink {
   private readonly framing: BodyFraming | null;
   private replays = 0;
   private done = false;
+  private readonly startedAt = performance.now();
+  private headAt = 0;
+  private readonly reqId: string;
 
   constructor(
     private readonly handler: ProxyHandler,
@@ -91,7 +102,9 @@ class ProxyExchange implements ResponseSink {
     this.body = hasBody ? req : null;
     this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
     const clientAddress = req.remoteAddress;
+    this.reqId = requestIdFor(req);
     this.head = buildRequestHead({
+      requestId: this.reqId,
       method: req.method,
       path,
       rawHeaders: req.rawHeaders,
@@ -130,6 +143,7 @@ class ProxyExchange implements ResponseSink {
   onHead(status: number, reason: string, rawHeaders: string[]): void {
     // llhttp has already refused heads with bytes that may not appear in a field, so the
     // upstream's lines go to the client as they came, less the hop-by-hop ones.
+    this.headAt = performance.now();
     const head = buildResponseHead(rawHeaders);
     this.req.writeHead(status, reason, head.lines, head.contentLength);
   }
@@ -146,6 +160,7 @@ class ProxyExchange implements ResponseSink {
     this.conn = null;
     this.done = true;
     this.req.end();
+    this.logAccess(undefined);
   }
 
   onError(err: SwitchyardError, replayable: boolean): void {
@@ -171,7 +186,9 @@ class ProxyExchange implements ResponseSink {
     this.waiter = null;
     this.conn?.abort();
     this.conn = null;
-    this.log(new ClientAbortedError());
+    const err = new ClientAbortedError();
+    this.log(err);
+    this.logAccess(err.code);
   };
 
   // fail
@@ -180,6 +197,14 @@ class ProxyExchange implements ResponseSink {
     this.done = true;
     this.log(err);
     respondError(this.req, err);
+    this.logAccess(err.code);
+  }
+
+  private logAccess(error: string | undefined): void {
+    const accessLog = this.handler.accessLog;
+    if (accessLog === null) return;
+    logAccess(accessLog, this.req, this.reqId, this.startedAt,
+      this.headAt === 0 ? undefined : micros(this.headAt - this.startedAt), this.pool.target.origin, error);
   }
 
   private log(err: SwitchyardError): void {
@@ -249,4 +274,28 @@ function requestBodyLength(raw: readonly string[]): number | 'chunked' | null {
 
 function clientHost(raw: readonly string[]): string | undefined {
   return findHeader(raw, 'host') ?? undefined;
+}
+
+/** The client's X-Request-Id when it is plain and short, otherwise a new one. */
+function requestIdFor(req: ClientRequest): string {
+  const given = findHeader(req.rawHeaders, 'x-request-id');
+  return validRequestId(given) ? given : randomUUID();
+}
+
+function micros(ms: number): number {
+  return Math.round(ms * 1000);
+}
+
+function logAccess(
+  accessLog: AccessLog, req: ClientRequest, reqId: string, startedAt: number,
+  upstreamUs: number | undefined, upstream: string | undefined, error: string | undefined,
+): void {
+  accessLog.log({
+    reqId, remote: req.remoteAddress, method: req.method, path: req.url, httpVersion: `1.${req.httpMinor}`,
+    status: req.aborted ? 499 : req.status, bytesIn: req.bytesIn, bytesOut: req.bytesOut,
+    durationUs: micros(performance.now() - startedAt), upstreamUs, upstream, error,
+    // Only the combined format shows these; JSON lines stay lean.
+    referer: accessLog.format === 'combined' ? findHeader(req.rawHeaders, 'referer') ?? undefined : undefined,
+    userAgent: accessLog.format === 'combined' ? findHeader(req.rawHeaders, 'user-agent') ?? undefined : undefined,
+  });
 }

@@ -16,7 +16,7 @@ const HOP_BY_HOP = new Set([
   // Framing is re-derived for the next hop; Expect is answered by this hop (Node sends 100 Continue).
   'content-length', 'expect',
   // Replaced by the proxy's own values below.
-  'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via',
+  'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-request-id',
 ]);
 
 const RESPONSE_HOP_BY_HOP = new Set([
@@ -74,6 +74,8 @@ export interface RequestHeadInput {
   proto: string;
   /** How the body is framed upstream: its declared length, 'chunked', or none. */
   bodyLength: number | 'chunked' | null;
+  /** Sent as X-Request-Id: the client's own when valid, else generated (see handler). */
+  requestId: string;
   /** Extra header lines, pre-formatted "Name: value\r\n" (demo mode only). */
   extra?: string;
 }
@@ -118,6 +120,7 @@ export function buildRequestHead(input: RequestHeadInput): string {
   if (fwdHost !== undefined) head += `X-Forwarded-Host: ${fwdHost}\r\n`;
   // Via is a trace, not an assertion: every hop appends itself (RFC 9110 §7.6.3).
   head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  head += `X-Request-Id: ${input.requestId}\r\n`;
   if (input.extra !== undefined) head += input.extra;
   if (input.bodyLength === 'chunked') head += 'Transfer-Encoding: chunked\r\n';
   else if (input.bodyLength !== null) head += `Content-Length: ${input.bodyLength}\r\n`;

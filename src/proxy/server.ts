@@ -8,6 +8,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ResolvedConfig } from '../config/load';
+import type { AccessLog } from '../ops/access-log';
 import { UpstreamPool, targetFromConfig } from '../upstream/pool';
 import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
 import { ProxyHandler } from './handler';
@@ -18,6 +19,7 @@ const DRAIN_IDLE_GRACE_MS = 1000;
 export interface ProxyServerOptions {
   /** Extra header lines for every upstream request, "Name: value\r\n" (demo mode only). */
   extraRequestHeaders?: string;
+  accessLog?: AccessLog | null;
 }
 
 export class ProxyServer implements ConnectionOwner {
@@ -51,6 +53,7 @@ export class ProxyServer implements ConnectionOwner {
       proto: config.tls ? 'https' : 'http',
       logger,
       ...(options.extraRequestHeaders !== undefined ? { extraRequestHeaders: options.extraRequestHeaders } : {}),
+      accessLog: options.accessLog ?? null,
     });
     this.limits = {
       keepAliveTimeout: config.server.keepAliveTimeout,

@@ -1,0 +1,142 @@
+/**
+ * The access log: one line per request, JSON by default, or the NCSA common / combined formats.
+ *
+ * Lines go through pino's destination (sonic-boom), synchronously, batched: a write per ~4 KiB
+ * of lines rather than per request, each write at most 4,096 bytes of whole lines, so that lines
+ * from all workers sharing one stdout pipe never interleave (writes up to PIPE_BUF are atomic),
+ * and a slow journald slows the worker instead of growing its memory, as nginx does. The JSON line
+ * is built by a fixed-shape serializer rather than pino's generic one: 0.48 against 1.2 µs per
+ * line measured, on a path whose whole budget is about 2 µs (README, "Access log").
+ * Logs go to stdout (journald) or to a file that SIGUSR1 reopens, for logrotate.
+ */
+import pino from 'pino';
+
+export type AccessLogFormat = 'json' | 'common' | 'combined';
+
+export interface AccessLogOptions {
+  format: AccessLogFormat;
+  /** A file path; stdout when absent. */
+  file?: string | undefined;
+  worker: number;
+}
+
+export interface AccessEntry {
+  reqId: string;
+  remote: string | undefined;
+  method: string;
+  path: string;
+  httpVersion: string;
+  status: number;
+  bytesIn: number;
+  bytesOut: number;
+  /** Total time, whole microseconds (integers print faster than fractions of a millisecond). */
+  durationUs: number;
+  /** Time until the upstream's response head arrived, µs; absent when none did. */
+  upstreamUs: number | undefined;
+  upstream: string | undefined;
+  /** SWY_ERR_* when the request failed. */
+  error: string | undefined;
+  referer: string | undefined;
+  userAgent: string | undefined;
+}
+
+type Destination = ReturnType<typeof pino.destination>;
+
+/** Writes of up to PIPE_BUF bytes to a pipe are atomic: lines from several workers never mix. */
+const PIPE_BUF = 4096;
+const BATCH_CHARS = 4000;
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+export class AccessLog {
+  private readonly destination: Destination;
+  private readonly worker: number;
+  readonly format: AccessLogFormat;
+
+  constructor(options: AccessLogOptions) {
+    this.format = options.format;
+    this.worker = options.worker;
+    this.destination = pino.destination({ dest: options.file ?? 1, sync: true, mkdir: true, append: true });
+    // Lines still buffered when the worker stops are flushed by flush(); a timer covers quiet times.
+    setInterval(() => this.flush(), 1000).unref();
+  }
+
+  log(e: AccessEntry): void {
+    if (this.format === 'json') {
+      // Only the path is free text from the client. The method is an llhttp token, the address an
+      // IP, the upstream an origin from the config, the request id checked by validRequestId.
+      let line = `{"time":${Date.now()},"worker":${this.worker},"reqId":"${e.reqId}","remote":"${e.remote ?? ''}",`
+        + `"method":"${e.method}","path":${JSON.stringify(e.path)},"status":${e.status},"bytesIn":${e.bytesIn},`
+        + `"bytesOut":${e.bytesOut},"durationUs":${e.durationUs}`;
+      if (e.upstreamUs !== undefined) line += `,"upstreamUs":${e.upstreamUs}`;
+      if (e.upstream !== undefined) line += `,"upstream":"${e.upstream}"`;
+      if (e.error !== undefined) line += `,"error":"${e.error}"`;
+      this.append(`${line}}\n`);
+      return;
+    }
+    // NCSA common / combined: host ident authuser [date] "request" status bytes ["referer" "agent"]
+    let line = `${e.remote ?? '-'} - - [${clfDate()}] "${e.method} ${e.path} HTTP/${e.httpVersion}" ${e.status} ${e.bytesOut === 0 ? '-' : e.bytesOut}`;
+    if (this.format === 'combined') line += ` "${quote(e.referer)}" "${quote(e.userAgent)}"`;
+    this.append(`${line}\n`);
+  }
+
+  /** Lines wait here until about PIPE_BUF bytes are ready; a per-line write() cost 1.2 µs. */
+  private pending = '';
+
+  private append(line: string): void {
+    if (this.pending.length + line.length > BATCH_CHARS) this.flushPending();
+    this.pending += line;
+  }
+
+  private flushPending(): void {
+    const batch = this.pending;
+    if (batch === '') return;
+    this.pending = '';
+    if (Buffer.byteLength(batch) <= PIPE_BUF) {
+      this.destination.write(batch);
+      return;
+    }
+    // Bytes above 0x7F made the batch longer than PIPE_BUF: write it line by line instead.
+    for (const l of batch.split(/(?<=\n)/)) this.destination.write(l);
+  }
+
+  /** logrotate moved the file away: open it again under its name. */
+  reopen(): void {
+    // Lines logged before the rotation belong in the old file.
+    this.flushPending();
+    this.destination.reopen();
+  }
+
+  flush(): void {
+    this.flushPending();
+    try {
+      this.destination.flushSync();
+    } catch {
+      // stdout closed: nothing left to write to
+    }
+  }
+}
+
+function quote(s: string | undefined): string {
+  return s === undefined ? '-' : s.replace(/["\\]/g, (c) => `\\${c}`);
+}
+
+let clfCached = '';
+let clfSecond = -1;
+
+/** The common log format's date, formatted at most once a second. */
+function clfDate(): string {
+  const second = Math.floor(Date.now() / 1000);
+  if (second !== clfSecond) {
+    clfSecond = second;
+    const d = new Date(second * 1000);
+    const pad = (n: number) => String(n).padStart(2, '0');
+    clfCached = `${pad(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} +0000`;
+  }
+  return clfCached;
+}
+
+/** A client-supplied X-Request-Id is kept only if it is short and plain (no log or header injection). */
+export function validRequestId(id: string | null): id is string {
+  return id !== null && /^[A-Za-z0-9._:@/+=-]{1,128}$/.test(id);
+}

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import * as http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deepFreeze, validate, type ResolvedConfig } from '../src/config/load';
+import { parseHostPort } from '../src/config/schema';
+import { AccessLog } from '../src/ops/access-log';
+import { ProxyServer } from '../src/proxy/server';
+import { delay, httpUpstream, onCleanup, rawUpstream, request, silentLogger, startCli, waitFor } from './support/helpers';
+
+async function proxyWithLog(config: Record<string, unknown>, format: 'json' | 'common' | 'combined') {
+  const file = join(mkdtempSync(join(tmpdir(), 'swy-access-')), 'access.log');
+  const accessLog = new AccessLog({ format, file, worker: 7 });
+  const parsed = validate({ listen: '127.0.0.1:0', ...config });
+  const resolved: ResolvedConfig = deepFreeze({ ...parsed, listenAddress: parseHostPort(parsed.listen)!, workerCount: 1 });
+  const server = new ProxyServer(resolved, silentLogger, { accessLog });
+  const { port } = await server.listen('127.0.0.1', 0);
+  onCleanup(() => server.drain(10));
+  const lines = (): string[] => {
+    accessLog.flush();
+    return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [];
+  };
+  return { url: `http://127.0.0.1:${port}`, lines };
+}
+
+describe('access log', () => {
+  it('writes one JSON line per request with timing, bytes, upstream and a request id forwarded upstream', async () => {
+    const ids: Array<string | undefined> = [];
+    const up = await httpUpstream((req, res) => {
+      ids.push(req.headers['x-request-id'] as string | undefined);
+      req.resume();
+      req.on('end', () => res.end('hello'));
+    });
+    const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'json');
+    await request(`${p.url}/a?b=1`, { method: 'POST', headers: { 'x-request-id': 'client-id-42', 'content-length': '3' } }, 'abc');
+    await request(`${p.url}/evil`, { headers: { 'x-request-id': 'bad id"\\' } });
+    const [first, second] = p.lines().map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      { ...first, time: 0, durationUs: 0, upstreamUs: 0, remote: '' },
+      { time: 0, worker: 7, reqId: 'client-id-42', remote: '', method: 'POST', path: '/a?b=1', status: 200, bytesIn: 3, bytesOut: 5, durationUs: 0, upstreamUs: 0, upstream: up.url },
+    );
+    assert.ok((first!.durationUs as number) >= (first!.upstreamUs as number));
+    assert.match(String(first!.remote), /127\.0\.0\.1/);
+    // A request id that could inject into logs or headers is replaced by a generated one.
+    assert.match(String(second!.reqId), /^[0-9a-f-]{36}$/);
+    assert.deepEqual(ids, ['client-id-42', second!.reqId]);
+  });
+
+  it('logs failures with their code, and a client that left as 499', async () => {
+    const up = await rawUpstream((s) => s.once('data', () => s.destroy()));
+    const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'json');
+    assert.equal((await request(p.url)).status, 502);
+    const silent = await httpUpstream(() => { /* never answers */ });
+    const q = await proxyWithLog({ upstreams: [{ url: silent.url }] }, 'json');
+    const req = http.get(q.url, { agent: false });
+    req.on('error', () => undefined);
+    await waitFor(() => silent.connections.length === 1);
+    req.destroy();
+    const failed = JSON.parse(p.lines()[0]!) as Record<string, unknown>;
+    assert.equal(failed.status, 502);
+    assert.equal(failed.error, 'SWY_ERR_UPSTREAM_RESET');
+    const left = await waitFor(() => q.lines()[0]);
+    assert.equal((JSON.parse(left) as Record<string, unknown>).status, 499);
+  });
+
+  it('writes the combined format', async () => {
+    const up = await httpUpstream((_req, res) => res.end('twelve bytes'));
+    const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'combined');
+    await request(`${p.url}/page`, { headers: { referer: 'https://ref.example/', 'user-agent': 'test "agent"' } });
+    assert.match(p.lines()[0]!,
+      /^\S*127\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/page HTTP\/1\.1" 200 12 "https:\/\/ref\.example\/" "test \\"agent\\""$/);
+  });
+
+  it('reopens its file on SIGUSR1 (logrotate), in a real cluster', async function () {
+    this.timeout(30_000);
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const dir = mkdtempSync(join(tmpdir(), 'swy-rotate-'));
+    const file = join(dir, 'access.log');
+    const config = join(dir, 'switchyard.yaml');
+    writeFileSync(config, `upstreams:\n  - url: ${up.url}\nworkers: 1\naccessLog:\n  file: access.log\n`);
+    const cli = await startCli(['--config', config]);
+    await request(`http://127.0.0.1:${cli.port}/before-rotation`);
+    await waitFor(() => existsSync(file) && readFileSync(file, 'utf8').includes('/before-rotation'));
+    renameSync(file, `${file}.1`);
+    cli.child.kill('SIGUSR1');
+    await delay(300);
+    await request(`http://127.0.0.1:${cli.port}/after-rotation`);
+    cli.child.kill('SIGTERM');
+    await cli.exited;
+    assert.match(readFileSync(`${file}.1`, 'utf8'), /\/before-rotation/);
+    const fresh = readFileSync(file, 'utf8');
+    assert.match(fresh, /\/after-rotation/);
+    assert.doesNotMatch(fresh, /before-rotation/);
+  });
+});
