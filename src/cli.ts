@@ -16,7 +16,7 @@ const { version } = require('../../package.json') as { version: string };
 export const USAGE = `switchyard ${version}: a reverse proxy for HTTP/1.1
 
 Usage:
-  switchyard [--config FILE] [--listen HOST:PORT] [--upstream URL]... [--workers N]
+  switchyard [--config FILE] [--listen HOST:PORT] [--upstream URL]... [--workers N] [--admin HOST:PORT]
   switchyard check --config FILE [--listen ...] [--upstream ...] [--workers ...]
 
 Options:
@@ -25,6 +25,7 @@ Options:
   -u, --upstream URL       upstream origin, http:// or https://; repeat for several (taken in turn).
                            Without one, a built-in demo origin is served.
   -w, --workers N|auto     worker processes (default auto: one per CPU)
+      --admin HOST:PORT    admin listener: /metrics, /healthz, /readyz (a bare PORT means 127.0.0.1)
   -h, --help               show this help
   -v, --version            print the version
 
@@ -40,6 +41,7 @@ export function parseCommandLine(argv: string[]): { command: 'run' | 'check' | '
     options: {
       config: { type: 'string', short: 'c' },
       listen: { type: 'string', short: 'l' },
+      admin: { type: 'string' },
       upstream: { type: 'string', short: 'u', multiple: true },
       workers: { type: 'string', short: 'w' },
       help: { type: 'boolean', short: 'h' },
@@ -53,7 +55,7 @@ export function parseCommandLine(argv: string[]): { command: 'run' | 'check' | '
   return {
     command,
     ...(values.config !== undefined ? { file: values.config } : {}),
-    overrides: { listen: values.listen, upstreams: values.upstream, workers: values.workers },
+    overrides: { listen: values.listen, admin: values.admin, upstreams: values.upstream, workers: values.workers },
   };
 }
 

@@ -41,6 +41,7 @@ process.on('message', (message: unknown) => {
         }
         server = new ProxyServer(config, logger, {
           accessLog,
+          metrics: true,
           ...(demo ? { extraRequestHeaders: `X-Switchyard-Worker: ${id} (pid ${process.pid})\r\n` } : {}),
         });
       } catch (err) {

@@ -13,6 +13,7 @@ import { ConfigSchema, parseHostPort, type Config } from './schema';
 
 export interface ConfigOverrides {
   listen?: string | undefined;
+  admin?: string | undefined;
   upstreams?: string[] | undefined;
   workers?: string | undefined;
 }
@@ -28,6 +29,11 @@ export type ResolvedConfig = Readonly<Config & {
 export function loadConfig(file: string | undefined, overrides: ConfigOverrides = {}): ResolvedConfig {
   const raw: Record<string, unknown> = file === undefined ? {} : readYaml(file);
   if (overrides.listen !== undefined) raw.listen = overrides.listen;
+  if (overrides.admin !== undefined) {
+    // A bare port means loopback: the admin listener is not for the world.
+    const listen = /^\d+$/.test(overrides.admin) ? `127.0.0.1:${overrides.admin}` : overrides.admin;
+    raw.admin = { ...(raw.admin as Record<string, unknown> | undefined), listen };
+  }
   if (overrides.upstreams !== undefined && overrides.upstreams.length > 0) {
     raw.upstreams = overrides.upstreams.map((url) => ({ url }));
   }

@@ -102,6 +102,10 @@ export const ConfigSchema = z.strictObject({
     maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384)
       .describe('Largest client request head, in bytes (431 past it). Default 16384.'),
   }).prefault({}),
+  admin: z.strictObject({
+    listen: hostPort.optional()
+      .describe('Address of the admin listener (/metrics, /healthz, /readyz), HOST:PORT. Keep it on loopback or a private network. Default: none (off).'),
+  }).prefault({}),
   accessLog: z.strictObject({
     enabled: z.boolean().default(true).describe('Write one line per request. Default true.'),
     format: z.enum(['json', 'common', 'combined']).default('json')

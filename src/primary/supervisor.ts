@@ -9,8 +9,10 @@ import cluster, { type Worker } from 'node:cluster';
 import { fork, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
 import { deepFreeze, type ResolvedConfig } from '../config/load';
+import { parseHostPort } from '../config/schema';
 import { isWorkerMessage, type PrimaryMessage } from '../ipc';
 import type { Logger } from '../log';
+import { AdminServer } from './admin';
 import { SystemdNotifier } from './systemd';
 
 const WORKER_ENTRY = resolve(__dirname, '../../workers/proxy-worker.js');
@@ -60,7 +62,18 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger, option
     demoUpstreams = [{ url: `http://127.0.0.1:${started.port}`, insecure: false }];
     logger.info({ origin: demoUpstreams[0]!.url }, 'no upstream configured: serving the built-in demo origin');
   }
-  const supervisor = new Supervisor(initial, demoUpstreams, logger, notifier, options.reload, () => demo?.kill('SIGTERM'));
+  let admin: AdminServer | null = null;
+  const supervisor = new Supervisor(initial, demoUpstreams, logger, notifier, options.reload, () => {
+    demo?.kill('SIGTERM');
+    admin?.close();
+  });
+  if (initial.admin.listen !== undefined) {
+    admin = new AdminServer(() => supervisor.readiness(), logger);
+    const { host, port } = parseHostPort(initial.admin.listen)!;
+    const address = await admin.listen(host, port);
+    supervisor.admin = admin;
+    logger.info({ admin: address }, `admin listener on http://${address} (/metrics, /healthz, /readyz)`);
+  }
   return supervisor.start();
 }
 
@@ -75,6 +88,8 @@ class Supervisor {
   private resolveReady!: () => void;
   private rejectReady!: (err: Error) => void;
   private resolveStopped!: () => void;
+  /** Counts worker restarts for /metrics, when the admin listener is on. */
+  admin: AdminServer | null = null;
 
   constructor(
     initial: ResolvedConfig,
@@ -181,6 +196,7 @@ class Supervisor {
     const delay = Math.min(BACKOFF_BASE_MS * 2 ** (slot.failures - 1), BACKOFF_MAX_MS);
     this.logger.warn({ worker: worker.id, workerPid: pid, code, signal, livedMs: lived, restartInMs: delay },
       'worker died; replacing it');
+    this.admin?.workerRestarts.inc();
     slot.timer = setTimeout(() => void this.spawn(slot), delay);
   }
 
@@ -260,6 +276,14 @@ class Supervisor {
       worker.process.kill('SIGKILL');
     }, this.config.timeouts.drain + EXIT_GRACE_MS);
     kill.unref();
+  }
+
+  /** For /readyz: every worker listens, and the cluster is not stopping. */
+  readiness(): { ready: boolean; detail: string } {
+    if (this.stopping) return { ready: false, detail: 'stopping' };
+    const listening = this.slots.filter((s) => s.listening).length;
+    const ready = this.everReady && listening === this.slots.length;
+    return { ready, detail: `${listening}/${this.slots.length} workers listening${this.reloading !== null ? ', reloading' : ''}` };
   }
 
   /** Workers not yet exited: current ones and retired ones still draining. */

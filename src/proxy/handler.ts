@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { validRequestId, type AccessLog } from '../ops/access-log';
+import type { RequestMetrics } from '../ops/metrics';
 import { ClientAbortedError, SwitchyardError } from '../errors';
 import type { BodyFraming, ResponseSink, UpstreamConnection } from '../upstream/connection';
 import type { UpstreamPool, Waiter } from '../upstream/pool';
@@ -27,6 +28,7 @@ export interface HandlerOptions {
   /** Pre-formatted header lines added to every upstream request (demo mode only). */
   readonly extraRequestHeaders?: string;
   readonly accessLog?: AccessLog | null;
+  readonly metrics?: RequestMetrics | null;
 }
 
 /** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
@@ -42,6 +44,7 @@ export class ProxyHandler {
   readonly logger: Logger;
   readonly extra: string | undefined;
   readonly accessLog: AccessLog | null;
+  readonly metrics: RequestMetrics | null;
   private next = 0;
 
   constructor(options: HandlerOptions) {
@@ -52,6 +55,7 @@ export class ProxyHandler {
     this.logger = options.logger;
     this.extra = options.extraRequestHeaders;
     this.accessLog = options.accessLog ?? null;
+    this.metrics = options.metrics ?? null;
   }
 
   readonly handle = (req: ClientRequest): void => {
@@ -60,6 +64,7 @@ export class ProxyHandler {
     if (typeof path !== 'string') {
       const startedAt = performance.now();
       respondError(req, path);
+      this.metrics?.record(req.status, undefined, performance.now() - startedAt, undefined);
       if (this.accessLog !== null) logAccess(this.accessLog, req, requestIdFor(req), startedAt, undefined, undefined, path.code);
       return;
     }
@@ -160,7 +165,7 @@ class ProxyExchange implements ResponseSink {
     this.conn = null;
     this.done = true;
     this.req.end();
-    this.logAccess(undefined);
+    this.finished(undefined);
   }
 
   onError(err: SwitchyardError, replayable: boolean): void {
@@ -188,7 +193,7 @@ class ProxyExchange implements ResponseSink {
     this.conn = null;
     const err = new ClientAbortedError();
     this.log(err);
-    this.logAccess(err.code);
+    this.finished(err.code);
   };
 
   // fail
@@ -197,14 +202,17 @@ class ProxyExchange implements ResponseSink {
     this.done = true;
     this.log(err);
     respondError(this.req, err);
-    this.logAccess(err.code);
+    this.finished(err.code);
   }
 
-  private logAccess(error: string | undefined): void {
-    const accessLog = this.handler.accessLog;
+  /** The request is over, however it ended: count it and log it. */
+  private finished(error: string | undefined): void {
+    const { accessLog, metrics } = this.handler;
+    const upstreamMs = this.headAt === 0 ? undefined : this.headAt - this.startedAt;
+    metrics?.record(this.req.aborted ? 499 : this.req.status, this.pool.target.origin, performance.now() - this.startedAt, upstreamMs);
     if (accessLog === null) return;
     logAccess(accessLog, this.req, this.reqId, this.startedAt,
-      this.headAt === 0 ? undefined : micros(this.headAt - this.startedAt), this.pool.target.origin, error);
+      upstreamMs === undefined ? undefined : micros(upstreamMs), this.pool.target.origin, error);
   }
 
   private log(err: SwitchyardError): void {

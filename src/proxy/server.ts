@@ -9,6 +9,7 @@ import * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ResolvedConfig } from '../config/load';
 import type { AccessLog } from '../ops/access-log';
+import { RequestMetrics } from '../ops/metrics';
 import { UpstreamPool, targetFromConfig } from '../upstream/pool';
 import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
 import { ProxyHandler } from './handler';
@@ -20,6 +21,8 @@ export interface ProxyServerOptions {
   /** Extra header lines for every upstream request, "Name: value\r\n" (demo mode only). */
   extraRequestHeaders?: string;
   accessLog?: AccessLog | null;
+  /** Record Prometheus metrics (the cluster worker does; in-process tests need not). */
+  metrics?: boolean;
 }
 
 export class ProxyServer implements ConnectionOwner {
@@ -54,6 +57,9 @@ export class ProxyServer implements ConnectionOwner {
       logger,
       ...(options.extraRequestHeaders !== undefined ? { extraRequestHeaders: options.extraRequestHeaders } : {}),
       accessLog: options.accessLog ?? null,
+      metrics: options.metrics === true
+        ? new RequestMetrics(this.pools.map((p) => ({ origin: p.target.origin, stats: () => p.stats() })), () => this.clients.size)
+        : null,
     });
     this.limits = {
       keepAliveTimeout: config.server.keepAliveTimeout,

@@ -1,0 +1,79 @@
+/**
+ * The admin listener, in the primary, on its own address (loopback unless told otherwise):
+ * /metrics (Prometheus text, every worker's metrics aggregated over IPC, plus the primary's own),
+ * /healthz (the primary is alive) and /readyz (every worker listens and nothing is stopping).
+ */
+import * as http from 'node:http';
+import { AggregatorRegistry, Counter, Registry } from 'prom-client';
+import type { Logger } from '../log';
+
+export interface Readiness {
+  ready: boolean;
+  detail: string;
+}
+
+export class AdminServer {
+  private readonly server: http.Server;
+  private readonly aggregator = new AggregatorRegistry();
+  private readonly own = new Registry();
+  readonly workerRestarts: Counter;
+
+  constructor(private readonly readiness: () => Readiness, private readonly logger: Logger) {
+    this.workerRestarts = new Counter({
+      name: 'switchyard_worker_restarts_total',
+      help: 'Workers that died and were replaced.',
+      registers: [this.own],
+    });
+    this.server = http.createServer((req, res) => void this.handle(req, res));
+  }
+
+  listen(host: string, port: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        const a = this.server.address();
+        resolve(typeof a === 'object' && a !== null ? `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}` : `${host}:${port}`);
+      });
+    });
+  }
+
+  close(): void {
+    this.server.close();
+    this.server.closeAllConnections();
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (status: number, body: string, type = 'text/plain; charset=utf-8'): void => {
+      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      send(405, 'method not allowed\n');
+      return;
+    }
+    switch (path) {
+      case '/healthz':
+        send(200, 'ok\n');
+        return;
+      case '/readyz': {
+        const r = this.readiness();
+        send(r.ready ? 200 : 503, `${r.ready ? 'ready' : 'not ready'}: ${r.detail}\n`);
+        return;
+      }
+      case '/metrics':
+        try {
+          const workers = await this.aggregator.clusterMetrics();
+          const own = await this.own.metrics();
+          send(200, `${workers}\n${own}`, this.aggregator.contentType);
+        } catch (err) {
+          this.logger.warn({ err: (err as Error).message }, 'metrics: collecting from the workers failed');
+          send(500, `metrics unavailable: ${(err as Error).message}\n`);
+        }
+        return;
+      default:
+        send(404, 'not found: try /metrics, /healthz or /readyz\n');
+    }
+  }
+}
