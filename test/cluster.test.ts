@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { delay, httpUpstream, request, startCli, waitFor } from './support/helpers';
 
 /** The CLI as a real cluster: primary + worker processes sharing the listen socket. */
@@ -64,6 +67,24 @@ describe('cluster (the CLI as a real cluster)', function () {
     assert.deepEqual(exit, { code: 0, signal: null });
     // And it no longer accepts connections.
     await assert.rejects(request(`http://127.0.0.1:${cli.port}/`));
+  });
+
+  it('bounds a stop by timeouts.drain: a request that never ends is cut, and the process exits 0', async () => {
+    const up = await httpUpstream((_req, res) => { res.writeHead(200); res.write('never ends'); });
+    const dir = mkdtempSync(join(tmpdir(), 'swy-drain-'));
+    writeFileSync(join(dir, 'switchyard.yaml'), `upstreams:\n  - url: ${up.url}\nworkers: 1\ntimeouts:\n  drain: 300\n`);
+    const cli = await startCli(['--config', join(dir, 'switchyard.yaml')]);
+    const cut = new Promise<boolean>((resolve) => {
+      http.get(`http://127.0.0.1:${cli.port}/`, { agent: false }, (res) => {
+        res.once('data', () => cli.child.kill('SIGTERM'));
+        res.on('aborted', () => resolve(!res.complete));
+        res.on('error', () => resolve(!res.complete));
+        res.on('end', () => resolve(!res.complete));
+      }).on('error', () => resolve(true));
+    });
+    assert.equal(await cut, true, 'the unfinished response was cut, not passed off as complete');
+    assert.deepEqual(await cli.exited, { code: 0, signal: null });
+    assert.ok(cli.logs.some((l) => l.msg === 'drain timeout: closing remaining connections'));
   });
 
   it('closes idle keep-alive client connections on SIGTERM instead of waiting for them', async () => {
