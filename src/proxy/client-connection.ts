@@ -8,7 +8,9 @@
  * coalesced with the first body bytes into one write.
  */
 import type * as net from 'node:net';
-import { HTTPParser, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
+import {
+  HTTPParser, setReading, streamHandle, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
+} from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
 import { httpDate } from './date';
 
@@ -112,10 +114,6 @@ export class ClientRequest implements RequestBody {
 
   get remoteAddress(): string | undefined {
     return this.conn.remoteAddress;
-  }
-
-  get encrypted(): boolean {
-    return this.conn.encrypted;
   }
 
   // RequestBody: the upstream connection pulls the body through these.
@@ -261,7 +259,6 @@ export class ClientRequest implements RequestBody {
 
 export class ClientConnection {
   readonly remoteAddress: string | undefined;
-  readonly encrypted: boolean;
   private readonly parser: HTTPParserInstance;
   private consumed = false;
   private phase = Phase.Idle;
@@ -288,7 +285,6 @@ export class ClientConnection {
     private readonly listener: RequestListener,
   ) {
     this.remoteAddress = socket.remoteAddress;
-    this.encrypted = (socket as net.Socket & { encrypted?: boolean }).encrypted === true;
     this.deadline = Date.now() + limits.keepAliveTimeout;
     socket.on('error', () => this.onClose());
     socket.on('close', () => this.onClose());
@@ -417,29 +413,13 @@ export class ClientConnection {
   pauseReading(): void {
     if (this.readPaused || this.state === State.Closed) return;
     this.readPaused = true;
-    if (!this.consumed) {
-      this.socket.pause();
-      return;
-    }
-    const handle = streamHandle(this.socket);
-    if (handle !== null && handle.reading) {
-      handle.reading = false;
-      handle.readStop();
-    }
+    setReading(this.socket, this.consumed, false);
   }
 
   resumeReading(): void {
     if (!this.readPaused || this.state === State.Closed) return;
     this.readPaused = false;
-    if (!this.consumed) {
-      this.socket.resume();
-      return;
-    }
-    const handle = streamHandle(this.socket);
-    if (handle !== null && !handle.reading) {
-      handle.reading = true;
-      handle.readStart();
-    }
+    setReading(this.socket, this.consumed, true);
   }
 
   // Parsing.
@@ -674,16 +654,4 @@ export function findHeader(raw: readonly string[], lower: string): string | null
     if (n.length === lower.length && n.toLowerCase() === lower) return raw[i + 1]!;
   }
   return null;
-}
-
-interface StreamHandle {
-  isStreamBase?: boolean;
-  reading: boolean;
-  readStart(): number;
-  readStop(): number;
-}
-
-export function streamHandle(socket: net.Socket): StreamHandle | null {
-  const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle;
-  return handle?.isStreamBase === true ? handle : null;
 }

@@ -35,8 +35,6 @@ export interface HandlerOptions {
 const MAX_REPLAYS = 1;
 
 export class ProxyHandler {
-  /** Set while the worker drains: responses then carry `Connection: close`. */
-  draining = false;
   readonly pools: readonly UpstreamPool[];
   readonly preserveHost: boolean;
   readonly trusted: TrustedProxies;

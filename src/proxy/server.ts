@@ -33,6 +33,8 @@ export class ProxyServer implements ConnectionOwner {
   private readonly limits: ClientLimits;
   private readonly sweepTimer: NodeJS.Timeout;
   private drainPromise: Promise<void> | null = null;
+  /** Set once a drain starts: responses then carry Connection: close. */
+  draining = false;
 
   constructor(config: ResolvedConfig, private readonly logger: Logger, options: ProxyServerOptions = {}) {
     if (config.upstreams === undefined || config.upstreams.length === 0) {
@@ -89,10 +91,6 @@ export class ProxyServer implements ConnectionOwner {
     this.sweepTimer.unref();
   }
 
-  get draining(): boolean {
-    return this.handler.draining;
-  }
-
   /** Client connections open now. */
   get connections(): number {
     return this.clients.size;
@@ -119,7 +117,7 @@ export class ProxyServer implements ConnectionOwner {
    */
   drain(timeoutMs: number): Promise<void> {
     if (this.drainPromise !== null) return this.drainPromise;
-    this.handler.draining = true;
+    this.draining = true;
     this.drainPromise = new Promise<void>((resolve) => {
       const deadline = setTimeout(() => {
         this.logger.warn({ timeoutMs, connections: this.clients.size }, 'drain timeout: closing remaining connections');

@@ -15,7 +15,9 @@ import {
   SwitchyardError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamIdleTimeoutError,
   UpstreamProtocolError, UpstreamResetError, toSwitchyardError,
 } from '../errors';
-import { HTTPParser, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from './http-parser';
+import {
+  HTTPParser, setReading, streamHandle, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
+} from './http-parser';
 
 export interface UpstreamTarget {
   readonly protocol: 'http:' | 'https:';
@@ -107,8 +109,7 @@ export class UpstreamConnection implements BodyTarget {
   ) {
     const socket = target.tls === null
       ? net.connect({ host: target.host, port: target.port, noDelay: true })
-      : tls.connect({ ...target.tls, host: target.host, port: target.port });
-    socket.setNoDelay(true);
+      : tls.connect({ ...target.tls, host: target.host, port: target.port }).setNoDelay(true);
     this.socket = socket;
     this.deadline = Date.now() + timeouts.connect;
     socket.once(target.tls === null ? 'connect' : 'secureConnect', () => {
@@ -190,32 +191,12 @@ export class UpstreamConnection implements BodyTarget {
     if (this.state === State.Busy) this.resumeReading();
   }
 
-  /**
-   * When llhttp consumes the handle, nothing flows through the JS stream, so socket.pause()
-   * would not stop reads: the handle is stopped directly, keeping net's `reading` flag in step.
-   */
   private pauseReading(): void {
-    if (!this.consumed) {
-      this.socket.pause();
-      return;
-    }
-    const handle = streamHandle(this.socket);
-    if (handle !== null && handle.reading) {
-      handle.reading = false;
-      handle.readStop();
-    }
+    setReading(this.socket, this.consumed, false);
   }
 
   private resumeReading(): void {
-    if (!this.consumed) {
-      this.socket.resume();
-      return;
-    }
-    const handle = streamHandle(this.socket);
-    if (handle !== null && !handle.reading) {
-      handle.reading = true;
-      handle.readStart();
-    }
+    setReading(this.socket, this.consumed, true);
   }
 
   /** The client went away: the exchange is abandoned and the connection cannot be trusted. */
@@ -404,17 +385,4 @@ export class UpstreamConnection implements BodyTarget {
 
 function closeParser(parser: HTTPParserInstance): void {
   parser.close();
-}
-
-interface StreamHandle {
-  isStreamBase?: boolean;
-  reading: boolean;
-  readStart(): number;
-  readStop(): number;
-}
-
-/** The libuv stream under a socket, when it is one llhttp can consume. */
-function streamHandle(socket: net.Socket): StreamHandle | null {
-  const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle;
-  return handle?.isStreamBase === true ? handle : null;
 }
