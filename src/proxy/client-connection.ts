@@ -18,6 +18,8 @@ import { httpDate } from './date';
 const { methods: METHODS } = require('_http_common') as { methods: string[] };
 
 export interface ClientLimits {
+  /** 0: no limit. */
+  readonly maxBodySize: number;
   readonly keepAliveTimeout: number;
   readonly headersTimeout: number;
   readonly requestTimeout: number;
@@ -67,6 +69,7 @@ export class ClientRequest implements RequestBody {
   readonly method: string;
   readonly url: string;
   readonly rawHeaders: string[];
+  readonly httpMajor: number;
   readonly httpMinor: number;
   /** llhttp's verdict from version and Connection header. */
   readonly clientKeepAlive: boolean;
@@ -99,10 +102,12 @@ export class ClientRequest implements RequestBody {
     method: string,
     url: string,
     rawHeaders: string[],
+    httpMajor: number,
     httpMinor: number,
     keepAlive: boolean,
     upgrade: boolean,
   ) {
+    this.httpMajor = httpMajor;
     this.method = method;
     this.url = url;
     this.rawHeaders = rawHeaders;
@@ -149,6 +154,7 @@ export class ClientRequest implements RequestBody {
   /** From the parser. */
   bodyChunk(chunk: Buffer): void {
     this.bytesIn += chunk.length;
+    if (this.conn.bodyTooLarge(this)) return;
     if (this.target !== null) {
       this.target.onBodyChunk(chunk);
       return;
@@ -222,12 +228,13 @@ export class ClientRequest implements RequestBody {
     this.conn.finishRequest(this, this.closeAfter);
   }
 
-  /** A complete short response from the proxy itself (errors). */
-  respond(status: number, reason: string, body: string, extraHeaders = ''): void {
+  /** A complete short response from the proxy itself (errors); `close` ends the connection after it. */
+  respond(status: number, reason: string, body: string, extraHeaders = '', close = false): void {
     if (this.headersSent || this.aborted) {
       this.destroy();
       return;
     }
+    if (close) this.closeAfter = true;
     this.writeHead(status, reason,
       `Date: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`
       + `Cache-Control: no-store\r\n${extraHeaders}`, true);
@@ -341,6 +348,14 @@ export class ClientConnection {
     if (this.idle && this.state === State.Open) this.deadline = Math.min(this.deadline, Date.now() + graceMs);
   }
 
+  /** A chunked body grew past server.maxBodySize: 413 (or a cut, if the response began), then close. */
+  bodyTooLarge(req: ClientRequest): boolean {
+    const max = this.limits.maxBodySize;
+    if (max === 0 || req.bytesIn <= max || this.reading !== req) return false;
+    this.failRequest(413, 'Content Too Large');
+    return true;
+  }
+
   keepAliveAfter(req: ClientRequest): boolean {
     // When nothing more will be read, only the last response owed says close: requests queued
     // behind this one, or an error answer owed after them, still go out on this connection.
@@ -425,7 +440,7 @@ export class ClientConnection {
   // Parsing.
 
   private onHeadersComplete(
-    _maj: number, minor: number, headers: string[] | undefined, methodIndex: number | undefined,
+    major: number, minor: number, headers: string[] | undefined, methodIndex: number | undefined,
     url: string | undefined, upgrade: boolean, keepAlive: boolean,
   ): number {
     let raw = headers ?? [];
@@ -439,7 +454,7 @@ export class ClientConnection {
     const method = METHODS[methodIndex ?? -1] ?? 'GET';
     this.phase = Phase.Body;
     this.deadline = this.phaseStart + this.limits.requestTimeout;
-    const req = new ClientRequest(this, method, target, raw, minor, keepAlive, upgrade);
+    const req = new ClientRequest(this, method, target, raw, major, minor, keepAlive, upgrade);
     this.reading = req;
     this.queue.push(req);
     if (upgrade) {
@@ -448,8 +463,11 @@ export class ClientConnection {
       this.noMore = true;
       this.onMessageComplete();
       this.pauseReading();
-    } else if (!keepAlive) {
-      this.noMore = true;
+    } else {
+      if (!keepAlive) this.noMore = true;
+      // A request that declares no body (RFC 9112 §6.3) is complete with its head, so an answer
+      // given right away is not an early one that would leave body bytes unread.
+      if (!declaresBody(raw)) this.onMessageComplete();
     }
     if (this.queue.length === 1) this.dispatchNext();
     else if (this.queue.length >= MAX_PIPELINED) this.pauseReading();
@@ -646,6 +664,15 @@ function releaseParser(parser: HTTPParserInstance): void {
   pooled[kConnection] = null;
   if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(pooled);
   else parser.close();
+}
+
+function declaresBody(raw: readonly string[]): boolean {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') return true;
+    if (n.length === 14 && n.toLowerCase() === 'content-length' && raw[i + 1] !== '0') return true;
+  }
+  return false;
 }
 
 export function findHeader(raw: readonly string[], lower: string): string | null {

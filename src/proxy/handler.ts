@@ -17,6 +17,7 @@ import type { BodyFraming, ResponseSink, UpstreamConnection } from '../upstream/
 import type { UpstreamPool, Waiter } from '../upstream/pool';
 import { findHeader, type ClientRequest } from './client-connection';
 import { buildRequestHead, buildResponseHead, TrustedProxies } from './headers';
+import { checkRequest } from './request-checks';
 
 export interface HandlerOptions {
   readonly pools: readonly UpstreamPool[];
@@ -29,6 +30,8 @@ export interface HandlerOptions {
   readonly extraRequestHeaders?: string;
   readonly accessLog?: AccessLog | null;
   readonly metrics?: RequestMetrics | null;
+  /** server.maxBodySize; 0 for no limit. */
+  readonly maxBodySize?: number;
 }
 
 /** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
@@ -43,6 +46,7 @@ export class ProxyHandler {
   readonly extra: string | undefined;
   readonly accessLog: AccessLog | null;
   readonly metrics: RequestMetrics | null;
+  readonly maxBodySize: number;
   private next = 0;
 
   constructor(options: HandlerOptions) {
@@ -54,14 +58,17 @@ export class ProxyHandler {
     this.extra = options.extraRequestHeaders;
     this.accessLog = options.accessLog ?? null;
     this.metrics = options.metrics ?? null;
+    this.maxBodySize = options.maxBodySize ?? 0;
   }
 
   readonly handle = (req: ClientRequest): void => {
-    // route: origin-form targets pass as they are; anything else is refused or normalised here.
-    const path = routeTarget(req);
+    // route: refuse what llhttp let through but no upstream may see (request-checks.ts); then
+    // origin-form targets pass as they are, and anything else is refused or normalised here.
+    const problem = checkRequest(req, this.maxBodySize);
+    const path = problem ?? routeTarget(req);
     if (typeof path !== 'string') {
       const startedAt = performance.now();
-      respondError(req, path);
+      respondError(req, path, problem !== null);
       this.metrics?.record(req.status, undefined, performance.now() - startedAt, undefined);
       if (this.accessLog !== null) logAccess(this.accessLog, req, requestIdFor(req), startedAt, undefined, undefined, path.code);
       return;
@@ -227,15 +234,15 @@ class ProxyExchange implements ResponseSink {
  * If bytes of a response already went out, ending it normally would pass a truncated body off as
  * complete, so the client connection is cut instead (respond() does that).
  */
-function respondError(req: ClientRequest, err: SwitchyardError): void {
+function respondError(req: ClientRequest, err: SwitchyardError, close = false): void {
   if (err.status === 499) return;
   const text = STATUS_TEXT[err.status] ?? 'Error';
   req.respond(err.status, text, `${err.status} ${text} (${err.code})\n`,
-    err.status === 405 ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n' : '');
+    err.status === 405 ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n' : '', close);
 }
 
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 405: 'Method Not Allowed', 417: 'Expectation Failed', 502: 'Bad Gateway', 503: 'Service Unavailable',
+  400: 'Bad Request', 405: 'Method Not Allowed', 413: 'Content Too Large', 417: 'Expectation Failed', 502: 'Bad Gateway', 503: 'Service Unavailable',
   504: 'Gateway Timeout',
 };
 

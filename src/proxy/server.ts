@@ -59,11 +59,13 @@ export class ProxyServer implements ConnectionOwner {
       logger,
       ...(options.extraRequestHeaders !== undefined ? { extraRequestHeaders: options.extraRequestHeaders } : {}),
       accessLog: options.accessLog ?? null,
+      maxBodySize: config.server.maxBodySize,
       metrics: options.metrics === true
         ? new RequestMetrics(this.pools.map((p) => ({ origin: p.target.origin, stats: () => p.stats() })), () => this.clients.size)
         : null,
     });
     this.limits = {
+      maxBodySize: config.server.maxBodySize,
       keepAliveTimeout: config.server.keepAliveTimeout,
       headersTimeout: config.server.headersTimeout,
       requestTimeout: config.server.requestTimeout,

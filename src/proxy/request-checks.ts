@@ -1,0 +1,54 @@
+/**
+ * What llhttp (strict mode) lets through and a proxy must not: checked before anything of the
+ * request reaches an upstream. Each failure is answered and the connection closed, since
+ * whatever framing follows cannot be trusted. See the README's hardening table.
+ */
+import { SwitchyardError } from '../errors';
+import type { ClientRequest } from './client-connection';
+
+export class BadRequestError extends SwitchyardError {
+  constructor(message: string) {
+    super('SWY_ERR_BAD_REQUEST', 400, message);
+  }
+}
+
+export class BodyTooLargeError extends SwitchyardError {
+  constructor(limit: number) {
+    super('SWY_ERR_BODY_TOO_LARGE', 413, `request body larger than server.maxBodySize (${limit} bytes)`);
+  }
+}
+
+/** The first problem with `req`, or null. `maxBodySize` 0 means no limit. */
+export function checkRequest(req: ClientRequest, maxBodySize: number): SwitchyardError | null {
+  if (req.httpMajor !== 1) {
+    // llhttp parses a bare "GET /" as HTTP/0.9; nothing behind a proxy should see one.
+    return new BadRequestError(`HTTP/${req.httpMajor}.${req.httpMinor} is not supported`);
+  }
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  let te: string | null = null;
+  let teFields = 0;
+  let contentLength = -1;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') hosts++;
+    else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
+      teFields++;
+      te = raw[i + 1]!;
+    } else if (name.length === 14 && name.toLowerCase() === 'content-length') contentLength = Number(raw[i + 1]);
+  }
+  // RFC 9112 §3.2: exactly one Host in HTTP/1.1; never two.
+  if (hosts > 1) return new BadRequestError('more than one Host header');
+  if (hosts === 0 && req.httpMinor >= 1) return new BadRequestError('HTTP/1.1 request without a Host header');
+  if (teFields > 0) {
+    // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+    if (req.httpMinor === 0) return new BadRequestError('Transfer-Encoding in an HTTP/1.0 request');
+    // Only the one coding we re-frame ourselves. A list would change the body's meaning
+    // (gzip, chunked) and anything else is framing the upstream might read differently.
+    if (teFields > 1 || te!.trim().toLowerCase() !== 'chunked') {
+      return new BadRequestError(`Transfer-Encoding ${JSON.stringify(te)} is not supported; only "chunked"`);
+    }
+  }
+  if (maxBodySize > 0 && contentLength > maxBodySize) return new BodyTooLargeError(maxBodySize);
+  return null;
+}
