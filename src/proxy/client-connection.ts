@@ -61,6 +61,48 @@ const LINGER_MS = 2000;
 const MAX_QUEUED_BODY = 64 * 1024;
 const MAX_PIPELINED = 16;
 
+/** What the proxy needs to know from a request's fields, gathered in one pass over rawHeaders. */
+export interface HeaderFacts {
+  hosts: number;
+  host: string | null;
+  transferEncoding: string | null;
+  transferEncodingFields: number;
+  /** As sent; llhttp has refused malformed and repeated ones. */
+  contentLength: string | null;
+  expect: string | null;
+  requestId: string | null;
+}
+
+export function scanHeaders(raw: readonly string[]): HeaderFacts {
+  const f: HeaderFacts = {
+    hosts: 0, host: null, transferEncoding: null, transferEncodingFields: 0, contentLength: null, expect: null, requestId: null,
+  };
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    // Lengths first: most fields are none of these, and a length compare is cheaper than lower-casing.
+    switch (name.length) {
+      case 4:
+        if (name.toLowerCase() === 'host') { f.hosts++; f.host = raw[i + 1]!; }
+        break;
+      case 6:
+        if (name.toLowerCase() === 'expect') f.expect = raw[i + 1]!;
+        break;
+      case 12:
+        if (name.toLowerCase() === 'x-request-id') f.requestId = raw[i + 1]!;
+        break;
+      case 14:
+        if (name.toLowerCase() === 'content-length') f.contentLength = raw[i + 1]!;
+        break;
+      case 17:
+        if (name.toLowerCase() === 'transfer-encoding') { f.transferEncodingFields++; f.transferEncoding = raw[i + 1]!; }
+        break;
+      default:
+        break;
+    }
+  }
+  return f;
+}
+
 /**
  * One request and its response. The handler reads the request fields and answers through
  * writeHead / write / end, or respondError; it learns of the client leaving via `onAbort`.
@@ -74,8 +116,7 @@ export class ClientRequest implements RequestBody {
   /** llhttp's verdict from version and Connection header. */
   readonly clientKeepAlive: boolean;
   readonly isUpgrade: boolean;
-  /** The Expect header: null when absent. */
-  readonly expect: string | null;
+  readonly facts: HeaderFacts;
   headersSent = false;
   finished = false;
   /** For the access log: the status sent, and body bytes each way. */
@@ -114,7 +155,13 @@ export class ClientRequest implements RequestBody {
     this.httpMinor = httpMinor;
     this.clientKeepAlive = keepAlive;
     this.isUpgrade = upgrade;
-    this.expect = findHeader(rawHeaders, 'expect');
+    this.facts = scanHeaders(rawHeaders);
+  }
+
+  /** A body follows the head (RFC 9112 §6.3: only with Transfer-Encoding or a non-zero Content-Length). */
+  get declaresBody(): boolean {
+    const f = this.facts;
+    return f.transferEncoding !== null || (f.contentLength !== null && Number(f.contentLength) > 0);
   }
 
   get remoteAddress(): string | undefined {
@@ -126,7 +173,7 @@ export class ClientRequest implements RequestBody {
   pipeTo(target: BodyTarget): void {
     this.target = target;
     // The client holds its body back until told to go on: tell it now that someone takes it.
-    if (this.expect !== null && !this.bodyEnded && !this.headersSent && this.httpMinor >= 1) {
+    if (this.facts.expect !== null && !this.bodyEnded && !this.headersSent && this.httpMinor >= 1) {
       this.conn.writeRaw('HTTP/1.1 100 Continue\r\n\r\n');
     }
     const queued = this.queued;
@@ -467,7 +514,7 @@ export class ClientConnection {
       if (!keepAlive) this.noMore = true;
       // A request that declares no body (RFC 9112 §6.3) is complete with its head, so an answer
       // given right away is not an early one that would leave body bytes unread.
-      if (!declaresBody(raw)) this.onMessageComplete();
+      if (!req.declaresBody) this.onMessageComplete();
     }
     if (this.queue.length === 1) this.dispatchNext();
     else if (this.queue.length >= MAX_PIPELINED) this.pauseReading();
@@ -664,15 +711,6 @@ function releaseParser(parser: HTTPParserInstance): void {
   pooled[kConnection] = null;
   if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(pooled);
   else parser.close();
-}
-
-function declaresBody(raw: readonly string[]): boolean {
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!;
-    if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') return true;
-    if (n.length === 14 && n.toLowerCase() === 'content-length' && raw[i + 1] !== '0') return true;
-  }
-  return false;
 }
 
 export function findHeader(raw: readonly string[], lower: string): string | null {

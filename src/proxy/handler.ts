@@ -107,7 +107,7 @@ class ProxyExchange implements ResponseSink {
     path: string,
   ) {
     // prepare headers
-    const length = requestBodyLength(req.rawHeaders);
+    const length = requestBodyLength(req);
     const hasBody = length === 'chunked' || (length !== null && length > 0);
     this.body = hasBody ? req : null;
     this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
@@ -118,7 +118,7 @@ class ProxyExchange implements ResponseSink {
       method: req.method,
       path,
       rawHeaders: req.rawHeaders,
-      host: handler.preserveHost ? (clientHost(req.rawHeaders) ?? pool.target.authority) : pool.target.authority,
+      host: handler.preserveHost ? (req.facts.host ?? pool.target.authority) : pool.target.authority,
       clientAddress,
       clientTrusted: handler.trusted.has(clientAddress),
       proto: handler.proto,
@@ -252,7 +252,8 @@ const STATUS_TEXT: Record<number, string> = {
  * another host; the client's Host header decides the route, as in origin-form.
  */
 function routeTarget(req: ClientRequest): string | SwitchyardError {
-  if (req.expect !== null && req.expect.toLowerCase() !== '100-continue') {
+  const expect = req.facts.expect;
+  if (expect !== null && expect.toLowerCase() !== '100-continue') {
     return new SwitchyardError('SWY_ERR_EXPECTATION_FAILED', 417, 'only Expect: 100-continue is supported');
   }
   const url = req.url;
@@ -272,26 +273,18 @@ function routeTarget(req: ClientRequest): string | SwitchyardError {
 }
 
 /**
- * How the client framed its body. Node's parser has already refused conflicting or malformed
- * framing, so a Transfer-Encoding here is chunked and a Content-Length is a plain number.
+ * How the client framed its body. llhttp and request-checks have already refused conflicting or
+ * malformed framing, so a Transfer-Encoding here is chunked and a Content-Length a plain number.
  */
-function requestBodyLength(raw: readonly string[]): number | 'chunked' | null {
-  let length: number | null = null;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!;
-    if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') return 'chunked';
-    if (n.length === 14 && n.toLowerCase() === 'content-length') length = Number(raw[i + 1]);
-  }
-  return length;
-}
-
-function clientHost(raw: readonly string[]): string | undefined {
-  return findHeader(raw, 'host') ?? undefined;
+function requestBodyLength(req: ClientRequest): number | 'chunked' | null {
+  const f = req.facts;
+  if (f.transferEncoding !== null) return 'chunked';
+  return f.contentLength === null ? null : Number(f.contentLength);
 }
 
 /** The client's X-Request-Id when it is plain and short, otherwise a new one. */
 function requestIdFor(req: ClientRequest): string {
-  const given = findHeader(req.rawHeaders, 'x-request-id');
+  const given = req.facts.requestId;
   return validRequestId(given) ? given : randomUUID();
 }
 

@@ -24,19 +24,8 @@ export function checkRequest(req: ClientRequest, maxBodySize: number): Switchyar
     // llhttp parses a bare "GET /" as HTTP/0.9; nothing behind a proxy should see one.
     return new BadRequestError(`HTTP/${req.httpMajor}.${req.httpMinor} is not supported`);
   }
-  const raw = req.rawHeaders;
-  let hosts = 0;
-  let te: string | null = null;
-  let teFields = 0;
-  let contentLength = -1;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    if (name.length === 4 && name.toLowerCase() === 'host') hosts++;
-    else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') {
-      teFields++;
-      te = raw[i + 1]!;
-    } else if (name.length === 14 && name.toLowerCase() === 'content-length') contentLength = Number(raw[i + 1]);
-  }
+  const { hosts, transferEncoding: te, transferEncodingFields: teFields } = req.facts;
+  const contentLength = req.facts.contentLength === null ? -1 : Number(req.facts.contentLength);
   // RFC 9112 §3.2: exactly one Host in HTTP/1.1; never two.
   if (hosts > 1) return new BadRequestError('more than one Host header');
   if (hosts === 0 && req.httpMinor >= 1) return new BadRequestError('HTTP/1.1 request without a Host header');
