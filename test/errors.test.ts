@@ -121,3 +121,36 @@ describe('errors map to the status a user expects', () => {
     assert.equal(res.body.toString(), 'done');
   });
 });
+
+describe('upstream faults: the response head is checked before anything reaches the client', () => {
+  const cases: Array<[string, string]> = [
+    ['Content-Length with Transfer-Encoding', 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
+    ['two different Content-Lengths', 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd'],
+    ['Transfer-Encoding: chunked, chunked', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n'],
+    ['an invalid status line', 'HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n'],
+  ];
+  for (const [name, response] of cases) {
+    it(`${name}: 502, and that connection is not reused`, async () => {
+      const up = await rawUpstream((socket) => socket.once('data', () => socket.write(response)));
+      const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+      const res = await request(proxy.url);
+      assert.equal(res.status, 502);
+      assert.match(res.body.toString(), /SWY_ERR_UPSTREAM_PROTOCOL/);
+      await request(proxy.url);
+      assert.equal(up.connections.length, 2);
+    });
+  }
+
+  it('a body sent after a 204 never reaches the next request', async () => {
+    const up = await rawUpstream((socket) => {
+      socket.on('data', (d) => {
+        if (d.toString().startsWith('GET /204')) socket.write('HTTP/1.1 204 No Content\r\nContent-Length: 8\r\n\r\nsmuggled');
+        else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean');
+      });
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    assert.equal((await request(`${proxy.url}/204`)).status, 204);
+    const next = await request(`${proxy.url}/next`);
+    assert.equal(next.body.toString(), 'clean');
+  });
+});

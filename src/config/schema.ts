@@ -101,6 +101,8 @@ export const ConfigSchema = z.strictObject({
     requestTimeout: ms('Time a client may take to send a whole request (408 after); uploads need room').default(300_000),
     maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384)
       .describe('Largest client request head, in bytes (431 past it). Default 16384.'),
+    maxConnections: z.number().int().min(1).max(1_000_000).default(10_000)
+      .describe('Client connections one worker holds at once; past it, new connections are closed at accept. Default 10000.'),
     maxBodySize: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0)
       .describe('Largest request body in bytes, declared or chunked (413 past it); 0 for no limit. Default 0.'),
   }).prefault({}),

@@ -86,6 +86,9 @@ export class ProxyServer implements ConnectionOwner {
     } else {
       this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
     }
+    // Past the cap a new connection is closed as it is accepted, before it costs anything more.
+    this.server.maxConnections = config.server.maxConnections;
+    this.server.on('drop', () => this.logger.warn({ maxConnections: config.server.maxConnections }, 'connection dropped: server.maxConnections reached'));
     // One timer checks every client's deadline (keep-alive idle, header and request timeouts)
     // instead of a timer re-armed per request. Resolution: a quarter of the shortest timeout.
     const shortest = Math.min(this.limits.keepAliveTimeout, this.limits.headersTimeout, this.limits.requestTimeout);

@@ -281,6 +281,12 @@ export class UpstreamConnection implements BodyTarget {
       this.informational = true;
       return 0;
     }
+    const framingProblem = responseFramingProblem(raw);
+    if (framingProblem !== null) {
+      // Checked before anything reaches the client: its framing is not one we can trust.
+      this.fail(new UpstreamProtocolError(framingProblem));
+      return 1;
+    }
     this.headDone = true;
     this.keepAlive = keepAlive;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.idle;
@@ -385,4 +391,23 @@ export class UpstreamConnection implements BodyTarget {
 
 function closeParser(parser: HTTPParserInstance): void {
   parser.close();
+}
+
+/**
+ * llhttp accepts repeated or listed Transfer-Encoding in responses (`chunked, chunked`). We never
+ * send TE, so the only coding an upstream may use is a single `chunked`; anything else could
+ * frame the body differently from how we read it, or change what it means.
+ */
+function responseFramingProblem(raw: readonly string[]): string | null {
+  let te: string | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length !== 17 || n.toLowerCase() !== 'transfer-encoding') continue;
+    if (te !== null) return 'upstream sent Transfer-Encoding twice';
+    te = raw[i + 1]!;
+  }
+  if (te !== null && te.trim().toLowerCase() !== 'chunked') {
+    return `upstream sent Transfer-Encoding ${JSON.stringify(te)}; only "chunked" is accepted`;
+  }
+  return null;
 }
