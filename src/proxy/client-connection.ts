@@ -49,6 +49,8 @@ const enum Phase {
 
 const enum State {
   Open,
+  /** The socket was handed to an Upgrade tunnel (upgrade.ts); this object only tracks it. */
+  Tunnel,
   /** Our FIN is sent; reading and discarding until the client closes (see endConnection). */
   Lingering,
   Closed,
@@ -71,11 +73,14 @@ export interface HeaderFacts {
   contentLength: string | null;
   expect: string | null;
   requestId: string | null;
+  upgrade: string | null;
+  websocketKey: string | null;
 }
 
 export function scanHeaders(raw: readonly string[]): HeaderFacts {
   const f: HeaderFacts = {
     hosts: 0, host: null, transferEncoding: null, transferEncodingFields: 0, contentLength: null, expect: null, requestId: null,
+    upgrade: null, websocketKey: null,
   };
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
@@ -87,15 +92,21 @@ export function scanHeaders(raw: readonly string[]): HeaderFacts {
       case 6:
         if (name.toLowerCase() === 'expect') f.expect = raw[i + 1]!;
         break;
+      case 7:
+        if (name.toLowerCase() === 'upgrade') f.upgrade = raw[i + 1]!;
+        break;
       case 12:
         if (name.toLowerCase() === 'x-request-id') f.requestId = raw[i + 1]!;
         break;
       case 14:
         if (name.toLowerCase() === 'content-length') f.contentLength = raw[i + 1]!;
         break;
-      case 17:
-        if (name.toLowerCase() === 'transfer-encoding') { f.transferEncodingFields++; f.transferEncoding = raw[i + 1]!; }
+      case 17: {
+        const lower = name.toLowerCase();
+        if (lower === 'transfer-encoding') { f.transferEncodingFields++; f.transferEncoding = raw[i + 1]!; }
+        else if (lower === 'sec-websocket-key') f.websocketKey = raw[i + 1]!;
         break;
+      }
       default:
         break;
     }
@@ -128,6 +139,8 @@ export class ClientRequest implements RequestBody {
   onAbort: (() => void) | null = null;
   /** The handler's: called when the client accepts more after write() returned false. */
   onDrain: (() => void) | null = null;
+  /** Upgrade requests: bytes the client sent after the head, which belong to the tunnel. */
+  upgradeHead: Buffer | null = null;
 
   /** Body chunks that arrived before anyone asked for them (pipelined requests). */
   private queued: Buffer[] | null = null;
@@ -275,6 +288,15 @@ export class ClientRequest implements RequestBody {
     this.conn.finishRequest(this, this.closeAfter);
   }
 
+  /**
+   * Upgrade requests: take the client socket for a tunnel. The connection stops parsing; bytes
+   * already read after the head are returned with it.
+   */
+  takeSocket(): { socket: net.Socket; head: Buffer } {
+    this.finished = true;
+    return this.conn.handOver(this);
+  }
+
   /** A complete short response from the proxy itself (errors); `close` ends the connection after it. */
   respond(status: number, reason: string, body: string, extraHeaders = '', close = false): void {
     if (this.headersSent || this.aborted) {
@@ -322,6 +344,8 @@ export class ClientConnection {
   private readonly queue: ClientRequest[] = [];
   /** The request whose body the parser is currently reading. */
   private reading: ClientRequest | null = null;
+  /** An Upgrade request whose head was just parsed: dispatched once its read is done. */
+  private pendingUpgrade: ClientRequest | null = null;
   private headerParts: string[] | null = null;
   private urlPart = '';
   private state = State.Open;
@@ -357,7 +381,7 @@ export class ClientConnection {
       parser.consume(handle);
       this.consumed = true;
     } else {
-      socket.on('data', (d: Buffer) => this.afterExecute(this.parser.execute(d)));
+      socket.on('data', (d: Buffer) => this.afterExecute(this.parser.execute(d), d));
     }
   }
 
@@ -367,7 +391,7 @@ export class ClientConnection {
 
   /** Called by the server's sweep. */
   checkDeadline(now: number): void {
-    if (this.state === State.Closed || now < this.deadline) return;
+    if (this.state === State.Closed || this.state === State.Tunnel || now < this.deadline) return;
     if (this.state === State.Lingering) {
       this.destroy();
       return;
@@ -393,6 +417,28 @@ export class ClientConnection {
    */
   drainIdle(graceMs: number): void {
     if (this.idle && this.state === State.Open) this.deadline = Math.min(this.deadline, Date.now() + graceMs);
+  }
+
+  /** For ClientRequest.takeSocket: stop parsing and give the socket to a tunnel. */
+  handOver(req: ClientRequest): { socket: net.Socket; head: Buffer } {
+    if (this.queue[0] === req) this.queue.shift();
+    this.state = State.Tunnel;
+    this.reading = null;
+    this.uncork();
+    if (this.consumed) {
+      this.consumed = false;
+      this.parser.unconsume();
+    }
+    this.socket.removeAllListeners('drain');
+    this.socket.removeAllListeners('end');
+    this.socket.removeAllListeners('data');
+    // Reads were stopped at the handle while the upgrade waited; the stream's own state does not
+    // know that, so socket.resume() alone would never restart them.
+    if (this.readPaused) {
+      this.readPaused = false;
+      setReading(this.socket, true, true);
+    }
+    return { socket: this.socket, head: req.upgradeHead ?? Buffer.alloc(0) };
   }
 
   /** A chunked body grew past server.maxBodySize: 413 (or a cut, if the response began), then close. */
@@ -506,10 +552,13 @@ export class ClientConnection {
     this.queue.push(req);
     if (upgrade) {
       // llhttp stops at the end of an Upgrade or CONNECT head: what follows is another protocol.
-      // The request is answered as a plain one and the connection closes after it.
+      // It is dispatched from afterExecute, which knows where the head ended; if it is not
+      // tunnelled, it is answered as a plain request and the connection closes after it.
       this.noMore = true;
       this.onMessageComplete();
       this.pauseReading();
+      this.pendingUpgrade = req;
+      return 0;
     } else {
       if (!keepAlive) this.noMore = true;
       // A request that declares no body (RFC 9112 §6.3) is complete with its head, so an answer
@@ -530,7 +579,15 @@ export class ClientConnection {
     req.bodyEnd();
   }
 
-  private afterExecute(ret: number | ParseError): void {
+  private afterExecute(ret: number | ParseError, data?: Buffer): void {
+    const upgrade = this.pendingUpgrade;
+    if (upgrade !== null && typeof ret === 'number') {
+      this.pendingUpgrade = null;
+      const buffer = data ?? (this.parser.getCurrentBuffer() as Buffer);
+      upgrade.upgradeHead = Buffer.from(buffer.subarray(ret));
+      if (this.queue.length === 1) this.dispatchNext();
+      return;
+    }
     if (typeof ret === 'number' || this.state !== State.Open) return;
     if (ret.code === 'HPE_PAUSED_UPGRADE' || ret.code === 'HPE_PAUSED') return;
     if (ret.code === 'HPE_CLOSED_CONNECTION') {

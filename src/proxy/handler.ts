@@ -18,6 +18,7 @@ import type { UpstreamPool, Waiter } from '../upstream/pool';
 import { findHeader, type ClientRequest } from './client-connection';
 import { buildRequestHead, buildResponseHead, TrustedProxies } from './headers';
 import { checkRequest } from './request-checks';
+import { openTunnel } from './upgrade';
 
 export interface HandlerOptions {
   readonly pools: readonly UpstreamPool[];
@@ -32,6 +33,8 @@ export interface HandlerOptions {
   readonly metrics?: RequestMetrics | null;
   /** server.maxBodySize; 0 for no limit. */
   readonly maxBodySize?: number;
+  /** For Upgrade tunnels. */
+  readonly tunnel?: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
 }
 
 /** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
@@ -47,6 +50,7 @@ export class ProxyHandler {
   readonly accessLog: AccessLog | null;
   readonly metrics: RequestMetrics | null;
   readonly maxBodySize: number;
+  readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
   private next = 0;
 
   constructor(options: HandlerOptions) {
@@ -59,6 +63,7 @@ export class ProxyHandler {
     this.accessLog = options.accessLog ?? null;
     this.metrics = options.metrics ?? null;
     this.maxBodySize = options.maxBodySize ?? 0;
+    this.tunnel = options.tunnel ?? { connectTimeout: 5000, responseHeaderTimeout: 60_000, idleTimeout: 60_000 };
   }
 
   readonly handle = (req: ClientRequest): void => {
@@ -75,8 +80,40 @@ export class ProxyHandler {
     }
     // pick upstream
     const pool = this.pick();
+    if (req.isUpgrade && req.facts.upgrade !== null) {
+      this.upgrade(req, pool, path);
+      return;
+    }
     new ProxyExchange(this, req, pool, path).start();
   };
+
+  /** An Upgrade request: a tunnel of its own (upgrade.ts), with the same forwarding headers. */
+  private upgrade(req: ClientRequest, pool: UpstreamPool, path: string): void {
+    const startedAt = performance.now();
+    const reqId = requestIdFor(req);
+    const clientAddress = req.remoteAddress;
+    openTunnel(req, {
+      target: pool.target,
+      head: buildRequestHead({
+        requestId: reqId, method: req.method, path, rawHeaders: req.rawHeaders,
+        host: this.preserveHost ? (req.facts.host ?? pool.target.authority) : pool.target.authority,
+        clientAddress, clientTrusted: this.trusted.has(clientAddress), proto: this.proto, bodyLength: null,
+        upgrade: req.facts.upgrade!,
+        ...(this.extra !== undefined ? { extra: this.extra } : {}),
+      }),
+      ...this.tunnel,
+      logger: this.logger,
+      onError: (err) => respondError(req, err, true),
+      onDone: (status, err) => {
+        if (err !== undefined) {
+          this.logger[err.status >= 500 ? 'warn' : 'debug']({ code: err.code, upstream: pool.target.origin, url: req.url }, 'upgrade failed');
+        }
+        req.status = status;
+        this.metrics?.record(status, pool.target.origin, performance.now() - startedAt, undefined);
+        if (this.accessLog !== null) logAccess(this.accessLog, req, reqId, startedAt, undefined, pool.target.origin, err?.code);
+      },
+    });
+  }
 
   /** Round robin across the configured upstreams. */
   private pick(): UpstreamPool {

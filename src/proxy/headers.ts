@@ -78,6 +78,8 @@ export interface RequestHeadInput {
   requestId: string;
   /** Extra header lines, pre-formatted "Name: value\r\n" (demo mode only). */
   extra?: string;
+  /** For an Upgrade tunnel: the protocol asked for, sent with Connection: Upgrade. */
+  upgrade?: string;
 }
 
 /**
@@ -122,6 +124,7 @@ export function buildRequestHead(input: RequestHeadInput): string {
   head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
   head += `X-Request-Id: ${input.requestId}\r\n`;
   if (input.extra !== undefined) head += input.extra;
+  if (input.upgrade !== undefined) head += `Connection: Upgrade\r\nUpgrade: ${input.upgrade}\r\n`;
   if (input.bodyLength === 'chunked') head += 'Transfer-Encoding: chunked\r\n';
   else if (input.bodyLength !== null) head += `Content-Length: ${input.bodyLength}\r\n`;
   return `${head}\r\n`;

@@ -60,6 +60,7 @@ export class ProxyServer implements ConnectionOwner {
       ...(options.extraRequestHeaders !== undefined ? { extraRequestHeaders: options.extraRequestHeaders } : {}),
       accessLog: options.accessLog ?? null,
       maxBodySize: config.server.maxBodySize,
+      tunnel: { connectTimeout: config.timeouts.connect, responseHeaderTimeout: config.timeouts.responseHeader, idleTimeout: config.timeouts.idle },
       metrics: options.metrics === true
         ? new RequestMetrics(this.pools.map((p) => ({ origin: p.target.origin, stats: () => p.stats() })), () => this.clients.size)
         : null,

@@ -18,6 +18,8 @@ export interface HTTPParserInstance {
   close(): void;
   /** Read directly from a StreamBase handle (a socket's `_handle`) instead of execute(). */
   consume(handle: object): void;
+  /** During kOnExecute with a consumed handle: the buffer that was just parsed. */
+  getCurrentBuffer(): Buffer;
   unconsume(): void;
   free(): void;
   remove(): void;

@@ -1,0 +1,172 @@
+/**
+ * Upgrade requests (WebSocket and the like) become a byte tunnel between the client and a
+ * dedicated upstream connection (never a pooled one: after a 101 it no longer speaks HTTP).
+ *
+ *   request head (X-Forwarded-* applied, Upgrade kept) → upstream's head →
+ *     101, checked (Sec-WebSocket-Accept must match) → tunnel both ways, idle timeout
+ *     anything else → relayed as a normal response, then the connection closes
+ *
+ * Either side ending or failing closes both; nothing outlives the pair.
+ */
+import { createHash } from 'node:crypto';
+import * as net from 'node:net';
+import * as tls from 'node:tls';
+import type { Logger } from 'pino';
+import { SwitchyardError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamProtocolError, toSwitchyardError } from '../errors';
+import { HTTPParser, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
+import type { UpstreamTarget } from '../upstream/connection';
+import type { ClientRequest } from './client-connection';
+import { buildResponseHead } from './headers';
+
+const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
+
+export interface TunnelOptions {
+  readonly target: UpstreamTarget;
+  /** The upstream request head, Upgrade and Connection included. */
+  readonly head: string;
+  readonly connectTimeout: number;
+  readonly responseHeaderTimeout: number;
+  readonly idleTimeout: number;
+  readonly logger: Logger;
+  /** Called once with the outcome: undefined when a tunnel or relayed response ended normally. */
+  readonly onDone: (status: number, error: SwitchyardError | undefined) => void;
+  /** Answers the client with an error before anything was sent to it. */
+  readonly onError: (err: SwitchyardError) => void;
+}
+
+/** The Sec-WebSocket-Accept a server must send for `key` (RFC 6455 §4.2.2). */
+export function websocketAccept(key: string): string {
+  return createHash('sha1').update(key + WS_GUID).digest('base64');
+}
+
+export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
+  const upstream = o.target.tls === null
+    ? net.connect({ host: o.target.host, port: o.target.port, noDelay: true })
+    : tls.connect({ ...o.target.tls, host: o.target.host, port: o.target.port, ALPNProtocols: ['http/1.1'] }).setNoDelay(true);
+  let client: net.Socket | null = null;
+  let answered = false;
+  let finished = false;
+  const wsKey = req.facts.websocketKey;
+
+  const finish = (status: number, err?: SwitchyardError): void => {
+    if (finished) return;
+    finished = true;
+    upstream.destroy();
+    client?.destroy();
+    o.onDone(status, err);
+  };
+  const failBeforeAnswer = (err: SwitchyardError): void => {
+    if (answered) {
+      finish(0, err);
+      return;
+    }
+    answered = true;
+    finished = true;
+    upstream.destroy();
+    o.onError(err);
+    o.onDone(err.status, err);
+  };
+
+  upstream.setTimeout(o.connectTimeout, () => {
+    failBeforeAnswer(answered ? new SwitchyardError('SWY_ERR_TUNNEL_IDLE', 504, 'tunnel idle')
+      : new UpstreamConnectTimeoutError(o.connectTimeout));
+  });
+  upstream.on('error', (err) => failBeforeAnswer(toSwitchyardError(err)));
+  upstream.on('close', () => {
+    if (!answered) failBeforeAnswer(new UpstreamProtocolError('upstream closed the connection before answering the upgrade'));
+    else finish(101);
+  });
+  upstream.once(o.target.tls === null ? 'connect' : 'secureConnect', () => {
+    upstream.setTimeout(o.responseHeaderTimeout, () => {
+      if (!answered) failBeforeAnswer(new UpstreamHeadersTimeoutError(o.responseHeaderTimeout));
+    });
+  });
+
+  const parser = new HTTPParser();
+  parser.initialize(HTTPParser.RESPONSE, {}, 64 * 1024, 0);
+  let status = 0;
+  let relaying = false;
+  parser[HTTPParser.kOnHeadersComplete] = ((_maj, _min, headers, _m, _u, code, reason) => {
+    status = code;
+    const raw = headers ?? [];
+    if (code === 101) {
+      const accept = header(raw, 'sec-websocket-accept');
+      if (header(raw, 'upgrade') === null || (wsKey !== null && accept !== websocketAccept(wsKey))) {
+        failBeforeAnswer(new UpstreamProtocolError('upstream answered the upgrade without a valid Sec-WebSocket-Accept'));
+        return 1;
+      }
+      startTunnel(code, reason, raw);
+      return 1;
+    }
+    if (code < 200) return 0; // 1xx other than 101: wait for the final answer
+    // The upstream refused the upgrade: relay its answer as a plain response, then close.
+    answered = true;
+    relaying = true;
+    const { socket } = req.takeSocket();
+    client = socket;
+    const head = buildResponseHead(raw);
+    const lines = head.lines.replace(/^(content-length|transfer-encoding):[^\r]*\r\n/gim, '');
+    socket.write(`HTTP/1.1 ${code} ${reason}\r\n${lines}Connection: close\r\n\r\n`, 'latin1');
+    return 0;
+  }) satisfies OnHeadersComplete;
+  parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
+    if (relaying && client !== null) client.write(chunk);
+  };
+  parser[HTTPParser.kOnMessageComplete] = () => {
+    if (relaying && client !== null) {
+      // The body was sent delimited by the close that follows.
+      client.end();
+      finished = true;
+      upstream.destroy();
+      o.onDone(status, undefined);
+    }
+  };
+
+  const onUpstreamData = (d: Buffer): void => {
+    const ret = parser.execute(d);
+    if (typeof ret !== 'number') {
+      const e = ret as ParseError;
+      if (e.code === 'HPE_PAUSED_UPGRADE') return;
+      failBeforeAnswer(new UpstreamProtocolError(`invalid response from upstream: ${e.reason}`));
+      return;
+    }
+    if (status === 101 && client !== null && ret < d.length) {
+      // Bytes after the 101 head already belong to the tunnel.
+      client.write(d.subarray(ret));
+    }
+  };
+  upstream.on('data', onUpstreamData);
+  upstream.write(o.head, 'latin1');
+
+  function startTunnel(code: number, reason: string, raw: string[]): void {
+    answered = true;
+    upstream.off('data', onUpstreamData);
+    const { socket, head } = req.takeSocket();
+    client = socket;
+    // The 101 keeps its Upgrade and Connection fields: they are the point of it.
+    let lines = '';
+    for (let i = 0; i < raw.length; i += 2) lines += `${raw[i]!}: ${raw[i + 1]!}\r\n`;
+    socket.write(`HTTP/1.1 ${code} ${reason}\r\n${lines}\r\n`, 'latin1');
+    if (head.length > 0) upstream.write(head);
+    // Both directions with backpressure; the tunnel closes when either side ends or idles.
+    socket.pipe(upstream);
+    upstream.pipe(socket);
+    socket.resume();
+    upstream.setTimeout(o.idleTimeout, () => finish(101, new SwitchyardError('SWY_ERR_TUNNEL_IDLE', 504, 'tunnel idle')));
+    socket.setTimeout(o.idleTimeout, () => finish(101, new SwitchyardError('SWY_ERR_TUNNEL_IDLE', 504, 'tunnel idle')));
+    socket.on('error', () => finish(101));
+    socket.on('close', () => finish(101));
+    // Either side ending ends the tunnel: its FIN is passed on, and once that is flushed both
+    // sockets go. Peers that keep a half-open socket (node:http's upgraded sockets do) would
+    // otherwise hold the pair open for good.
+    socket.on('end', () => upstream.end(() => finish(101)));
+    upstream.on('end', () => socket.end(() => finish(101)));
+  }
+}
+
+function header(raw: readonly string[], lower: string): string | null {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() === lower) return raw[i + 1]!;
+  }
+  return null;
+}
