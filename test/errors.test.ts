@@ -141,6 +141,21 @@ describe('upstream faults: the response head is checked before anything reaches 
     });
   }
 
+  for (const [name, method, first] of [
+    ['HEAD', 'HEAD', 'HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled'],
+    ['304', 'GET', 'HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\nsmuggled'],
+  ] as const) {
+    it(`a body sent after a ${name} response never reaches the next request`, async () => {
+      const up = await rawUpstream((socket) => {
+        socket.on('data', (d) => socket.write(d.toString().startsWith('GET /next') ? 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean' : first));
+      });
+      const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+      const res = await request(`${proxy.url}/first`, { method });
+      assert.equal(res.body.toString(), '');
+      assert.equal((await request(`${proxy.url}/next`)).body.toString(), 'clean');
+    });
+  }
+
   it('a body sent after a 204 never reaches the next request', async () => {
     const up = await rawUpstream((socket) => {
       socket.on('data', (d) => {
