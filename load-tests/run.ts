@@ -180,6 +180,11 @@ export async function main(argv: string[]): Promise<number> {
   const proxy = await startProxy(upstream.port, workers);
   const run: RunResult = { date: new Date().toISOString(), workers, duration, smoke, node: process.version, results: [], failed: [] };
   try {
+    // First, on fresh workers: after the 5,000-connection suite the heap has already grown, and
+    // RSS would hardly move.
+    if (only === undefined || only.includes('memory')) {
+      run.memory = await measureIdleMemory(proxy.port, proxy.workerPids, smoke ? 500 : 5000);
+    }
     for (const suite of suites) {
       for (const target of ['direct', 'proxy'] as const) {
         const port = target === 'direct' ? upstream.port : proxy.port;
@@ -195,9 +200,6 @@ export async function main(argv: string[]): Promise<number> {
         }
         process.stderr.write(`  ${suite.name} ${target}: ${result.rps.toFixed(0)} req/s\n`);
       }
-    }
-    if (only === undefined || only.includes('memory')) {
-      run.memory = await measureIdleMemory(proxy.port, proxy.workerPids, smoke ? 500 : 5000);
     }
   } finally {
     proxy.child.kill('SIGTERM');

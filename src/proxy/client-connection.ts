@@ -505,6 +505,11 @@ export class ClientConnection {
       this.endConnection();
       return;
     }
+    // An idle connection keeps nothing of the request it answered: thousands of idle keep-alive
+    // connections would otherwise each hold a request, its headers and its exchange.
+    if (this.reading === req) this.reading = null;
+    req.onAbort = null;
+    req.onDrain = null;
     if (this.queue.length === 0 && this.phase === Phase.Idle) {
       this.deadline = Date.now() + this.limits.keepAliveTimeout;
     }
