@@ -9,7 +9,7 @@
  */
 import type * as net from 'node:net';
 import {
-  HTTPParser, setReading, streamHandle, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
+  HTTPParser, setReading, streamHandle, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
 } from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
 import { httpDate } from './date';
@@ -272,8 +272,7 @@ export class ClientRequest implements RequestBody {
   write(chunk: Buffer): boolean {
     if (this.aborted || chunk.length === 0) return true;
     this.bytesOut += chunk.length;
-    if (this.chunkedResponse) return this.conn.writeChunk(chunk);
-    return this.conn.write(chunk);
+    return this.chunkedResponse ? this.conn.writeChunk(chunk) : this.conn.write(chunk);
   }
 
   /** Send what writeHead/write held back (the end of one upstream read). */
@@ -473,13 +472,7 @@ export class ClientConnection {
   }
 
   writeChunk(chunk: Buffer): boolean {
-    const socket = this.socket;
-    if (!this.corked) socket.cork();
-    socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-    socket.write(chunk);
-    const ok = socket.write('\r\n', 'latin1');
-    if (!this.corked) socket.uncork();
-    return ok;
+    return writeChunk(this.socket, chunk);
   }
 
   writeRaw(s: string): void {

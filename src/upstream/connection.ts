@@ -16,7 +16,7 @@ import {
   UpstreamProtocolError, UpstreamResetError, toSwitchyardError,
 } from '../errors';
 import {
-  HTTPParser, setReading, streamHandle, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
+  HTTPParser, setReading, streamHandle, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
 } from './http-parser';
 
 export interface UpstreamTarget {
@@ -74,7 +74,6 @@ export type BodyFraming = 'length' | 'chunked';
 const enum State { Busy, Idle, Closed }
 
 const MAX_RESPONSE_HEADER_SIZE = 64 * 1024;
-const CRLF = '\r\n';
 const LAST_CHUNK = '0\r\n\r\n';
 
 export class UpstreamConnection implements BodyTarget {
@@ -233,17 +232,8 @@ export class UpstreamConnection implements BodyTarget {
     if (this.body === null) return;
     this.bodyStarted = true;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
-    let ok: boolean;
-    if (this.chunked) {
-      if (chunk.length === 0) return;
-      this.socket.cork();
-      this.socket.write(chunk.length.toString(16) + CRLF);
-      this.socket.write(chunk);
-      ok = this.socket.write(CRLF);
-      this.socket.uncork();
-    } else {
-      ok = this.socket.write(chunk);
-    }
+    if (this.chunked && chunk.length === 0) return;
+    const ok = this.chunked ? writeChunk(this.socket, chunk) : this.socket.write(chunk);
     if (!ok) this.body?.pause();
   }
 
@@ -312,7 +302,6 @@ export class UpstreamConnection implements BodyTarget {
       this.fail(new UpstreamProtocolError(`invalid response from upstream: ${(ret as ParseError).reason ?? ret.message}`));
       return;
     }
-    if (this.state !== State.Busy) return;
     // A complete response followed by stray bytes (parseable or not) is still complete;
     // completeResponse() then drops the connection instead of pooling it.
     if (typeof ret !== 'number') this.poisoned = true;

@@ -90,3 +90,16 @@ export function setReading(socket: Socket, consumed: boolean, on: boolean): void
   if (on) handle.readStart();
   else handle.readStop();
 }
+
+/**
+ * One chunk of a chunked body (RFC 9112 §7.1): size line, data, CRLF, in one write. cork() nests,
+ * so this is safe inside a caller's own cork. Returns write()'s backpressure signal.
+ */
+export function writeChunk(socket: Socket, chunk: Buffer): boolean {
+  socket.cork();
+  socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
+  socket.write(chunk);
+  const ok = socket.write('\r\n', 'latin1');
+  socket.uncork();
+  return ok;
+}
