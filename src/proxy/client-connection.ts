@@ -303,12 +303,11 @@ export class ClientRequest implements RequestBody {
       return;
     }
     if (close) this.closeAfter = true;
-    this.writeHead(status, reason,
-      `Date: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n`
-      + `Cache-Control: no-store\r\n${extraHeaders}`, true);
+    const length = Buffer.byteLength(body);
+    this.writeHead(status, reason, `${plainTextHeaders(length)}${extraHeaders}`, true);
     if (this.method !== 'HEAD') {
       this.conn.writeRaw(body);
-      this.bytesOut += Buffer.byteLength(body);
+      this.bytesOut += length;
     }
     this.end();
   }
@@ -631,8 +630,7 @@ export class ClientConnection {
       const { status, reason } = this.pendingError;
       this.pendingError = null;
       const body = `${status} ${reason}\n`;
-      this.socket.write(`HTTP/1.1 ${status} ${reason}\r\nDate: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\n`
-        + `Content-Length: ${body.length}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`, 'latin1');
+      this.socket.write(`HTTP/1.1 ${status} ${reason}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`, 'latin1');
     }
     if (this.noMore) this.endConnection();
   }
@@ -766,6 +764,11 @@ function releaseParser(parser: HTTPParserInstance): void {
   pooled[kConnection] = null;
   if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(pooled);
   else parser.close();
+}
+
+/** The header lines of every answer the proxy gives itself: a short, uncacheable text body. */
+function plainTextHeaders(length: number): string {
+  return `Date: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${length}\r\nCache-Control: no-store\r\n`;
 }
 
 export function findHeader(raw: readonly string[], lower: string): string | null {
