@@ -32,9 +32,9 @@ export interface HandlerOptions {
   readonly accessLog?: AccessLog | null;
   readonly metrics?: RequestMetrics | null;
   /** server.maxBodySize; 0 for no limit. */
-  readonly maxBodySize?: number;
-  /** For Upgrade tunnels. */
-  readonly tunnel?: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
+  readonly maxBodySize: number;
+  /** For Upgrade tunnels: timeouts.connect, .responseHeader and .idle. */
+  readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
 }
 
 /** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
@@ -42,11 +42,11 @@ const MAX_REPLAYS = 1;
 
 export class ProxyHandler {
   readonly pools: readonly UpstreamPool[];
-  readonly preserveHost: boolean;
-  readonly trusted: TrustedProxies;
-  readonly proto: 'http' | 'https';
+  private readonly preserveHost: boolean;
+  private readonly trusted: TrustedProxies;
+  private readonly proto: 'http' | 'https';
   readonly logger: Logger;
-  readonly extra: string | undefined;
+  private readonly extra: string | undefined;
   readonly accessLog: AccessLog | null;
   readonly metrics: RequestMetrics | null;
   readonly maxBodySize: number;
@@ -62,8 +62,8 @@ export class ProxyHandler {
     this.extra = options.extraRequestHeaders;
     this.accessLog = options.accessLog ?? null;
     this.metrics = options.metrics ?? null;
-    this.maxBodySize = options.maxBodySize ?? 0;
-    this.tunnel = options.tunnel ?? { connectTimeout: 5000, responseHeaderTimeout: 60_000, idleTimeout: 60_000 };
+    this.maxBodySize = options.maxBodySize;
+    this.tunnel = options.tunnel;
   }
 
   readonly handle = (req: ClientRequest): void => {
@@ -74,8 +74,7 @@ export class ProxyHandler {
     if (typeof path !== 'string') {
       const startedAt = performance.now();
       respondError(req, path, problem !== null);
-      this.metrics?.record(req.status, undefined, performance.now() - startedAt, undefined);
-      if (this.accessLog !== null) logAccess(this.accessLog, req, requestIdFor(req), startedAt, undefined, undefined, path.code);
+      this.account(req, requestIdFor(req), startedAt, undefined, undefined, path.code);
       return;
     }
     // pick upstream
@@ -91,16 +90,9 @@ export class ProxyHandler {
   private upgrade(req: ClientRequest, pool: UpstreamPool, path: string): void {
     const startedAt = performance.now();
     const reqId = requestIdFor(req);
-    const clientAddress = req.remoteAddress;
     openTunnel(req, {
       target: pool.target,
-      head: buildRequestHead({
-        requestId: reqId, method: req.method, path, rawHeaders: req.rawHeaders,
-        host: this.preserveHost ? (req.facts.host ?? pool.target.authority) : pool.target.authority,
-        clientAddress, clientTrusted: this.trusted.has(clientAddress), proto: this.proto, bodyLength: null,
-        upgrade: req.facts.upgrade!,
-        ...(this.extra !== undefined ? { extra: this.extra } : {}),
-      }),
+      head: this.requestHead(req, pool, path, reqId, null, req.facts.upgrade!),
       ...this.tunnel,
       logger: this.logger,
       onError: (err) => respondError(req, err, true),
@@ -109,10 +101,35 @@ export class ProxyHandler {
           this.logger[err.status >= 500 ? 'warn' : 'debug']({ code: err.code, upstream: pool.target.origin, url: req.url }, 'upgrade failed');
         }
         req.status = status;
-        this.metrics?.record(status, pool.target.origin, performance.now() - startedAt, undefined);
-        if (this.accessLog !== null) logAccess(this.accessLog, req, reqId, startedAt, undefined, pool.target.origin, err?.code);
+        this.account(req, reqId, startedAt, undefined, pool.target.origin, err?.code);
       },
     });
+  }
+
+  /** prepare headers: the upstream request head, the same for exchanges and tunnels. */
+  requestHead(
+    req: ClientRequest, pool: UpstreamPool, path: string, requestId: string,
+    bodyLength: number | 'chunked' | null, upgrade?: string,
+  ): string {
+    const clientAddress = req.remoteAddress;
+    return buildRequestHead({
+      requestId, method: req.method, path, rawHeaders: req.rawHeaders,
+      host: this.preserveHost ? (req.facts.host ?? pool.target.authority) : pool.target.authority,
+      clientAddress, clientTrusted: this.trusted.has(clientAddress), proto: this.proto, bodyLength,
+      ...(this.extra !== undefined ? { extra: this.extra } : {}),
+      ...(upgrade !== undefined ? { upgrade } : {}),
+    });
+  }
+
+  /** A request is over, however it ended: count it and log it. */
+  account(
+    req: ClientRequest, reqId: string, startedAt: number, upstreamMs: number | undefined,
+    upstream: string | undefined, error: string | undefined,
+  ): void {
+    this.metrics?.record(req.aborted ? 499 : req.status, upstream, performance.now() - startedAt, upstreamMs);
+    if (this.accessLog !== null) {
+      logAccess(this.accessLog, req, reqId, startedAt, upstreamMs === undefined ? undefined : micros(upstreamMs), upstream, error);
+    }
   }
 
   /** Round robin across the configured upstreams. */
@@ -148,20 +165,8 @@ class ProxyExchange implements ResponseSink {
     const hasBody = length === 'chunked' || (length !== null && length > 0);
     this.body = hasBody ? req : null;
     this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
-    const clientAddress = req.remoteAddress;
     this.reqId = requestIdFor(req);
-    this.head = buildRequestHead({
-      requestId: this.reqId,
-      method: req.method,
-      path,
-      rawHeaders: req.rawHeaders,
-      host: handler.preserveHost ? (req.facts.host ?? pool.target.authority) : pool.target.authority,
-      clientAddress,
-      clientTrusted: handler.trusted.has(clientAddress),
-      proto: handler.proto,
-      bodyLength: length,
-      ...(handler.extra !== undefined ? { extra: handler.extra } : {}),
-    });
+    this.head = handler.requestHead(req, pool, path, this.reqId, length);
     req.onAbort = this.onClientAbort;
     req.onDrain = this.onClientDrain;
   }
@@ -247,14 +252,9 @@ class ProxyExchange implements ResponseSink {
     this.finished(err.code);
   }
 
-  /** The request is over, however it ended: count it and log it. */
   private finished(error: string | undefined): void {
-    const { accessLog, metrics } = this.handler;
-    const upstreamMs = this.headAt === 0 ? undefined : this.headAt - this.startedAt;
-    metrics?.record(this.req.aborted ? 499 : this.req.status, this.pool.target.origin, performance.now() - this.startedAt, upstreamMs);
-    if (accessLog === null) return;
-    logAccess(accessLog, this.req, this.reqId, this.startedAt,
-      upstreamMs === undefined ? undefined : micros(upstreamMs), this.pool.target.origin, error);
+    this.handler.account(this.req, this.reqId, this.startedAt,
+      this.headAt === 0 ? undefined : this.headAt - this.startedAt, this.pool.target.origin, error);
   }
 
   private log(err: SwitchyardError): void {
