@@ -67,6 +67,13 @@ export class UpstreamIdleTimeoutError extends SwitchyardError {
   }
 }
 
+/** An Upgrade tunnel carried no byte either way for timeouts.idle. */
+export class TunnelIdleError extends SwitchyardError {
+  constructor(ms: number) {
+    super('SWY_ERR_TUNNEL_IDLE', 504, `tunnel idle for ${ms} ms`);
+  }
+}
+
 /** Every pooled connection was busy and the request waited in the queue too long. */
 export class PoolQueueTimeoutError extends SwitchyardError {
   constructor(ms: number) {

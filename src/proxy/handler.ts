@@ -94,7 +94,6 @@ export class ProxyHandler {
       target: pool.target,
       head: this.requestHead(req, pool, path, reqId, null, req.facts.upgrade!),
       ...this.tunnel,
-      logger: this.logger,
       onError: (err) => respondError(req, err, true),
       onDone: (status, err) => {
         if (err !== undefined) {

@@ -11,11 +11,13 @@
 import { createHash } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type { Logger } from 'pino';
-import { SwitchyardError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamProtocolError, toSwitchyardError } from '../errors';
+import {
+  SwitchyardError, TunnelIdleError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamProtocolError,
+  toSwitchyardError,
+} from '../errors';
 import { HTTPParser, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
 import type { UpstreamTarget } from '../upstream/connection';
-import type { ClientRequest } from './client-connection';
+import { findHeader, type ClientRequest } from './client-connection';
 import { buildResponseHead } from './headers';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
@@ -27,7 +29,6 @@ export interface TunnelOptions {
   readonly connectTimeout: number;
   readonly responseHeaderTimeout: number;
   readonly idleTimeout: number;
-  readonly logger: Logger;
   /** Called once with the outcome: undefined when a tunnel or relayed response ended normally. */
   readonly onDone: (status: number, error: SwitchyardError | undefined) => void;
   /** Answers the client with an error before anything was sent to it. */
@@ -67,19 +68,25 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     o.onDone(err.status, err);
   };
 
-  upstream.setTimeout(o.connectTimeout, () => {
-    failBeforeAnswer(answered ? new SwitchyardError('SWY_ERR_TUNNEL_IDLE', 504, 'tunnel idle')
-      : new UpstreamConnectTimeoutError(o.connectTimeout));
-  });
+  // One 'timeout' handler for every phase: socket.setTimeout(ms, callback) would add a listener
+  // per phase, and the connect phase's would still fire when the tunnel idles.
+  let phase: 'connect' | 'head' | 'tunnel' = 'connect';
+  const onTimeout = (): void => {
+    if (phase === 'connect') failBeforeAnswer(new UpstreamConnectTimeoutError(o.connectTimeout));
+    else if (phase === 'head') failBeforeAnswer(new UpstreamHeadersTimeoutError(o.responseHeaderTimeout));
+    else finish(101, new TunnelIdleError(o.idleTimeout));
+  };
+  upstream.setTimeout(o.connectTimeout);
+  upstream.on('timeout', onTimeout);
   upstream.on('error', (err) => failBeforeAnswer(toSwitchyardError(err)));
   upstream.on('close', () => {
     if (!answered) failBeforeAnswer(new UpstreamProtocolError('upstream closed the connection before answering the upgrade'));
     else finish(101);
   });
   upstream.once(o.target.tls === null ? 'connect' : 'secureConnect', () => {
-    upstream.setTimeout(o.responseHeaderTimeout, () => {
-      if (!answered) failBeforeAnswer(new UpstreamHeadersTimeoutError(o.responseHeaderTimeout));
-    });
+    if (phase !== 'connect') return;
+    phase = 'head';
+    upstream.setTimeout(o.responseHeaderTimeout);
   });
 
   const parser = new HTTPParser();
@@ -90,8 +97,8 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     status = code;
     const raw = headers ?? [];
     if (code === 101) {
-      const accept = header(raw, 'sec-websocket-accept');
-      if (header(raw, 'upgrade') === null || (wsKey !== null && accept !== websocketAccept(wsKey))) {
+      const accept = findHeader(raw, 'sec-websocket-accept');
+      if (findHeader(raw, 'upgrade') === null || (wsKey !== null && accept !== websocketAccept(wsKey))) {
         failBeforeAnswer(new UpstreamProtocolError('upstream answered the upgrade without a valid Sec-WebSocket-Accept'));
         return 1;
       }
@@ -152,8 +159,10 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     socket.pipe(upstream);
     upstream.pipe(socket);
     socket.resume();
-    upstream.setTimeout(o.idleTimeout, () => finish(101, new SwitchyardError('SWY_ERR_TUNNEL_IDLE', 504, 'tunnel idle')));
-    socket.setTimeout(o.idleTimeout, () => finish(101, new SwitchyardError('SWY_ERR_TUNNEL_IDLE', 504, 'tunnel idle')));
+    phase = 'tunnel';
+    upstream.setTimeout(o.idleTimeout);
+    socket.setTimeout(o.idleTimeout);
+    socket.on('timeout', onTimeout);
     socket.on('error', () => finish(101));
     socket.on('close', () => finish(101));
     // Either side ending ends the tunnel: its FIN is passed on, and once that is flushed both
@@ -162,11 +171,4 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     socket.on('end', () => upstream.end(() => finish(101)));
     upstream.on('end', () => socket.end(() => finish(101)));
   }
-}
-
-function header(raw: readonly string[], lower: string): string | null {
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() === lower) return raw[i + 1]!;
-  }
-  return null;
 }
