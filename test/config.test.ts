@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadConfig } from '../src/config/load';
@@ -151,6 +151,21 @@ describe('configuration', () => {
       const documented = [...section.matchAll(/^\| `([a-zA-Z.[\]]+)` \|/gm)].map((m) => m[1]!);
       assert.ok(documented.length > 0);
       for (const key of documented) assert.ok(keys.includes(key), `README documents \`${key}\`, which the schema lacks`);
+    });
+
+    it('the README documents every SWY_ERR_* code the source can produce', () => {
+      const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+      const codes = new Set<string>();
+      const walk = (dir: string): void => {
+        for (const entry of readdirSync(dir, { withFileTypes: true })) {
+          const path = join(dir, entry.name);
+          if (entry.isDirectory()) walk(path);
+          else if (entry.name.endsWith('.ts')) for (const m of readFileSync(path, 'utf8').matchAll(/SWY_ERR_[A-Z_]+/g)) codes.add(m[0]);
+        }
+      };
+      walk(join(ROOT, 'src'));
+      assert.ok(codes.size > 10);
+      for (const code of codes) assert.ok(readme.includes(`\`${code}\``), `README lacks ${code}`);
     });
 
     it('the README documents every CLI flag', () => {
