@@ -121,8 +121,7 @@ export class UpstreamPool implements ConnectionOwner {
       cb,
       timer: null,
       cancel: () => {
-        if (entry.timer !== null) clearTimeout(entry.timer);
-        entry.cb = null;
+        settle(entry);
         const i = this.queue.indexOf(entry);
         if (i !== -1) this.queue.splice(i, 1);
       },
@@ -144,11 +143,8 @@ export class UpstreamPool implements ConnectionOwner {
     }
     const next = this.queue.shift();
     if (next !== undefined) {
-      const cb = next.cb!;
-      clearTimeout(next.timer!);
-      next.cb = null;
       conn.reuse();
-      cb(null, conn);
+      settle(next)!(null, conn);
       return;
     }
     conn.park();
@@ -162,11 +158,7 @@ export class UpstreamPool implements ConnectionOwner {
     const i = this.idleConns.indexOf(conn);
     if (i !== -1) this.idleConns.splice(i, 1);
     if (!this.closed && this.queue.length > 0 && this.open < this.options.maxConnections) {
-      const next = this.queue.shift()!;
-      const cb = next.cb!;
-      clearTimeout(next.timer!);
-      next.cb = null;
-      cb(null, this.connect());
+      settle(this.queue.shift()!)!(null, this.connect());
     }
   }
 
@@ -175,12 +167,7 @@ export class UpstreamPool implements ConnectionOwner {
     if (this.closed) return;
     this.closed = true;
     for (const conn of this.idleConns.splice(0)) conn.close();
-    for (const entry of this.queue.splice(0)) {
-      const cb = entry.cb;
-      if (entry.timer !== null) clearTimeout(entry.timer);
-      entry.cb = null;
-      cb?.(new PoolClosedError(), null);
-    }
+    for (const entry of this.queue.splice(0)) settle(entry)?.(new PoolClosedError(), null);
   }
 
   private connect(): UpstreamConnection {
@@ -196,4 +183,12 @@ export class UpstreamPool implements ConnectionOwner {
     }
     return conn;
   }
+}
+
+/** A queued acquire is answered at most once: its timer is stopped and its callback handed back. */
+function settle(entry: QueueEntry): AcquireCallback | null {
+  const cb = entry.cb;
+  if (entry.timer !== null) clearTimeout(entry.timer);
+  entry.cb = null;
+  return cb;
 }
