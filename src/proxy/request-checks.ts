@@ -4,6 +4,7 @@
  * whatever framing follows cannot be trusted. See the README's hardening table.
  */
 import { SwitchyardError } from '../errors';
+import { isPlainChunked } from '../upstream/http-parser';
 import type { ClientRequest } from './client-connection';
 
 export class BadRequestError extends SwitchyardError {
@@ -32,9 +33,7 @@ export function checkRequest(req: ClientRequest, maxBodySize: number): Switchyar
   if (teFields > 0) {
     // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
     if (req.httpMinor === 0) return new BadRequestError('Transfer-Encoding in an HTTP/1.0 request');
-    // Only the one coding we re-frame ourselves. A list would change the body's meaning
-    // (gzip, chunked) and anything else is framing the upstream might read differently.
-    if (teFields > 1 || te!.trim().toLowerCase() !== 'chunked') {
+    if (!isPlainChunked(teFields, te)) {
       return new BadRequestError(`Transfer-Encoding ${JSON.stringify(te)} is not supported; only "chunked"`);
     }
   }

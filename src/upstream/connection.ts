@@ -16,7 +16,7 @@ import {
   UpstreamProtocolError, UpstreamResetError, toSwitchyardError,
 } from '../errors';
 import {
-  HTTPParser, setReading, streamHandle, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
+  HTTPParser, isPlainChunked, setReading, streamHandle, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
 } from './http-parser';
 
 export interface UpstreamTarget {
@@ -389,14 +389,14 @@ function closeParser(parser: HTTPParserInstance): void {
  */
 function responseFramingProblem(raw: readonly string[]): string | null {
   let te: string | null = null;
+  let fields = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
-    if (n.length !== 17 || n.toLowerCase() !== 'transfer-encoding') continue;
-    if (te !== null) return 'upstream sent Transfer-Encoding twice';
-    te = raw[i + 1]!;
+    if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') {
+      fields++;
+      te = raw[i + 1]!;
+    }
   }
-  if (te !== null && te.trim().toLowerCase() !== 'chunked') {
-    return `upstream sent Transfer-Encoding ${JSON.stringify(te)}; only "chunked" is accepted`;
-  }
-  return null;
+  if (fields === 0 || isPlainChunked(fields, te)) return null;
+  return `upstream sent Transfer-Encoding ${JSON.stringify(te)}${fields > 1 ? ' more than once' : ''}; only one "chunked" is accepted`;
 }

@@ -103,3 +103,12 @@ export function writeChunk(socket: Socket, chunk: Buffer): boolean {
   socket.uncork();
   return ok;
 }
+
+/**
+ * The only Transfer-Encoding switchyard accepts, from clients and upstreams alike: one field,
+ * exactly `chunked` (coding names are case-insensitive). Lists would change what the body means
+ * (`gzip, chunked`) and anything else is framing a peer might read differently.
+ */
+export function isPlainChunked(fields: number, value: string | null): boolean {
+  return fields === 1 && value !== null && value.trim().toLowerCase() === 'chunked';
+}
