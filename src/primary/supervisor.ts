@@ -84,7 +84,6 @@ class Supervisor {
   private reloading: Promise<void> | null = null;
   private everReady = false;
   private exitCode = 0;
-  private killTimer: NodeJS.Timeout | null = null;
   private resolveReady!: () => void;
   private rejectReady!: (err: Error) => void;
   private resolveStopped!: () => void;
@@ -268,11 +267,12 @@ class Supervisor {
     this.notifier.ready(this.statusLine);
   }
 
+  /** Ask a worker to drain (reload or stop); kill it if it outlives timeouts.drain plus the grace. */
   private retire(worker: Worker): void {
     if (worker.isConnected()) worker.send({ type: 'swy:drain' } satisfies PrimaryMessage);
     const kill = setTimeout(() => {
       if (worker.isDead()) return;
-      this.logger.warn({ workerPid: worker.process.pid }, 'retired worker did not exit in time; killing it');
+      this.logger.warn({ workerPid: worker.process.pid }, 'worker did not exit in time; killing it');
       worker.process.kill('SIGKILL');
     }, this.config.timeouts.drain + EXIT_GRACE_MS);
     kill.unref();
@@ -305,15 +305,7 @@ class Supervisor {
       if (slot.timer !== null) clearTimeout(slot.timer);
       slot.timer = null;
     }
-    for (const w of this.liveWorkers()) {
-      if (w.isConnected()) w.send({ type: 'swy:drain' } satisfies PrimaryMessage);
-    }
-    this.killTimer = setTimeout(() => {
-      for (const w of this.liveWorkers()) {
-        this.logger.warn({ workerPid: w.process.pid }, 'worker did not exit in time; killing it');
-        w.process.kill('SIGKILL');
-      }
-    }, this.config.timeouts.drain + EXIT_GRACE_MS);
+    for (const w of this.liveWorkers()) this.retire(w);
     this.checkAllExited();
   }
 
@@ -321,7 +313,6 @@ class Supervisor {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
-    if (this.killTimer !== null) clearTimeout(this.killTimer);
     this.onStopped();
     this.notifier.close();
     this.logger.info({ exitCode: this.exitCode }, 'switchyard stopped');
