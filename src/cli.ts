@@ -84,8 +84,10 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (parsed.command === 'check') {
-    const upstreams = config.upstreams?.map((u) => u.url).join(', ') ?? 'built-in demo origin';
-    process.stdout.write(`configuration OK: listen ${config.listen}, ${config.workerCount} worker(s), upstreams: ${upstreams}\n`);
+    const pools = Object.entries(config.pools).map(([name, p]) =>
+      `${name} (${p.dns !== undefined ? `DNS ${p.dns.type} ${p.dns.name}` : p.members!.map((m) => m.url).join(', ')})`);
+    const upstreams = pools.length === 0 ? 'built-in demo origin' : pools.join('; ');
+    process.stdout.write(`configuration OK: listen ${config.listen}, ${config.workerCount} worker(s), ${config.routes.length} route(s), pools: ${upstreams}\n`);
     return 0;
   }
   const logger = createLogger('primary', config.log.level);

@@ -5,6 +5,8 @@
 export class SwitchyardError extends Error {
   readonly code: string;
   readonly status: number;
+  /** For 503s: seconds the client is told to wait (Retry-After). */
+  retryAfter: number | null = null;
 
   constructor(code: string, status: number, message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -78,6 +80,22 @@ export class TunnelIdleError extends SwitchyardError {
 export class PoolQueueTimeoutError extends SwitchyardError {
   constructor(ms: number) {
     super('SWY_ERR_POOL_QUEUE_TIMEOUT', 503, `no upstream connection became free within ${ms} ms`);
+    this.retryAfter = 1;
+  }
+}
+
+/** No route matched the request's host, path, method and headers. */
+export class NoRouteError extends SwitchyardError {
+  constructor(host: string | null, path: string) {
+    super('SWY_ERR_NO_ROUTE', 404, `no route matches host ${JSON.stringify((host ?? '').slice(0, 255))} and path ${JSON.stringify(path.slice(0, 255))}`);
+  }
+}
+
+/** Every member of the route's pool is down (health checks or ejection), or it has none. */
+export class NoHealthyUpstreamError extends SwitchyardError {
+  constructor(pool: string, retryAfter: number) {
+    super('SWY_ERR_NO_HEALTHY_UPSTREAM', 503, `no healthy upstream in pool ${JSON.stringify(pool)}`);
+    this.retryAfter = retryAfter;
   }
 }
 

@@ -1,17 +1,23 @@
 /**
  * The messages between the primary and its workers. The primary sends a worker its frozen config
- * once and later asks it to drain; a worker reports when it listens. Nothing else crosses.
+ * once, pool membership and health whenever they change, and later asks it to drain; a worker
+ * reports when it listens, and the upstream failures it sees. Nothing else crosses.
  */
 import type { ResolvedConfig } from './config/load';
+import type { MembershipSnapshot } from './upstream/membership';
 
 export type PrimaryMessage =
-  | { type: 'swy:start'; config: ResolvedConfig; demo: boolean }
+  | { type: 'swy:start'; config: ResolvedConfig; demo: boolean; members: MembershipSnapshot }
+  /** Pool members or their health changed (DNS, active or passive checks). */
+  | { type: 'swy:members'; members: MembershipSnapshot }
   | { type: 'swy:drain' }
   | { type: 'swy:reopen-logs' };
 
 export type WorkerMessage =
   | { type: 'swy:listening'; host: string; port: number }
-  | { type: 'swy:fatal'; message: string };
+  | { type: 'swy:fatal'; message: string }
+  /** A request to this member failed in a way the passive health check counts. */
+  | { type: 'swy:upstream-failure'; pool: string; url: string };
 
 function isSwitchyardMessage(m: unknown): boolean {
   if (typeof m !== 'object' || m === null) return false;

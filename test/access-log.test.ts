@@ -3,18 +3,14 @@ import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from
 import * as http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deepFreeze, validate, type ResolvedConfig } from '../src/config/load';
-import { parseHostPort } from '../src/config/schema';
 import { AccessLog } from '../src/ops/access-log';
 import { ProxyServer } from '../src/proxy/server';
-import { delay, httpUpstream, onCleanup, rawUpstream, request, silentLogger, startCli, waitFor } from './support/helpers';
+import { delay, httpUpstream, resolveConfig, onCleanup, rawUpstream, request, silentLogger, startCli, waitFor } from './support/helpers';
 
 async function proxyWithLog(config: Record<string, unknown>, format: 'json' | 'common' | 'combined') {
   const file = join(mkdtempSync(join(tmpdir(), 'swy-access-')), 'access.log');
   const accessLog = new AccessLog({ format, file, worker: 7 });
-  const parsed = validate({ listen: '127.0.0.1:0', ...config });
-  const resolved: ResolvedConfig = deepFreeze({ ...parsed, listenAddress: parseHostPort(parsed.listen)!, workerCount: 1 });
-  const server = new ProxyServer(resolved, silentLogger, { accessLog });
+  const server = new ProxyServer(resolveConfig(config), silentLogger, { accessLog });
   const { port } = await server.listen('127.0.0.1', 0);
   onCleanup(() => server.drain(10));
   const lines = (): string[] => {

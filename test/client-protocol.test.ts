@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { completeResponse, delay, httpUpstream, rawExchange, rawUpstream, startProxy, waitFor } from './support/helpers';
+import { completeResponse, delay, httpUpstream, memberPool, rawExchange, rawUpstream, startProxy, waitFor } from './support/helpers';
 
 /** Split a byte string holding several responses with Content-Length bodies. */
 function responses(received: string): Array<{ head: string; body: string }> {
@@ -196,6 +196,6 @@ describe('client side of the protocol', () => {
     await waitFor(() => up.connections.length === 1);
     sock.end();
     await waitFor(() => up.connections[0]!.destroyed);
-    assert.equal(proxy.server.pools[0]!.stats().open, 0);
+    assert.equal(memberPool(proxy).stats().open, 0);
   });
 });

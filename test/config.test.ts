@@ -96,7 +96,7 @@ describe('configuration', () => {
     it('check: exits 0 and summarises a valid config', () => {
       const r = cli('check', '--upstream', 'http://127.0.0.1:3000', '--workers', '2');
       assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stdout, /configuration OK: listen 127\.0\.0\.1:8000, 2 worker\(s\), upstreams: http:\/\/127\.0\.0\.1:3000/);
+      assert.match(r.stdout, /configuration OK: listen 127\.0\.0\.1:8000, 2 worker\(s\), 1 route\(s\), pools: default \(http:\/\/127\.0\.0\.1:3000\)/);
     });
 
     it('check: exits 2 naming the bad key, before anything listens', () => {

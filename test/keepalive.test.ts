@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
-import { delay, httpUpstream, rawUpstream, request, startProxy, waitFor } from './support/helpers';
+import { delay, httpUpstream, memberPool, rawUpstream, request, startProxy, waitFor } from './support/helpers';
 
 describe('keep-alive pooling to the upstream', () => {
   it('serves many sequential requests over one upstream connection', async () => {
@@ -75,6 +75,6 @@ describe('keep-alive pooling to the upstream', () => {
     await request(proxy.url);
     const conn = up.connections[0]!;
     await waitFor(() => conn.destroyed || conn.readableEnded);
-    assert.equal(proxy.server.pools[0]!.stats().open, 0);
+    assert.equal(memberPool(proxy).stats().open, 0);
   });
 });

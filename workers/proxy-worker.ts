@@ -31,7 +31,7 @@ process.on('message', (message: unknown) => {
   if (!isPrimaryMessage(message)) return;
   switch (message.type) {
     case 'swy:start': {
-      const { config, demo } = message;
+      const { config, demo, members } = message;
       const id = cluster.worker?.id ?? 0;
       logger = createLogger('worker', config.log.level, { worker: id });
       drainMs = config.timeouts.drain;
@@ -42,6 +42,10 @@ process.on('message', (message: unknown) => {
         server = new ProxyServer(config, logger, {
           accessLog,
           metrics: true,
+          membership: {
+            snapshot: members,
+            reportFailure: (pool, url) => send({ type: 'swy:upstream-failure', pool, url }),
+          },
           ...(demo ? { extraRequestHeaders: `X-Switchyard-Worker: ${id} (pid ${process.pid})\r\n` } : {}),
         });
       } catch (err) {
@@ -57,6 +61,9 @@ process.on('message', (message: unknown) => {
       );
       break;
     }
+    case 'swy:members':
+      server?.applyMembership(message.members);
+      break;
     case 'swy:drain':
       void drainAndExit('primary asked');
       break;

@@ -9,7 +9,7 @@ import { isAbsolute, resolve, dirname } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors';
-import { ConfigSchema, parseHostPort, type Config } from './schema';
+import { ConfigSchema, PoolSchema, parseHostPort, type Config, type MemberConfig, type PoolConfig, type RouteConfig } from './schema';
 
 export interface ConfigOverrides {
   listen?: string | undefined;
@@ -18,7 +18,11 @@ export interface ConfigOverrides {
   workers?: string | undefined;
 }
 
-export type ResolvedConfig = Readonly<Config & {
+export type ResolvedConfig = Readonly<Omit<Config, 'pools' | 'routes'> & {
+  /** Every pool by name; `upstreams` is the pool "default". Empty only before the demo origin fills it. */
+  pools: Readonly<Record<string, PoolConfig>>;
+  /** In order; each names a pool that exists. */
+  routes: readonly RouteConfig[];
   /** `listen` split into parts. */
   listenAddress: { readonly host: string; readonly port: number };
   /** `workers` with "auto" replaced by the CPU count. */
@@ -35,7 +39,15 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
     raw.admin = { ...(raw.admin as Record<string, unknown> | undefined), listen };
   }
   if (overrides.upstreams !== undefined && overrides.upstreams.length > 0) {
-    raw.upstreams = overrides.upstreams.map((url) => ({ url }));
+    // --upstream gives the members of the pool "default", wherever the file declares it.
+    const members = overrides.upstreams.map((url) => ({ url }));
+    const pools = raw.pools as Record<string, Record<string, unknown>> | undefined;
+    const declared = pools?.default;
+    if (declared !== undefined && typeof declared === 'object' && raw.upstreams === undefined) {
+      raw.pools = { ...pools, default: { ...declared, members, dns: undefined } };
+    } else {
+      raw.upstreams = members;
+    }
   }
   if (overrides.workers !== undefined) {
     raw.workers = /^\d+$/.test(overrides.workers) ? Number(overrides.workers) : overrides.workers;
@@ -47,7 +59,46 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
   resolveFiles(config, base, source);
   const { host, port } = parseHostPort(config.listen)!;
   const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers;
-  return deepFreeze({ ...config, listenAddress: { host, port }, workerCount });
+  return deepFreeze({ ...config, ...routing(config, source), listenAddress: { host, port }, workerCount });
+}
+
+/**
+ * `upstreams` becomes the pool "default"; without `routes`, the only pool takes every request.
+ * Cross-references (a route's pool) are checked here, where the schema cannot see both ends.
+ */
+export function routing(config: Config, source = 'config'): { pools: Record<string, PoolConfig>; routes: RouteConfig[] } {
+  const fail = (line: string): never => {
+    throw new ConfigError(`invalid configuration (${source}):\n  ${line}`);
+  };
+  const pools: Record<string, PoolConfig> = { ...config.pools };
+  if (config.upstreams !== undefined) {
+    if (pools.default !== undefined) fail('upstreams: got a list while pools.default exists too; expected one of the two (upstreams is shorthand for pools.default)');
+    pools.default = PoolSchema.parse({ members: config.upstreams });
+  }
+  const names = Object.keys(pools);
+  let routes = config.routes;
+  if (routes === undefined) {
+    if (names.length > 1) fail(`routes: got nothing; expected a list of routes, since there are ${names.length} pools (${names.join(', ')})`);
+    routes = names.length === 1 ? [{ match: {}, pool: names[0]!, rewriteLocation: false }] : [];
+  }
+  routes.forEach((r, i) => {
+    if (pools[r.pool] === undefined) {
+      fail(`routes[${i}].pool: got ${JSON.stringify(r.pool)}; expected the name of a pool: ${names.length === 0 ? '(none configured)' : names.join(', ')}`);
+    }
+  });
+  if (routes.length > 0 && names.length === 0) fail('pools: got nothing; expected at least one pool for the routes');
+  return { pools, routes };
+}
+
+/** The config with the demo origin as the pool "default" (no upstream was configured). */
+export function withDemoPool(config: ResolvedConfig, url: string): ResolvedConfig {
+  const members: MemberConfig[] = [{ url, insecure: false, weight: 1 }];
+  return deepFreeze({
+    ...config,
+    upstreams: members,
+    pools: { default: PoolSchema.parse({ members }) },
+    routes: [{ match: {}, pool: 'default', rewriteLocation: false }],
+  });
 }
 
 /** Validate an already-parsed object (used for the file, and by tests for in-process proxies). */
@@ -132,6 +183,12 @@ function resolveFiles(config: Config, base: string, source: string): void {
   config.upstreams?.forEach((u, i) => {
     if (u.ca !== undefined) u.ca = check(`upstreams[${i}].ca`, u.ca);
   });
+  for (const [name, pool] of Object.entries(config.pools ?? {})) {
+    pool.members?.forEach((u, i) => {
+      if (u.ca !== undefined) u.ca = check(`pools.${name}.members[${i}].ca`, u.ca);
+    });
+    if (pool.dns?.ca !== undefined) pool.dns.ca = check(`pools.${name}.dns.ca`, pool.dns.ca);
+  }
 }
 
 function deepFreeze<T>(value: T): T {

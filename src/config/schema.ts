@@ -66,6 +66,119 @@ export const UpstreamSchema = z.strictObject({
     .describe('https:// only: the TLS SNI name and the name checked in the certificate. Default: the URL\'s host.'),
 });
 
+/** Members and pools default to the top-level `pool` settings; these override them per pool. */
+export const MemberSchema = UpstreamSchema.extend({
+  weight: z.number().int().min(1).max(1000).default(1)
+    .describe('Share of traffic under weighted-round-robin, and weight under hash. Default 1.'),
+  maxConnections: z.number().int().min(1).max(65_536).optional()
+    .describe('Connections to this member per worker. Default: the pool\'s maxConnections.'),
+});
+
+const HASH_KEY = /^(?:ip|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$/;
+
+export const POLICIES = ['round-robin', 'weighted-round-robin', 'least-connections', 'random-two', 'hash'] as const;
+
+export const HealthCheckSchema = z.strictObject({
+  path: z.string().startsWith('/').default('/')
+    .describe('Path requested (GET) on each member. Default "/".'),
+  interval: ms('Time between checks of one member').default(5_000),
+  timeout: ms('A check without a complete response in this time fails').default(2_000),
+  expectStatus: z.union([z.number().int().min(100).max(599), z.enum(['2xx', '2xx-3xx'])]).default('2xx')
+    .describe('Status a healthy member answers: a number, "2xx" or "2xx-3xx". Default "2xx".'),
+  rise: z.number().int().min(1).max(100).default(2)
+    .describe('Consecutive passes that bring a down member back. Default 2.'),
+  fall: z.number().int().min(1).max(100).default(3)
+    .describe('Consecutive failures that take a member down. Default 3.'),
+});
+
+export const PassiveHealthSchema = z.strictObject({
+  failures: z.number().int().min(0).max(10_000).default(5)
+    .describe('Failures within `window` that eject a member; 0 turns passive checks off. Default 5.'),
+  window: ms('Period over which failures are counted').default(10_000),
+  cooldown: ms('How long an ejected member gets no traffic before it is tried again').default(30_000),
+  on5xx: z.boolean().default(false)
+    .describe('Count 5xx responses from the member as failures too. Default false.'),
+});
+
+export const RetrySchema = z.strictObject({
+  attempts: z.number().int().min(1).max(20).default(3)
+    .describe('Tries per request, the first included, each on a member not tried yet. 1 turns retries off. Default 3.'),
+  timeout: ms('No new try starts once this much time has passed since the request arrived').default(10_000),
+  idempotent: z.boolean().default(false)
+    .describe('Also retry GET, HEAD, OPTIONS, PUT and DELETE that failed after reaching the member (reset, timeout before the response head), if no body was streamed. Default false.'),
+});
+
+export const DnsSchema = z.strictObject({
+  name: z.string().min(1).describe('DNS name whose records are the members.'),
+  type: z.enum(['A', 'AAAA', 'SRV']).default('A')
+    .describe('A or AAAA: one member per address, at `port`; SRV: one per record, at its target and port. Default A.'),
+  port: z.number().int().min(1).max(65_535).optional()
+    .describe('A/AAAA only: the members\' port. Default 80, or 443 with scheme https.'),
+  scheme: z.enum(['http', 'https']).default('http').describe('Members are http:// or https://. Default http.'),
+  interval: ms('Re-resolve this often; default: the records\' TTL (A/AAAA, 1 s to 1 h) or 30 s (SRV)').optional(),
+  servers: z.array(hostPort).min(1).optional()
+    .describe('DNS servers to ask, HOST:PORT. Default: the system\'s resolvers.'),
+  insecure: z.boolean().default(false).describe('https only: accept any certificate. Default false.'),
+  ca: z.string().min(1).optional().describe('https only: PEM CA file to verify members against.'),
+  servername: z.string().min(1).optional().describe('https only: TLS SNI name and certificate name. Default: the DNS name.'),
+});
+
+export const PoolSchema = z.strictObject({
+  members: z.array(MemberSchema).min(1).optional()
+    .describe('Static members. A pool has `members` or `dns`, not both.'),
+  dns: DnsSchema.optional().describe('Take the members from DNS, re-resolved while running.'),
+  policy: z.enum(POLICIES).default('round-robin')
+    .describe('How a member is chosen: round-robin, weighted-round-robin, least-connections, random-two or hash. Default round-robin.'),
+  hashKey: z.string().regex(HASH_KEY, 'expected "ip", "header:NAME" or "cookie:NAME"').default('ip')
+    .describe('policy hash only: what is hashed: "ip", "header:NAME" or "cookie:NAME". Default "ip".'),
+  maxConnections: z.number().int().min(1).max(65_536).optional()
+    .describe('Connections per member per worker. Default: pool.maxConnections.'),
+  queueTimeout: ms('Time a request may wait for a member\'s free connection (then 503 with Retry-After). Default: pool.queueTimeout').optional(),
+  healthCheck: HealthCheckSchema.optional().describe('Active health checks. Default: none.'),
+  passive: PassiveHealthSchema.prefault({}),
+  retries: RetrySchema.prefault({}),
+}).refine((p) => (p.members === undefined) !== (p.dns === undefined), {
+  message: 'expected either `members` or `dns` (exactly one)',
+});
+
+const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected a header field name');
+const headerValue = z.string().regex(/^[^\r\n\0]*$/, 'expected a header value without CR, LF or NUL');
+
+/** Framing and per-connection fields belong to the proxy: editing them could desynchronise a hop. */
+export const PROTECTED_HEADERS = ['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-connection'];
+const editableName = headerName.refine((n) => !PROTECTED_HEADERS.includes(n.toLowerCase()), {
+  message: `expected a field name other than ${PROTECTED_HEADERS.join(', ')} (framing is the proxy's)`,
+});
+
+export const HeaderOpsSchema = z.strictObject({
+  set: z.record(editableName, headerValue).optional().describe('Replace these fields (added when absent).'),
+  add: z.record(editableName, headerValue).optional().describe('Append these fields, keeping existing ones.'),
+  remove: z.array(editableName).optional().describe('Remove these fields.'),
+});
+
+const hostPattern = z.string().regex(/^(?:\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$|^\[[0-9A-Fa-f:.]+\]$/,
+  'expected a host name, "*.example.com" (one label) or an [IPv6] literal, without a port');
+const oneOrMany = <T extends z.ZodType>(t: T) => z.union([t, z.array(t).min(1)]);
+
+export const RouteSchema = z.strictObject({
+  match: z.strictObject({
+    host: oneOrMany(hostPattern).optional().describe('Host names (case-insensitive, port ignored); "*.example.com" matches one label. Default: any.'),
+    path: z.string().startsWith('/').optional().describe('Path prefix, matched on whole segments: /api matches /api and /api/x, not /apix. Default: any.'),
+    method: oneOrMany(z.string().regex(/^[A-Z]+$/, 'expected an upper-case method such as GET')).optional().describe('Methods. Default: any.'),
+    header: z.record(headerName, z.string()).optional()
+      .describe('Fields that must be present with exactly this value ("*": present with any value). Default: none.'),
+  }).prefault({}).describe('What the route matches; every given condition must hold.'),
+  pool: z.string().min(1).describe('Name of the pool (under `pools`) that serves the route.'),
+  rewrite: z.strictObject({
+    stripPrefix: z.string().startsWith('/').optional().describe('Remove this prefix from the path first.'),
+    addPrefix: z.string().startsWith('/').optional().describe('Then put this prefix in front.'),
+  }).optional().describe('Path rewrite before forwarding; replacing a prefix is strip then add. Default: none.'),
+  requestHeaders: HeaderOpsSchema.optional().describe('Header changes on the way to the upstream (after the proxy\'s own).'),
+  responseHeaders: HeaderOpsSchema.optional().describe('Header changes on the way to the client.'),
+  rewriteLocation: z.boolean().default(false)
+    .describe('Rewrite Location and Content-Location that point at the member (its origin, and the path rewrite undone) to the client\'s scheme and host. Default false.'),
+});
+
 export const ConfigSchema = z.strictObject({
   listen: hostPort.default('127.0.0.1:8000')
     .describe('Address the proxy listens on, HOST:PORT. Default 127.0.0.1:8000.'),
@@ -77,8 +190,12 @@ export const ConfigSchema = z.strictObject({
     cert: z.string().min(1).describe('PEM certificate chain file for the HTTPS listener.'),
     key: z.string().min(1).describe('PEM private key file for the HTTPS listener.'),
   }).optional().describe('Serve HTTPS on the listener. Default: plain HTTP.'),
-  upstreams: z.array(UpstreamSchema).min(1).optional()
-    .describe('Servers requests are forwarded to, taken in turn. Default: the built-in demo origin.'),
+  upstreams: z.array(MemberSchema).min(1).optional()
+    .describe('Shorthand for the pool named "default" (round robin). With neither `upstreams` nor `pools`: the built-in demo origin.'),
+  pools: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected a pool name of letters, digits, _ . -'), PoolSchema).optional()
+    .describe('Named pools of upstream servers.'),
+  routes: z.array(RouteSchema).optional()
+    .describe('Which pool serves a request; the first route that matches wins, in order. Default: everything to the only pool.'),
   preserveHost: z.boolean().default(false)
     .describe('Forward the client\'s Host header instead of the upstream\'s host. Default false.'),
   trustedProxies: z.array(cidr).default([])
@@ -125,6 +242,13 @@ export const ConfigSchema = z.strictObject({
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
+export type MemberConfig = z.infer<typeof MemberSchema>;
+export type PoolConfig = z.infer<typeof PoolSchema>;
+export type RouteConfig = z.infer<typeof RouteSchema>;
+export type HeaderOps = z.infer<typeof HeaderOpsSchema>;
+export type HealthCheckConfig = z.infer<typeof HealthCheckSchema>;
+export type DnsConfig = z.infer<typeof DnsSchema>;
+export type Policy = typeof POLICIES[number];
 
 /** JSON Schema for editors (YAML language servers read it via `# yaml-language-server: $schema=`). */
 export function configJsonSchema(): object {

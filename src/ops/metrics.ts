@@ -10,6 +10,7 @@ import * as client from 'prom-client';
 
 export interface PoolView {
   origin: string;
+  pool: string;
   stats(): { open: number; idle: number; pending: number };
 }
 
@@ -23,7 +24,8 @@ export class RequestMetrics {
   private readonly upstreamDuration: client.Histogram<'upstream'>;
   private readonly byUpstream = new Map<string, { classes: Array<{ inc(): void }>; timing: { observe(v: number): void } }>();
 
-  constructor(pools: readonly PoolView[], clientConnections: () => number) {
+  /** `pools`: read at each scrape, since members come and go (DNS, reloads). */
+  constructor(pools: () => readonly PoolView[], clientConnections: () => number) {
     // prom-client attaches the worker's answer to the primary's metrics requests only when an
     // AggregatorRegistry is constructed, in the worker as in the primary.
     new client.AggregatorRegistry();
@@ -46,9 +48,10 @@ export class RequestMetrics {
     });
     const gauge = (name: string, help: string, read: (s: ReturnType<PoolView['stats']>) => number): void => {
       new client.Gauge({
-        name, help, labelNames: ['upstream'],
+        name, help, labelNames: ['pool', 'upstream'],
         collect() {
-          for (const p of pools) this.set({ upstream: p.origin }, read(p.stats()));
+          this.reset();
+          for (const p of pools()) this.set({ pool: p.pool, upstream: p.origin }, read(p.stats()));
         },
       });
     };
@@ -60,26 +63,33 @@ export class RequestMetrics {
       help: 'Client connections open.',
       collect() { this.set(clientConnections()); },
     });
-    for (const p of pools) {
-      this.byUpstream.set(p.origin, {
-        classes: CLASSES.map((c) => this.requests.labels(c, p.origin)),
-        timing: this.upstreamDuration.labels(p.origin),
-      });
+  }
+
+  /** Label children per upstream, made on first use and kept: a hot-path lookup, not a labels() call. */
+  private childrenFor(upstream: string): { classes: Array<{ inc(): void }>; timing: { observe(v: number): void } } {
+    let u = this.byUpstream.get(upstream);
+    if (u === undefined) {
+      u = {
+        classes: CLASSES.map((c) => this.requests.labels(c, upstream)),
+        timing: this.upstreamDuration.labels(upstream),
+      };
+      this.byUpstream.set(upstream, u);
     }
+    return u;
   }
 
   /** `durationMs` total; `upstreamMs` until the upstream's head, when one came. */
   record(status: number, upstream: string | undefined, durationMs: number, upstreamMs: number | undefined): void {
     this.duration.observe(durationMs / 1000);
-    const u = upstream === undefined ? undefined : this.byUpstream.get(upstream);
-    if (u === undefined) {
-      this.requests.inc({ code_class: classOf(status), upstream: upstream ?? 'none' });
+    if (upstream === undefined) {
+      this.requests.inc({ code_class: classOf(status), upstream: 'none' });
       return;
     }
+    const u = this.childrenFor(upstream);
     const i = Math.floor(status / 100) - 1;
     // 499 (the client left) is counted apart from the 4xx the proxy or upstream answered.
     if (i >= 0 && i < 5 && status !== 499) u.classes[i]!.inc();
-    else this.requests.inc({ code_class: classOf(status), upstream: upstream! });
+    else this.requests.inc({ code_class: classOf(status), upstream });
     if (upstreamMs !== undefined) u.timing.observe(upstreamMs / 1000);
   }
 }

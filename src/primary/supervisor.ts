@@ -3,15 +3,18 @@
  * (with a backoff, so a crash loop does not spin), reloads without dropping a connection
  * (SIGHUP: new config, workers replaced one at a time), and on SIGTERM/SIGINT drains them all
  * before exiting 0. It tells systemd about each step. It never handles a request and never
- * imports the proxy: it knows config, IPC and logging.
+ * imports the proxy: it knows config, IPC and logging, and it owns pool membership
+ * (upstream/membership.ts: DNS, active checks, passive ejection), so that every worker routes by
+ * one picture and each member is checked once rather than once per worker.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { fork, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
-import { deepFreeze, type ResolvedConfig } from '../config/load';
+import { withDemoPool, type ResolvedConfig } from '../config/load';
 import { parseHostPort } from '../config/schema';
 import { isWorkerMessage, type PrimaryMessage } from '../ipc';
 import type { Logger } from '../log';
+import { Membership } from '../upstream/membership';
 import { AdminServer } from './admin';
 import { SystemdNotifier } from './systemd';
 
@@ -55,18 +58,19 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger, option
   process.title = 'switchyard: primary';
   const notifier = SystemdNotifier.fromEnv(options.env ?? process.env, logger);
   let demo: ChildProcess | null = null;
-  let demoUpstreams: ResolvedConfig['upstreams'];
-  if (initial.upstreams === undefined) {
+  let demoUrl: string | undefined;
+  if (Object.keys(initial.pools).length === 0) {
     const started = await startDemoOrigin();
     demo = started.child;
-    demoUpstreams = [{ url: `http://127.0.0.1:${started.port}`, insecure: false }];
-    logger.info({ origin: demoUpstreams[0]!.url }, 'no upstream configured: serving the built-in demo origin');
+    demoUrl = `http://127.0.0.1:${started.port}`;
+    logger.info({ origin: demoUrl }, 'no upstream configured: serving the built-in demo origin');
   }
   let admin: AdminServer | null = null;
-  const supervisor = new Supervisor(initial, demoUpstreams, logger, notifier, options.reload, () => {
+  const supervisor = new Supervisor(initial, demoUrl, logger, notifier, options.reload, () => {
     demo?.kill('SIGTERM');
     admin?.close();
   });
+  await supervisor.startMembership();
   if (initial.admin.listen !== undefined) {
     admin = new AdminServer(() => supervisor.readiness(), logger);
     const { host, port } = parseHostPort(initial.admin.listen)!;
@@ -89,10 +93,13 @@ class Supervisor {
   private resolveStopped!: () => void;
   /** Counts worker restarts for /metrics, when the admin listener is on. */
   admin: AdminServer | null = null;
+  private membership: Membership | null = null;
+  /** Which membership a worker was started with: it hears that one's changes and reports to it. */
+  private readonly membershipOf = new WeakMap<Worker, Membership>();
 
   constructor(
     initial: ResolvedConfig,
-    private readonly demoUpstreams: ResolvedConfig['upstreams'],
+    private readonly demoUrl: string | undefined,
     private readonly logger: Logger,
     private readonly notifier: SystemdNotifier,
     private readonly reloadConfig: (() => ResolvedConfig) | undefined,
@@ -125,8 +132,24 @@ class Supervisor {
 
   /** The demo origin stays the upstream across reloads of a config that names none. */
   private withDemo(config: ResolvedConfig): ResolvedConfig {
-    if (config.upstreams !== undefined || this.demoUpstreams === undefined) return config;
-    return deepFreeze({ ...config, upstreams: this.demoUpstreams });
+    if (Object.keys(config.pools).length > 0 || this.demoUrl === undefined) return config;
+    return withDemoPool(config, this.demoUrl);
+  }
+
+  /** Members and health for `config`'s pools, broadcast to the workers started with them. */
+  private async newMembership(config: ResolvedConfig): Promise<Membership> {
+    const membership = new Membership(config.pools, this.logger);
+    membership.onChange((members) => {
+      for (const w of this.liveWorkers()) {
+        if (this.membershipOf.get(w) === membership && w.isConnected()) w.send({ type: 'swy:members', members } satisfies PrimaryMessage);
+      }
+    });
+    await membership.start();
+    return membership;
+  }
+
+  async startMembership(): Promise<void> {
+    this.membership = await this.newMembership(this.config);
   }
 
   private get statusLine(): string {
@@ -141,11 +164,17 @@ class Supervisor {
     const worker = cluster.fork({ SWITCHYARD_WORKER_INDEX: String(slot.index) });
     slot.worker = worker;
     this.logger.info({ worker: worker.id, workerPid: worker.process.pid }, 'worker started');
-    worker.send({ type: 'swy:start', config: this.config, demo: this.demoUpstreams !== undefined } satisfies PrimaryMessage);
+    const membership = this.membership!;
+    this.membershipOf.set(worker, membership);
+    worker.send({
+      type: 'swy:start', config: this.config, demo: this.demoUrl !== undefined, members: membership.snapshot(),
+    } satisfies PrimaryMessage);
     return new Promise<boolean>((resolveListening) => {
       worker.on('message', (m: unknown) => {
         if (!isWorkerMessage(m)) return;
-        if (m.type === 'swy:listening') {
+        if (m.type === 'swy:upstream-failure') {
+          membership.reportFailure(m.pool, m.url);
+        } else if (m.type === 'swy:listening') {
           if (slot.worker === worker) slot.listening = true;
           resolveListening(true);
           if (!this.everReady && this.slots.every((s) => s.listening)) this.onFirstReady(`${m.host}:${m.port}`);
@@ -230,6 +259,8 @@ class Supervisor {
       this.logger.warn({ schedulingPolicy: next.schedulingPolicy }, 'schedulingPolicy changes take effect on restart, not on reload');
     }
     const previous = this.config;
+    const previousMembership = this.membership!;
+    this.membership = await this.newMembership(next);
     this.config = next;
     let replaced = 0;
     for (let i = 0; i < Math.max(this.slots.length, next.workerCount) && !this.stopping; i++) {
@@ -256,6 +287,8 @@ class Supervisor {
           slot.listening = true;
         }
         this.config = previous;
+        this.membership.stop();
+        this.membership = previousMembership;
         this.notifier.ready(`${this.statusLine}; last reload failed`);
         return;
       }
@@ -263,6 +296,8 @@ class Supervisor {
       replaced++;
     }
     this.slots.length = Math.min(this.slots.length, next.workerCount);
+    // The retired workers are draining: they need no more news of the old pools.
+    previousMembership.stop();
     this.logger.info({ replaced, workers: this.slots.length }, 'reload complete');
     this.notifier.ready(this.statusLine);
   }
@@ -313,6 +348,7 @@ class Supervisor {
   private finish(): void {
     if (this.finished) return;
     this.finished = true;
+    this.membership?.stop();
     this.onStopped();
     this.notifier.close();
     this.logger.info({ exitCode: this.exitCode }, 'switchyard stopped');

@@ -2,7 +2,8 @@
  * One proxied request, as named phases:
  *
  *   route → pick upstream → prepare headers → forward → relay response
- *                                                     ↘ fail (502/503/504, or abort once bytes flowed)
+ *                ↑                              ↘ fail (502/503/504, or abort once bytes flowed)
+ *                └── retry, on another member, while nothing has reached the client
  *
  * Each request is one ProxyExchange object that is also the upstream connection's ResponseSink;
  * its only per-request closures are the three callbacks it hands out (connection, drain, abort).
@@ -12,16 +13,18 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { validRequestId, type AccessLog } from '../ops/access-log';
 import type { RequestMetrics } from '../ops/metrics';
-import { ClientAbortedError, SwitchyardError } from '../errors';
-import type { BodyFraming, ResponseSink, UpstreamConnection } from '../upstream/connection';
-import type { UpstreamPool, Waiter } from '../upstream/pool';
+import { ClientAbortedError, NoHealthyUpstreamError, NoRouteError, PoolClosedError, SwitchyardError } from '../errors';
+import { RetryHint, type BodyFraming, type ResponseSink, type UpstreamConnection, type UpstreamTarget } from '../upstream/connection';
+import type { Member, UpstreamGroup } from '../upstream/group';
+import type { Waiter } from '../upstream/pool';
 import { findHeader, type ClientRequest } from './client-connection';
-import { buildRequestHead, buildResponseHead, TrustedProxies } from './headers';
+import { buildRequestHead, buildResponseHead, TrustedProxies, type HeaderEdit } from './headers';
 import { checkRequest } from './request-checks';
+import type { Route, Router } from './router';
 import { openTunnel } from './upgrade';
 
 export interface HandlerOptions {
-  readonly pools: readonly UpstreamPool[];
+  readonly router: Router;
   readonly preserveHost: boolean;
   readonly trustedProxies: readonly string[];
   /** 'https' when the listener terminates TLS. */
@@ -40,21 +43,29 @@ export interface HandlerOptions {
 /** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
 const MAX_REPLAYS = 1;
 
+/** Safe to send twice (RFC 9110 §9.2.2), when no body went with them. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/** Failures that say something about the member (passive health), not about the client. */
+const MEMBER_FAILURES = new Set([
+  'SWY_ERR_UPSTREAM_CONNECT', 'SWY_ERR_UPSTREAM_CONNECT_TIMEOUT', 'SWY_ERR_UPSTREAM_TLS', 'SWY_ERR_UPSTREAM_RESET',
+  'SWY_ERR_UPSTREAM_PROTOCOL', 'SWY_ERR_UPSTREAM_HEADERS_TIMEOUT', 'SWY_ERR_UPSTREAM_IDLE_TIMEOUT',
+]);
+
 export class ProxyHandler {
-  readonly pools: readonly UpstreamPool[];
+  readonly router: Router;
   private readonly preserveHost: boolean;
   private readonly trusted: TrustedProxies;
-  private readonly proto: 'http' | 'https';
+  readonly proto: 'http' | 'https';
   readonly logger: Logger;
   private readonly extra: string | undefined;
   readonly accessLog: AccessLog | null;
   readonly metrics: RequestMetrics | null;
   readonly maxBodySize: number;
   readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
-  private next = 0;
 
   constructor(options: HandlerOptions) {
-    this.pools = options.pools;
+    this.router = options.router;
     this.preserveHost = options.preserveHost;
     this.trusted = new TrustedProxies(options.trustedProxies);
     this.proto = options.proto;
@@ -67,54 +78,72 @@ export class ProxyHandler {
   }
 
   readonly handle = (req: ClientRequest): void => {
-    // route: refuse what llhttp let through but no upstream may see (request-checks.ts); then
+    // Refuse what llhttp let through but no upstream may see (request-checks.ts); then
     // origin-form targets pass as they are, and anything else is refused or normalised here.
     const problem = checkRequest(req, this.maxBodySize);
     const path = problem ?? routeTarget(req);
     if (typeof path !== 'string') {
-      const startedAt = performance.now();
-      respondError(req, path, problem !== null);
-      this.account(req, requestIdFor(req), startedAt, undefined, undefined, path.code);
+      this.refuse(req, path, problem !== null);
       return;
     }
-    // pick upstream
-    const pool = this.pick();
+    // route
+    const route = this.router.match(req.facts.host, path, req.method, req.rawHeaders);
+    if (route === null) {
+      this.refuse(req, new NoRouteError(req.facts.host, path), false);
+      return;
+    }
+    const upstreamPath = route.rewritePath(path);
     if (req.isUpgrade && req.facts.upgrade !== null) {
-      this.upgrade(req, pool, path);
+      this.upgrade(req, route, upstreamPath);
       return;
     }
-    new ProxyExchange(this, req, pool, path).start();
+    new ProxyExchange(this, req, route, upstreamPath).start();
   };
 
+  /** Answered by the proxy itself, before any upstream was involved. */
+  private refuse(req: ClientRequest, err: SwitchyardError, close: boolean): void {
+    const startedAt = performance.now();
+    respondError(req, err, close);
+    this.account(req, requestIdFor(req), startedAt, undefined, undefined, err.code);
+  }
+
   /** An Upgrade request: a tunnel of its own (upgrade.ts), with the same forwarding headers. */
-  private upgrade(req: ClientRequest, pool: UpstreamPool, path: string): void {
+  private upgrade(req: ClientRequest, route: Route, path: string): void {
     const startedAt = performance.now();
     const reqId = requestIdFor(req);
+    // pick upstream: tunnels are not retried (the client's first bytes may already be in flight).
+    const group = route.group;
+    const member = group.pick(hashKeyFor(req, group), null);
+    if (member === null) {
+      this.refuse(req, new NoHealthyUpstreamError(group.name, group.retryAfter), false);
+      return;
+    }
     openTunnel(req, {
-      target: pool.target,
-      head: this.requestHead(req, pool, path, reqId, null, req.facts.upgrade!),
+      target: member.target,
+      head: this.requestHead(req, member.target, path, reqId, null, route.requestEdit, req.facts.upgrade!),
       ...this.tunnel,
       onError: (err) => respondError(req, err, true),
       onDone: (status, err) => {
         if (err !== undefined) {
-          this.logger[err.status >= 500 ? 'warn' : 'debug']({ code: err.code, upstream: pool.target.origin, url: req.url }, 'upgrade failed');
+          if (MEMBER_FAILURES.has(err.code)) group.reportFailure(member);
+          this.logger[err.status >= 500 ? 'warn' : 'debug']({ code: err.code, upstream: member.target.origin, url: req.url }, 'upgrade failed');
         }
         req.status = status;
-        this.account(req, reqId, startedAt, undefined, pool.target.origin, err?.code);
+        this.account(req, reqId, startedAt, undefined, member.target.origin, err?.code);
       },
     });
   }
 
   /** prepare headers: the upstream request head, the same for exchanges and tunnels. */
   requestHead(
-    req: ClientRequest, pool: UpstreamPool, path: string, requestId: string,
-    bodyLength: number | 'chunked' | null, upgrade?: string,
+    req: ClientRequest, target: UpstreamTarget, path: string, requestId: string,
+    bodyLength: number | 'chunked' | null, edit: HeaderEdit | null, upgrade?: string,
   ): string {
     const clientAddress = req.remoteAddress;
     return buildRequestHead({
       requestId, method: req.method, path, rawHeaders: req.rawHeaders,
-      host: this.preserveHost ? (req.facts.host ?? pool.target.authority) : pool.target.authority,
-      clientAddress, clientTrusted: this.trusted.has(clientAddress), proto: this.proto, bodyLength,
+      host: this.preserveHost ? (req.facts.host ?? target.authority) : target.authority,
+      clientAddress, clientTrusted: this.trusted.has(clientAddress), proto: this.proto, bodyLength, edit,
       ...(this.extra !== undefined ? { extra: this.extra } : {}),
       ...(upgrade !== undefined ? { upgrade } : {}),
     });
@@ -130,21 +159,18 @@ export class ProxyHandler {
       logAccess(this.accessLog, req, reqId, startedAt, upstreamMs === undefined ? undefined : micros(upstreamMs), upstream, error);
     }
   }
-
-  /** Round robin across the configured upstreams. */
-  private pick(): UpstreamPool {
-    const pools = this.pools;
-    if (pools.length === 1) return pools[0]!;
-    const pool = pools[this.next]!;
-    this.next = (this.next + 1) % pools.length;
-    return pool;
-  }
 }
 
 class ProxyExchange implements ResponseSink {
   private conn: UpstreamConnection | null = null;
   private waiter: Waiter | null = null;
-  private readonly head: string;
+  private member: Member | null = null;
+  /** Whether `member.inflight` counts this exchange now. */
+  private counted = false;
+  private tried: Member[] | null = null;
+  private attempts = 0;
+  private head = '';
+  private readonly length: number | 'chunked' | null;
   private readonly body: ClientRequest | null;
   private readonly framing: BodyFraming | null;
   private replays = 0;
@@ -152,26 +178,57 @@ class ProxyExchange implements ResponseSink {
   private readonly startedAt = performance.now();
   private headAt = 0;
   private readonly reqId: string;
+  private readonly group: UpstreamGroup;
+  private key: string | null | undefined = undefined;
 
   constructor(
     private readonly handler: ProxyHandler,
     private readonly req: ClientRequest,
-    private readonly pool: UpstreamPool,
-    path: string,
+    private readonly route: Route,
+    private readonly path: string,
   ) {
-    // prepare headers
     const length = requestBodyLength(req);
     const hasBody = length === 'chunked' || (length !== null && length > 0);
+    this.length = length;
     this.body = hasBody ? req : null;
     this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
     this.reqId = requestIdFor(req);
-    this.head = handler.requestHead(req, pool, path, this.reqId, length);
+    this.group = route.group;
     req.onAbort = this.onClientAbort;
     req.onDrain = this.onClientDrain;
   }
 
   start(): void {
-    this.waiter = this.pool.acquire(this.onConnection, this.replays > 0);
+    // pick upstream
+    const member = this.group.pick(this.hashKey(), null);
+    if (member === null) {
+      this.fail(new NoHealthyUpstreamError(this.group.name, this.group.retryAfter));
+      return;
+    }
+    this.attempt(member, false);
+  }
+
+  private hashKey(): string | null {
+    if (this.key === undefined) this.key = hashKeyFor(this.req, this.group);
+    return this.key;
+  }
+
+  /** One try on one member; `fresh` skips its idle connections (a replay after a stale one). */
+  private attempt(member: Member, fresh: boolean): void {
+    this.member = member;
+    this.attempts++;
+    member.inflight++;
+    this.counted = true;
+    // prepare headers (per member: the Host header is the member's own)
+    this.head = this.handler.requestHead(this.req, member.target, this.path, this.reqId, this.length, this.route.requestEdit);
+    this.waiter = member.pool.acquire(this.onConnection, fresh);
+  }
+
+  private uncount(): void {
+    if (this.counted) {
+      this.counted = false;
+      this.member!.inflight--;
+    }
   }
 
   // forward
@@ -179,11 +236,12 @@ class ProxyExchange implements ResponseSink {
     this.waiter = null;
     if (this.done) {
       // The client left while we waited: the connection is untouched, so it goes straight back.
-      if (conn !== null) this.pool.release(conn);
+      if (conn !== null) this.member!.pool.release(conn);
       return;
     }
     if (err !== null) {
-      this.fail(err);
+      // A pool closed under a waiting request (its member left the pool) sent nothing anywhere.
+      this.onError(err, err instanceof PoolClosedError ? RetryHint.Unsent : RetryHint.Never);
       return;
     }
     this.conn = conn!;
@@ -195,7 +253,9 @@ class ProxyExchange implements ResponseSink {
     // llhttp has already refused heads with bytes that may not appear in a field, so the
     // upstream's lines go to the client as they came, less the hop-by-hop ones.
     this.headAt = performance.now();
-    const head = buildResponseHead(rawHeaders);
+    if (status >= 500 && this.group.on5xxFails) this.group.reportFailure(this.member!);
+    const route = this.route;
+    const head = buildResponseHead(rawHeaders, route.responseEdit, route.rewriteLocation ? this.rewriteLocation : null);
     this.req.writeHead(status, reason, head.lines, head.contentLength);
   }
 
@@ -210,20 +270,67 @@ class ProxyExchange implements ResponseSink {
   onEnd(): void {
     this.conn = null;
     this.done = true;
+    this.uncount();
     this.req.end();
     this.finished(undefined);
   }
 
-  onError(err: SwitchyardError, replayable: boolean): void {
+  onError(err: SwitchyardError, hint: RetryHint): void {
     this.conn = null;
-    if (replayable && this.body === null && this.replays < MAX_REPLAYS && !this.done) {
-      // The pooled connection had been closed by the upstream before our request reached it.
-      this.replays++;
-      this.start();
+    this.uncount();
+    const member = this.member!;
+    if (hint !== RetryHint.Stale && MEMBER_FAILURES.has(err.code)) this.group.reportFailure(member);
+    if (this.done) return;
+    const next = this.retryOn(member, hint);
+    if (next === null) {
+      this.fail(err);
       return;
     }
-    this.fail(err);
+    this.handler.logger.debug({ code: err.code, upstream: member.target.origin, next: next.target.origin, url: this.req.url }, 'retrying');
+    this.attempt(next, next === member);
   }
+
+  /** The member for another try, or null when this failure must reach the client. */
+  private retryOn(member: Member, hint: RetryHint): Member | null {
+    switch (hint) {
+      case RetryHint.Never:
+        return null;
+      case RetryHint.Stale:
+        // The upstream had closed an idle keep-alive connection: not the member's fault, and
+        // nothing was processed. Once, on a fresh connection, whatever the retry settings.
+        if (this.replays >= MAX_REPLAYS) return null;
+        this.replays++;
+        return member;
+      case RetryHint.SentNoBody:
+        if (!this.group.retries.idempotent || !IDEMPOTENT.has(this.req.method)) return null;
+        break;
+      case RetryHint.Unsent:
+        break;
+    }
+    const retries = this.group.retries;
+    if (this.attempts >= retries.attempts || performance.now() - this.startedAt >= retries.timeout) return null;
+    (this.tried ??= []).push(member);
+    return this.group.pick(this.hashKey(), this.tried);
+  }
+
+  /**
+   * rewriteLocation: a redirect to the member itself (`http://10.0.0.5:3000/x`) becomes one to the
+   * host the client asked for, with the route's path rewrite undone.
+   */
+  private readonly rewriteLocation = (value: string): string => {
+    const origin = this.member!.target.origin;
+    let path: string;
+    if (value.startsWith(origin) && (value.length === origin.length || '/?#'.includes(value[origin.length]!))) {
+      path = value.slice(origin.length);
+      if (path === '' || path[0] !== '/') path = `/${path}`;
+    } else if (value.charCodeAt(0) === 47 /* / */ && value.charCodeAt(1) !== 47) {
+      return this.route.unrewritePath(value);
+    } else {
+      return value;
+    }
+    const host = this.req.facts.host ?? this.member!.target.authority;
+    return `${this.handler.proto}://${host}${this.route.unrewritePath(path)}`;
+  };
 
   private readonly onClientDrain = (): void => {
     this.conn?.resume();
@@ -233,6 +340,7 @@ class ProxyExchange implements ResponseSink {
     if (this.done) return;
     // The client disconnected before the response completed: abandon the upstream exchange.
     this.done = true;
+    this.uncount();
     this.waiter?.cancel();
     this.waiter = null;
     this.conn?.abort();
@@ -246,6 +354,7 @@ class ProxyExchange implements ResponseSink {
   private fail(err: SwitchyardError): void {
     if (this.done) return;
     this.done = true;
+    this.uncount();
     this.log(err);
     respondError(this.req, err);
     this.finished(err.code);
@@ -253,16 +362,38 @@ class ProxyExchange implements ResponseSink {
 
   private finished(error: string | undefined): void {
     this.handler.account(this.req, this.reqId, this.startedAt,
-      this.headAt === 0 ? undefined : this.headAt - this.startedAt, this.pool.target.origin, error);
+      this.headAt === 0 ? undefined : this.headAt - this.startedAt, this.member?.target.origin, error);
   }
 
   private log(err: SwitchyardError): void {
     const level = err.status === 499 ? 'debug' : 'warn';
     this.handler.logger[level]({
-      code: err.code, status: err.status, upstream: this.pool.target.origin,
-      method: this.req.method, url: this.req.url, msg: err.message,
+      code: err.code, status: err.status, upstream: this.member?.target.origin, pool: this.group.name,
+      attempts: this.attempts, method: this.req.method, url: this.req.url, msg: err.message,
     }, 'request failed');
   }
+}
+
+/** The value the hash policy hashes, or null (no such header or cookie: round robin instead). */
+function hashKeyFor(req: ClientRequest, group: UpstreamGroup): string | null {
+  const source = group.hash;
+  if (source === null) return null;
+  switch (source.kind) {
+    case 'ip': return req.remoteAddress ?? null;
+    case 'header': return findHeader(req.rawHeaders, source.name);
+    case 'cookie': return cookieValue(req.rawHeaders, source.name);
+  }
+}
+
+function cookieValue(raw: readonly string[], name: string): string | null {
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length !== 6 || raw[i]!.toLowerCase() !== 'cookie') continue;
+    for (const pair of raw[i + 1]!.split(';')) {
+      const eq = pair.indexOf('=');
+      if (eq !== -1 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim();
+    }
+  }
+  return null;
 }
 
 /**
@@ -273,12 +404,15 @@ class ProxyExchange implements ResponseSink {
 function respondError(req: ClientRequest, err: SwitchyardError, close = false): void {
   if (err.status === 499) return;
   const text = STATUS_TEXT[err.status] ?? 'Error';
-  req.respond(err.status, text, `${err.status} ${text} (${err.code})\n`,
-    err.status === 405 ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n' : '', close);
+  // A 404 says which request found no route: that is the operator's first question.
+  const detail = err.status === 404 ? `: ${err.message}` : '';
+  const extra = err.status === 405 ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n'
+    : err.retryAfter !== null ? `Retry-After: ${err.retryAfter}\r\n` : '';
+  req.respond(err.status, text, `${err.status} ${text} (${err.code})${detail}\n`, extra, close);
 }
 
 const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 405: 'Method Not Allowed', 413: 'Content Too Large', 417: 'Expectation Failed', 502: 'Bad Gateway', 503: 'Service Unavailable',
+  400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Content Too Large', 417: 'Expectation Failed', 502: 'Bad Gateway', 503: 'Service Unavailable',
   504: 'Gateway Timeout',
 };
 

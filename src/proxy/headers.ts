@@ -61,6 +61,34 @@ function connectionTokens(raw: readonly string[]): Set<string> | null {
   return names;
 }
 
+/** A route's header edits, compiled once: names to drop (lower-case), and lines to append. */
+export interface HeaderEdit {
+  readonly drop: ReadonlySet<string>;
+  readonly lines: string;
+  /** `set: {Host: ...}` on requests: the Host header to send. */
+  readonly host: string | null;
+}
+
+export function compileHeaderEdit(ops: { set?: Record<string, string> | undefined; add?: Record<string, string> | undefined; remove?: readonly string[] | undefined } | undefined): HeaderEdit | null {
+  if (ops === undefined) return null;
+  const drop = new Set<string>();
+  let lines = '';
+  let host: string | null = null;
+  for (const name of ops.remove ?? []) drop.add(name.toLowerCase());
+  for (const [name, value] of Object.entries(ops.set ?? {})) {
+    if (name.toLowerCase() === 'host') { host = value; continue; }
+    drop.add(name.toLowerCase());
+    lines += `${name}: ${value}\r\n`;
+  }
+  for (const [name, value] of Object.entries(ops.add ?? {})) {
+    if (name.toLowerCase() === 'host') { host ??= value; continue; }
+    lines += `${name}: ${value}\r\n`;
+  }
+  // Host cannot be removed (HTTP/1.1 requires it); removing it means sending the upstream's own.
+  drop.delete('host');
+  return { drop, lines, host };
+}
+
 export interface RequestHeadInput {
   method: string;
   /** origin-form target: starts with '/'. */
@@ -80,6 +108,8 @@ export interface RequestHeadInput {
   extra?: string;
   /** For an Upgrade tunnel: the protocol asked for, sent with Connection: Upgrade. */
   upgrade?: string;
+  /** The route's request header edits, applied after the proxy's own fields. */
+  edit?: HeaderEdit | null;
 }
 
 /**
@@ -89,7 +119,8 @@ export interface RequestHeadInput {
 export function buildRequestHead(input: RequestHeadInput): string {
   const raw = input.rawHeaders;
   const nominated = connectionTokens(raw);
-  let head = `${input.method} ${input.path} HTTP/1.1\r\nHost: ${input.host}\r\n`;
+  const edit = input.edit ?? null;
+  let head = `${input.method} ${input.path} HTTP/1.1\r\nHost: ${edit?.host ?? input.host}\r\n`;
   let xff: string | undefined;
   let xfProto: string | undefined;
   let xfHost: string | undefined;
@@ -111,8 +142,10 @@ export function buildRequestHead(input: RequestHeadInput): string {
       continue;
     }
     if (nominated !== null && nominated.has(lower)) continue;
+    if (edit !== null && edit.drop.has(lower)) continue;
     head += `${name}: ${value}\r\n`;
   }
+  if (edit !== null) return finishEditedHead(head, input, edit, xff, xfProto, xfHost, via, clientHost);
   const client = input.clientAddress ?? 'unknown';
   // A client outside trustedProxies cannot vouch for anyone: its forwarding headers are replaced.
   const trusted = input.clientTrusted;
@@ -130,6 +163,28 @@ export function buildRequestHead(input: RequestHeadInput): string {
   return `${head}\r\n`;
 }
 
+/** buildRequestHead's tail for a route with header edits: the proxy's fields may be edited too. */
+function finishEditedHead(
+  head: string, input: RequestHeadInput, edit: HeaderEdit,
+  xff: string | undefined, xfProto: string | undefined, xfHost: string | undefined, via: string | undefined, clientHost: string | undefined,
+): string {
+  const keep = (lower: string): boolean => !edit.drop.has(lower);
+  const client = input.clientAddress ?? 'unknown';
+  const trusted = input.clientTrusted;
+  if (keep('x-forwarded-for')) head += `X-Forwarded-For: ${trusted && xff !== undefined ? `${xff}, ${client}` : client}\r\n`;
+  if (keep('x-forwarded-proto')) head += `X-Forwarded-Proto: ${trusted && xfProto !== undefined ? xfProto : input.proto}\r\n`;
+  const fwdHost = trusted && xfHost !== undefined ? xfHost : clientHost;
+  if (fwdHost !== undefined && keep('x-forwarded-host')) head += `X-Forwarded-Host: ${fwdHost}\r\n`;
+  if (keep('via')) head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  if (keep('x-request-id')) head += `X-Request-Id: ${input.requestId}\r\n`;
+  if (input.extra !== undefined) head += input.extra;
+  head += edit.lines;
+  if (input.upgrade !== undefined) head += `Connection: Upgrade\r\nUpgrade: ${input.upgrade}\r\n`;
+  if (input.bodyLength === 'chunked') head += 'Transfer-Encoding: chunked\r\n';
+  else if (input.bodyLength !== null) head += `Content-Length: ${input.bodyLength}\r\n`;
+  return `${head}\r\n`;
+}
+
 /** Header lines for the client's response head, and whether they carry a Content-Length. */
 export interface ResponseHead {
   lines: string;
@@ -141,7 +196,9 @@ export interface ResponseHead {
  * because the body is re-framed for the client; Content-Length is kept so a sized body stays
  * sized. A missing Date is added (RFC 9110 §6.6.1).
  */
-export function buildResponseHead(raw: readonly string[]): ResponseHead {
+export function buildResponseHead(
+  raw: readonly string[], edit: HeaderEdit | null = null, location: ((value: string) => string) | null = null,
+): ResponseHead {
   const nominated = connectionTokens(raw);
   let lines = '';
   let via: string | undefined;
@@ -156,11 +213,17 @@ export function buildResponseHead(raw: readonly string[]): ResponseHead {
       via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
       continue;
     }
+    if (edit !== null && edit.drop.has(lower)) continue;
     if (lower === 'content-length') contentLength = true;
     else if (lower === 'date') date = true;
+    else if (location !== null && (lower === 'location' || lower === 'content-location')) {
+      lines += `${name}: ${location(raw[i + 1]!)}\r\n`;
+      continue;
+    }
     lines += `${name}: ${raw[i + 1]!}\r\n`;
   }
-  if (!date) lines += `Date: ${httpDate()}\r\n`;
-  lines += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  if (!date && (edit === null || !edit.drop.has('date'))) lines += `Date: ${httpDate()}\r\n`;
+  if (edit === null || !edit.drop.has('via')) lines += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  if (edit !== null) lines += edit.lines;
   return { lines, contentLength };
 }

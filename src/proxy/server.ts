@@ -10,25 +10,34 @@ import type { Logger } from 'pino';
 import type { ResolvedConfig } from '../config/load';
 import type { AccessLog } from '../ops/access-log';
 import { RequestMetrics } from '../ops/metrics';
-import { UpstreamPool, targetFromConfig } from '../upstream/pool';
+import { UpstreamGroup } from '../upstream/group';
+import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
 import { ProxyHandler } from './handler';
+import { Router } from './router';
 
 /** How long an idle keep-alive connection may stay open once a drain starts. */
 const DRAIN_IDLE_GRACE_MS = 1000;
 
 export interface ProxyServerOptions {
-  /** Extra header lines for every upstream request, "Name: value\r\n" (demo mode only). */
+  /** Extra header lines for every upstream request (demo mode only). */
   extraRequestHeaders?: string;
   accessLog?: AccessLog | null;
   /** Record Prometheus metrics (the cluster worker does; in-process tests need not). */
   metrics?: boolean;
+  /**
+   * Pool members and health come from outside (the cluster's primary): the first snapshot, and
+   * where failures seen here are reported. Without it, the server runs its own Membership.
+   */
+  membership?: { snapshot: MembershipSnapshot; reportFailure(pool: string, url: string): void };
 }
 
 export class ProxyServer implements ConnectionOwner {
   readonly server: net.Server;
   readonly handler: ProxyHandler;
-  readonly pools: UpstreamPool[];
+  readonly groups = new Map<string, UpstreamGroup>();
+  /** In-process only: the server decides membership and health itself. */
+  readonly membership: Membership | null;
   private readonly clients = new Set<ClientConnection>();
   private readonly limits: ClientLimits;
   private readonly sweepTimer: NodeJS.Timeout;
@@ -37,22 +46,36 @@ export class ProxyServer implements ConnectionOwner {
   draining = false;
 
   constructor(config: ResolvedConfig, private readonly logger: Logger, options: ProxyServerOptions = {}) {
-    if (config.upstreams === undefined || config.upstreams.length === 0) {
-      throw new Error('ProxyServer needs at least one upstream');
-    }
-    const poolOptions = {
-      maxConnections: config.pool.maxConnections,
-      queueTimeout: config.pool.queueTimeout,
+    if (config.routes.length === 0) throw new Error('ProxyServer needs at least one route and pool');
+    const poolOptions = (maxConnections: number | undefined, queueTimeout: number | undefined) => ({
+      maxConnections: maxConnections ?? config.pool.maxConnections,
+      queueTimeout: queueTimeout ?? config.pool.queueTimeout,
       timeouts: {
         connect: config.timeouts.connect,
         responseHeader: config.timeouts.responseHeader,
         idle: config.timeouts.idle,
         keepAlive: config.pool.keepAliveTimeout,
       },
-    };
-    this.pools = config.upstreams.map((u) => new UpstreamPool(targetFromConfig(u), poolOptions));
+    });
+    let report: (pool: string, url: string) => void;
+    let snapshot: MembershipSnapshot;
+    if (options.membership !== undefined) {
+      this.membership = null;
+      snapshot = options.membership.snapshot;
+      report = (pool, url) => options.membership!.reportFailure(pool, url);
+    } else {
+      const membership = new Membership(config.pools, logger);
+      this.membership = membership;
+      snapshot = membership.snapshot();
+      report = (pool, url) => membership.reportFailure(pool, url);
+      membership.onChange((s) => this.applyMembership(s));
+    }
+    for (const [name, pool] of Object.entries(config.pools)) {
+      this.groups.set(name, new UpstreamGroup(name, pool, poolOptions(pool.maxConnections, pool.queueTimeout), report));
+    }
+    this.applyMembership(snapshot);
     this.handler = new ProxyHandler({
-      pools: this.pools,
+      router: new Router(config.routes, this.groups),
       preserveHost: config.preserveHost,
       trustedProxies: config.trustedProxies,
       proto: config.tls ? 'https' : 'http',
@@ -62,7 +85,7 @@ export class ProxyServer implements ConnectionOwner {
       maxBodySize: config.server.maxBodySize,
       tunnel: { connectTimeout: config.timeouts.connect, responseHeaderTimeout: config.timeouts.responseHeader, idleTimeout: config.timeouts.idle },
       metrics: options.metrics === true
-        ? new RequestMetrics(this.pools.map((p) => ({ origin: p.target.origin, stats: () => p.stats() })), () => this.clients.size)
+        ? new RequestMetrics(() => this.poolViews(), () => this.clients.size)
         : null,
     });
     this.limits = {
@@ -97,6 +120,19 @@ export class ProxyServer implements ConnectionOwner {
     this.sweepTimer.unref();
   }
 
+  /** New members or health from the membership (the primary's, or our own). */
+  applyMembership(snapshot: MembershipSnapshot): void {
+    for (const [name, members] of Object.entries(snapshot)) this.groups.get(name)?.apply(members);
+  }
+
+  private poolViews(): Array<{ origin: string; pool: string; stats(): { open: number; idle: number; pending: number } }> {
+    const views = [];
+    for (const g of this.groups.values()) {
+      for (const m of g.members) views.push({ origin: m.target.origin, pool: g.name, stats: () => m.pool.stats() });
+    }
+    return views;
+  }
+
   /** Client connections open now. */
   get connections(): number {
     return this.clients.size;
@@ -106,7 +142,8 @@ export class ProxyServer implements ConnectionOwner {
     this.clients.delete(conn);
   }
 
-  listen(host: string, port: number): Promise<{ host: string; port: number }> {
+  async listen(host: string, port: number): Promise<{ host: string; port: number }> {
+    await this.membership?.start();
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen({ host, port, backlog: 4096 }, () => {
@@ -124,6 +161,7 @@ export class ProxyServer implements ConnectionOwner {
   drain(timeoutMs: number): Promise<void> {
     if (this.drainPromise !== null) return this.drainPromise;
     this.draining = true;
+    this.membership?.stop();
     this.drainPromise = new Promise<void>((resolve) => {
       const deadline = setTimeout(() => {
         this.logger.warn({ timeoutMs, connections: this.clients.size }, 'drain timeout: closing remaining connections');
@@ -132,7 +170,7 @@ export class ProxyServer implements ConnectionOwner {
       this.server.close(() => {
         clearTimeout(deadline);
         clearInterval(this.sweepTimer);
-        for (const pool of this.pools) pool.close();
+        for (const group of this.groups.values()) group.close();
         resolve();
       });
       // Busy connections end after their response (which says Connection: close); idle ones

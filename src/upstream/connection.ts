@@ -19,16 +19,9 @@ import {
   HTTPParser, isPlainChunked, setReading, streamHandle, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
 } from './http-parser';
 
-export interface UpstreamTarget {
-  readonly protocol: 'http:' | 'https:';
-  readonly host: string;
-  readonly port: number;
-  /** The value for the Host header: host[:port], port omitted when it is the scheme's default. */
-  readonly authority: string;
-  /** For display and logs. */
-  readonly origin: string;
-  readonly tls: tls.ConnectionOptions | null;
-}
+import type { UpstreamTarget } from './target';
+
+export type { UpstreamTarget };
 
 export interface ConnectionTimeouts {
   readonly connect: number;
@@ -60,8 +53,20 @@ export interface ResponseSink {
   onEnd(): void;
   /** The end of one upstream read: send on what was written so far. */
   flush(): void;
-  /** `replayable`: nothing of the exchange was consumed or produced, so it may be sent again elsewhere. */
-  onError(err: SwitchyardError, replayable: boolean): void;
+  /** `hint`: how far the exchange got, which decides whether it may be sent again. */
+  onError(err: SwitchyardError, hint: RetryHint): void;
+}
+
+/** How far a failed exchange got (the handler decides from this whether to try again). */
+export const enum RetryHint {
+  /** Nothing reached the upstream: the connection never came up (refused, timeout, TLS). */
+  Unsent,
+  /** A reused keep-alive connection was found closed before any answer: the upstream had let it go. */
+  Stale,
+  /** The head reached the upstream, no body byte was consumed, no response came. */
+  SentNoBody,
+  /** A response began, or request body bytes were consumed: never sent again. */
+  Never,
 }
 
 export interface ConnectionOwner {
@@ -88,6 +93,8 @@ export class UpstreamConnection implements BodyTarget {
   private body: RequestBody | null = null;
   private chunked = false;
   private bodyStarted = false;
+  /** The body is attached only once connected: until then, a failed connect leaves it unread. */
+  private bodyPiped = false;
   private requestDone = false;
   private headDone = false;
   private responseDone = false;
@@ -123,6 +130,7 @@ export class UpstreamConnection implements BodyTarget {
       } else {
         socket.on('data', (d: Buffer) => this.onSocketData(d));
       }
+      if (this.body !== null && !this.bodyPiped && this.state === State.Busy) this.pipeBody();
     });
     if (onTlsSession !== null) socket.on('session', onTlsSession);
     socket.on('end', () => this.onSocketEnd());
@@ -182,7 +190,14 @@ export class UpstreamConnection implements BodyTarget {
     }
     this.body = body;
     this.chunked = framing === 'chunked';
-    body.pipeTo(this);
+    this.bodyPiped = false;
+    // Reading the body (and the client's 100 Continue) waits for a live upstream connection.
+    if (!this.connecting) this.pipeBody();
+  }
+
+  private pipeBody(): void {
+    this.bodyPiped = true;
+    this.body!.pipeTo(this);
   }
 
   /** Continue reading the response after the sink returned false from onData. */
@@ -248,6 +263,8 @@ export class UpstreamConnection implements BodyTarget {
     const body = this.body;
     if (body === null) return;
     this.body = null;
+    // A body never attached is still the client's, queued and intact for another try.
+    if (!this.bodyPiped) return;
     body.unpipe();
     body.resume();
   }
@@ -369,12 +386,15 @@ export class UpstreamConnection implements BodyTarget {
   private fail(err: SwitchyardError): void {
     if (this.state === State.Closed) return;
     const sink = this.sink;
-    // Safe to send again only if this was a reused connection that went stale before the
-    // upstream said anything and before any of the client's body was consumed.
-    const replayable = this.completed > 0 && !this.headDone && !this.bodyStarted && !this.informational;
+    const hint = this.headDone || this.informational || this.bodyStarted ? RetryHint.Never
+      : this.connecting ? RetryHint.Unsent
+      // A reused connection closed under us before any answer: the upstream's keep-alive ended.
+      // A timeout is not that: the request arrived and the upstream is slow.
+      : this.completed > 0 && err instanceof UpstreamResetError ? RetryHint.Stale
+      : RetryHint.SentNoBody;
     this.sink = null;
     this.close();
-    sink?.onError(err, replayable);
+    sink?.onError(err, hint);
   }
 }
 

@@ -3,12 +3,10 @@
  * first (warm sockets stay warm, the rest expire), new ones are opened up to `maxConnections`, and
  * requests past that wait in a FIFO queue bounded by `queueTimeout`.
  */
-import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
-import type * as tls from 'node:tls';
 import { PoolClosedError, PoolQueueTimeoutError, type SwitchyardError } from '../errors';
-import type { UpstreamConfig } from '../config/schema';
 import { UpstreamConnection, type ConnectionOwner, type ConnectionTimeouts, type UpstreamTarget } from './connection';
+
+export { targetFromConfig } from './target';
 
 export interface PoolOptions {
   readonly maxConnections: number;
@@ -32,34 +30,6 @@ export interface PoolStats {
   open: number;
   idle: number;
   pending: number;
-}
-
-export function targetFromConfig(u: UpstreamConfig): UpstreamTarget {
-  const url = new URL(u.url);
-  const https = url.protocol === 'https:';
-  const port = url.port === '' ? (https ? 443 : 80) : Number(url.port);
-  // URL keeps brackets around IPv6 literals; sockets and SNI want the bare address.
-  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
-  let tlsOptions: tls.ConnectionOptions | null = null;
-  if (https) {
-    const servername = u.servername ?? host;
-    tlsOptions = {
-      rejectUnauthorized: !u.insecure,
-      // SNI must not carry an IP address (RFC 6066 §3). Node checks the certificate against
-      // servername when given, else against the host, so an IP upstream is checked by IP SAN.
-      ...(isIP(servername) === 0 ? { servername } : {}),
-      ...(u.ca !== undefined ? { ca: readFileSync(u.ca) } : {}),
-      ALPNProtocols: ['http/1.1'],
-    };
-  }
-  return {
-    protocol: https ? 'https:' : 'http:',
-    host,
-    port,
-    authority: url.host,
-    origin: url.origin,
-    tls: tlsOptions,
-  };
 }
 
 export class UpstreamPool implements ConnectionOwner {

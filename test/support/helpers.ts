@@ -8,9 +8,10 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { resolve } from 'node:path';
 import pino from 'pino';
-import { validate, deepFreeze, type ResolvedConfig } from '../../src/config/load';
+import { validate, deepFreeze, routing, type ResolvedConfig } from '../../src/config/load';
 import { parseHostPort } from '../../src/config/schema';
 import { ProxyServer } from '../../src/proxy/server';
+import type { UpstreamPool } from '../../src/upstream/pool';
 
 export const ROOT = resolve(__dirname, '../../..');
 export const FIXTURES = resolve(ROOT, 'test/fixtures');
@@ -77,10 +78,20 @@ export interface Proxy {
   server: ProxyServer;
 }
 
+/** A config as loadConfig would give it, from an object instead of a file. */
+export function resolveConfig(config: Record<string, unknown>): ResolvedConfig {
+  const parsed = validate({ listen: '127.0.0.1:0', ...config });
+  return deepFreeze({ ...parsed, ...routing(parsed), listenAddress: parseHostPort(parsed.listen)!, workerCount: 1 });
+}
+
+/** The first member's connection pool of a pool ("default" unless named). */
+export function memberPool(proxy: Proxy, pool = 'default', index = 0): UpstreamPool {
+  return proxy.server.groups.get(pool)!.members[index]!.pool;
+}
+
 /** The proxy in-process on 127.0.0.1:0, with a config validated by the real schema. */
 export async function startProxy(config: Record<string, unknown>): Promise<Proxy> {
-  const parsed = validate({ listen: '127.0.0.1:0', ...config });
-  const resolved: ResolvedConfig = deepFreeze({ ...parsed, listenAddress: parseHostPort(parsed.listen)!, workerCount: 1 });
+  const resolved = resolveConfig(config);
   const server = new ProxyServer(resolved, silentLogger);
   const addr = await server.listen('127.0.0.1', 0);
   onCleanup(() => server.drain(10));
