@@ -5,6 +5,9 @@
  *
  *   npm run load -- [--workers N] [--duration S] [--smoke] [--out FILE] [--compare FILE] [--only a,b]
  *
+ * Suites: small, 64k, upload-1m, new-conn, c5000 (autocannon), memory (idle connections), and
+ * routes (route-table lookups from 10 to 10,000 hosts, in-process: see routes.ts).
+ *
  * Timing is noise in CI, so CI runs only `--smoke` (a second per suite, fewer connections) to
  * prove the suites work; the numbers that matter come from a quiet machine.
  */
@@ -15,6 +18,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import { benchRoutes, formatRouteTable, type RouteBenchRow } from './routes';
 
 const ROOT = resolve(__dirname, '../..');
 
@@ -70,6 +74,7 @@ export interface RunResult {
   node: string;
   results: SuiteResult[];
   memory?: { connections: number; kibPerConnection: number } | undefined;
+  routes?: RouteBenchRow[] | undefined;
   failed: string[];
 }
 
@@ -176,10 +181,14 @@ export async function main(argv: string[]): Promise<number> {
   const suites = SUITES.filter((s) => only === undefined || only.includes(s.name));
   const previous = values.compare !== undefined ? JSON.parse(readFileSync(values.compare, 'utf8')) as RunResult : undefined;
 
-  const upstream = await forkUpstream();
-  const proxy = await startProxy(upstream.port, workers);
   const run: RunResult = { date: new Date().toISOString(), workers, duration, smoke, node: process.version, results: [], failed: [] };
+  // In-process and first, before any cluster competes for the CPU.
+  if (only === undefined || only.includes('routes')) run.routes = benchRoutes(smoke);
+  const needCluster = suites.length > 0 || only === undefined || only.includes('memory');
+  const upstream = needCluster ? await forkUpstream() : null;
+  const proxy = upstream !== null ? await startProxy(upstream.port, workers) : null;
   try {
+    if (upstream === null || proxy === null) throw new Skip();
     // First, on fresh workers: after the 5,000-connection suite the heap has already grown, and
     // RSS would hardly move.
     if (only === undefined || only.includes('memory')) {
@@ -201,9 +210,11 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write(`  ${suite.name} ${target}: ${result.rps.toFixed(0)} req/s\n`);
       }
     }
+  } catch (err) {
+    if (!(err instanceof Skip)) throw err;
   } finally {
-    proxy.child.kill('SIGTERM');
-    upstream.child.kill('SIGTERM');
+    proxy?.child.kill('SIGTERM');
+    upstream?.child.kill('SIGTERM');
   }
   const out = values.out ?? resolve(ROOT, 'load-tests/results', `${run.date.replace(/[:.]/g, '-')}.json`);
   mkdirSync(dirname(out), { recursive: true });
@@ -211,7 +222,8 @@ export async function main(argv: string[]): Promise<number> {
 
   process.stdout.write(`switchyard load: ${workers} worker(s), ${duration}s per suite${smoke ? ' (smoke)' : ''}, node ${process.version}\n`);
   for (const s of suites) process.stdout.write(`  ${s.name}: ${s.describe}\n`);
-  process.stdout.write(`${formatTable(run, previous)}\n`);
+  if (suites.length > 0) process.stdout.write(`${formatTable(run, previous)}\n`);
+  if (run.routes) process.stdout.write(`route table lookups (ns per request; flat = constant time):\n${formatRouteTable(run.routes)}\n`);
   if (run.memory) {
     process.stdout.write(`idle keep-alive memory: ${run.memory.kibPerConnection} KiB of worker RSS per connection (${run.memory.connections} connections)\n`);
   }
@@ -222,6 +234,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   return 0;
 }
+
+/** Nothing to run against a cluster (e.g. `--only routes`). */
+class Skip extends Error {}
 
 if (require.main === module) {
   main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {

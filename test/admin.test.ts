@@ -36,7 +36,7 @@ describe('admin listener: /metrics, /healthz, /readyz', function () {
     assert.equal(metricValue(metrics, 'switchyard_request_duration_seconds_count'), 40);
     assert.equal(metricValue(metrics, `switchyard_upstream_response_seconds_count{upstream="${up.url}"}`), 40);
     assert.ok(metricValue(metrics, `switchyard_upstream_connections_open{pool="default",upstream="${up.url}"}`) >= 2);
-    assert.equal(metricValue(metrics, `switchyard_upstream_requests_pending{upstream="${up.url}"}`), 0);
+    assert.equal(metricValue(metrics, `switchyard_upstream_requests_pending{pool="default",upstream="${up.url}"}`), 0);
     assert.ok(metrics.includes('switchyard_client_connections '));
     assert.ok(metrics.includes('process_cpu_seconds_total'));
     assert.equal(metricValue(metrics, 'switchyard_worker_restarts_total'), 0);

@@ -135,6 +135,9 @@ describe('configuration', () => {
       const node = (schema.anyOf as Array<Record<string, unknown>> | undefined)?.find((s) => s.type === 'object' || s.type === 'array') ?? schema;
       if (node.type === 'array' && node.items) return keyPaths(node.items as Record<string, unknown>, `${prefix}[]`);
       const props = node.properties as Record<string, Record<string, unknown>> | undefined;
+      const named = node.additionalProperties as Record<string, unknown> | undefined;
+      // A map of named entries (`pools`): its entries' keys are documented as `pools.<name>.key`.
+      if (!props && typeof named === 'object' && named.properties) return keyPaths(named, `${prefix}.<name>`);
       if (!props) return out;
       for (const [k, v] of Object.entries(props)) {
         const path = prefix === '' ? k : `${prefix}.${k}`;
@@ -148,7 +151,7 @@ describe('configuration', () => {
       const keys = keyPaths(configJsonSchema() as Record<string, unknown>);
       for (const key of keys) assert.ok(readme.includes(`\`${key}\``), `README lacks config key \`${key}\``);
       const section = readme.slice(readme.indexOf('## Configuration reference'), readme.indexOf('\n## ', readme.indexOf('## Configuration reference') + 5));
-      const documented = [...section.matchAll(/^\| `([a-zA-Z.[\]]+)` \|/gm)].map((m) => m[1]!);
+      const documented = [...section.matchAll(/^\| `([a-zA-Z0-9.[\]<>]+)` \|/gm)].map((m) => m[1]!);
       assert.ok(documented.length > 0);
       for (const key of documented) assert.ok(keys.includes(key), `README documents \`${key}\`, which the schema lacks`);
     });
