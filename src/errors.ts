@@ -99,6 +99,28 @@ export class NoHealthyUpstreamError extends SwitchyardError {
   }
 }
 
+/** A response transform threw, returned something other than a body, or its module did not load. */
+export class TransformFailedError extends SwitchyardError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('SWY_ERR_TRANSFORM_FAILED', 502, message, options);
+  }
+}
+
+/** A response transform ran past its route's transform.timeout (its thread is replaced). */
+export class TransformTimeoutError extends SwitchyardError {
+  constructor(ms: number) {
+    super('SWY_ERR_TRANSFORM_TIMEOUT', 502, `response transform took longer than ${ms} ms`);
+  }
+}
+
+/** The transform queue was full and transformPool.onOverload is "reject". */
+export class TransformOverloadedError extends SwitchyardError {
+  constructor() {
+    super('SWY_ERR_TRANSFORM_OVERLOADED', 503, 'the transform queue is full');
+    this.retryAfter = 1;
+  }
+}
+
 /** The pool was closed (worker draining) while the request waited for a connection. */
 export class PoolClosedError extends SwitchyardError {
   constructor() {

@@ -143,7 +143,7 @@ describe('routing', () => {
     routes.push({ match: { host: '*.example.net' }, pool: 'odd' });
     const config = validate({ pools: { even: { members: [{ url: 'http://127.0.0.1:1' }] }, odd: { members: [{ url: 'http://127.0.0.1:2' }] } }, routes });
     const groups = new Map<string, UpstreamGroup>([['even', { name: 'even' } as UpstreamGroup], ['odd', { name: 'odd' } as UpstreamGroup]]);
-    const router = new Router(config.routes!, groups);
+    const router = new Router(routing(config).routes, groups);
     for (const i of [0, 1, 4242, 9999]) {
       assert.equal(router.match(`site${i}.example.com`, '/', 'GET', [])?.index, i);
     }

@@ -9,7 +9,7 @@ import { isAbsolute, resolve, dirname } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors';
-import { ConfigSchema, PoolSchema, parseHostPort, type Config, type MemberConfig, type PoolConfig, type RouteConfig } from './schema';
+import { CompressSchema, ConfigSchema, PoolSchema, TransformSchema, parseHostPort, type Config, type CompressConfig, type MemberConfig, type PoolConfig, type RouteConfig, type TransformConfig } from './schema';
 
 export interface ConfigOverrides {
   listen?: string | undefined;
@@ -18,11 +18,17 @@ export interface ConfigOverrides {
   workers?: string | undefined;
 }
 
+/** A route with its shorthands expanded: `transform: FILE`, `compress: true`. */
+export type ResolvedRoute = Omit<RouteConfig, 'transform' | 'compress'> & {
+  transform?: TransformConfig;
+  compress?: CompressConfig;
+};
+
 export type ResolvedConfig = Readonly<Omit<Config, 'pools' | 'routes'> & {
   /** Every pool by name; `upstreams` is the pool "default". Empty only before the demo origin fills it. */
   pools: Readonly<Record<string, PoolConfig>>;
   /** In order; each names a pool that exists. */
-  routes: readonly RouteConfig[];
+  routes: readonly ResolvedRoute[];
   /** `listen` split into parts. */
   listenAddress: { readonly host: string; readonly port: number };
   /** `workers` with "auto" replaced by the CPU count. */
@@ -66,7 +72,7 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
  * `upstreams` becomes the pool "default"; without `routes`, the only pool takes every request.
  * Cross-references (a route's pool) are checked here, where the schema cannot see both ends.
  */
-export function routing(config: Config, source = 'config'): { pools: Record<string, PoolConfig>; routes: RouteConfig[] } {
+export function routing(config: Config, source = 'config'): { pools: Record<string, PoolConfig>; routes: ResolvedRoute[] } {
   const fail = (line: string): never => {
     throw new ConfigError(`invalid configuration (${source}):\n  ${line}`);
   };
@@ -87,7 +93,16 @@ export function routing(config: Config, source = 'config'): { pools: Record<stri
     }
   });
   if (routes.length > 0 && names.length === 0) fail('pools: got nothing; expected at least one pool for the routes');
-  return { pools, routes };
+  return { pools, routes: routes.map(expandRoute) };
+}
+
+function expandRoute(r: RouteConfig): ResolvedRoute {
+  const { transform, compress, ...rest } = r;
+  const out: ResolvedRoute = rest;
+  // `transform: ./x.js` is shorthand for `transform: { module: ./x.js }`.
+  if (transform !== undefined) out.transform = typeof transform === 'string' ? TransformSchema.parse({ module: transform }) : transform;
+  if (compress !== undefined && compress !== false) out.compress = compress === true ? CompressSchema.parse({}) : compress;
+  return out;
 }
 
 /** The config with the demo origin as the pool "default" (no upstream was configured). */
@@ -182,6 +197,10 @@ function resolveFiles(config: Config, base: string, source: string): void {
   }
   config.upstreams?.forEach((u, i) => {
     if (u.ca !== undefined) u.ca = check(`upstreams[${i}].ca`, u.ca);
+  });
+  config.routes?.forEach((r, i) => {
+    if (typeof r.transform === 'string') r.transform = check(`routes[${i}].transform`, r.transform);
+    else if (r.transform?.module !== undefined) r.transform.module = check(`routes[${i}].transform.module`, r.transform.module);
   });
   for (const [name, pool] of Object.entries(config.pools ?? {})) {
     pool.members?.forEach((u, i) => {

@@ -160,6 +160,59 @@ const hostPattern = z.string().regex(/^(?:\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za
   'expected a host name, "*.example.com" (one label) or an [IPv6] literal, without a port');
 const oneOrMany = <T extends z.ZodType>(t: T) => z.union([t, z.array(t).min(1)]);
 
+/** Bodies `replace` and user modules work on, and `compress` compresses, unless configured. */
+export const TEXT_TYPES = [
+  'text/html', 'text/css', 'text/plain', 'text/xml', 'text/javascript', 'application/javascript',
+  'application/json', 'application/xml', 'application/xhtml+xml', 'image/svg+xml',
+];
+export const COMPRESSIBLE_TYPES = [
+  ...TEXT_TYPES, 'text/csv', 'text/markdown', 'application/ld+json', 'application/manifest+json',
+  'application/rss+xml', 'application/atom+xml', 'application/wasm', 'font/ttf', 'font/otf',
+];
+
+const mediaType = z.string().regex(/^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/, 'expected a lower-case media type such as text/html');
+
+function compiles(pattern: string, flags: string): boolean {
+  try {
+    new RegExp(pattern, flags);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const ReplaceRuleSchema = z.strictObject({
+  from: z.string().min(1).optional().describe('Literal text to replace, every occurrence.'),
+  regex: z.string().min(1).optional().describe('A JavaScript regular expression instead of `from`; every match is replaced.'),
+  flags: z.string().regex(/^[imsu]*$/, 'expected regex flags from i, m, s, u').default('')
+    .describe('regex only: flags (i, m, s, u; g is implied). Default none.'),
+  to: z.string().describe('Replacement; with `regex`, $1… refer to groups.'),
+}).refine((r) => (r.from === undefined) !== (r.regex === undefined), { message: 'expected either `from` or `regex` (exactly one)' })
+  .refine((r) => r.regex === undefined || compiles(r.regex, r.flags), { message: 'expected a valid regular expression' });
+
+export const TransformSchema = z.strictObject({
+  replace: z.array(ReplaceRuleSchema).min(1).optional().describe('Replacements applied in order to text bodies.'),
+  module: z.string().min(1).optional()
+    .describe('A JavaScript file exporting `(body, context) => body | Promise<body>`, run in the transform thread pool after `replace`.'),
+  types: z.array(mediaType).min(1).default(TEXT_TYPES)
+    .describe('Media types transformed. Default: HTML, CSS, JavaScript, JSON, XML, SVG and plain text.'),
+  maxBodySize: z.number().int().min(1).max(512 * 1024 * 1024).default(8 * 1024 * 1024)
+    .describe('Largest body buffered for a transform, in bytes; larger ones pass through untransformed (logged and counted). Default 8388608.'),
+  timeout: ms('Time one transform may take; past it, 502').default(5_000),
+}).refine((t) => t.replace !== undefined || t.module !== undefined, { message: 'expected `replace`, `module` or both' });
+
+export const CompressSchema = z.strictObject({
+  encodings: z.array(z.enum(['br', 'gzip'])).min(1).default(['br', 'gzip'])
+    .describe('Encodings offered, preferred first when the client rates them equally. Default [br, gzip].'),
+  minSize: z.number().int().min(0).default(1024)
+    .describe('Smaller responses (by Content-Length) are sent as they are. Default 1024.'),
+  types: z.array(mediaType).min(1).default(COMPRESSIBLE_TYPES)
+    .describe('Media types compressed. Default: text, JSON, XML, SVG, JavaScript, WebAssembly and fonts.'),
+  gzipLevel: z.number().int().min(1).max(9).default(6).describe('gzip level, 1 (fast) to 9 (small). Default 6.'),
+  brotliQuality: z.number().int().min(0).max(11).default(4)
+    .describe('Brotli quality, 0 (fast) to 11 (small; far too slow for on-the-fly use). Default 4.'),
+});
+
 export const RouteSchema = z.strictObject({
   match: z.strictObject({
     host: oneOrMany(hostPattern).optional().describe('Host names (case-insensitive, port ignored); "*.example.com" matches one label. Default: any.'),
@@ -177,6 +230,10 @@ export const RouteSchema = z.strictObject({
   responseHeaders: HeaderOpsSchema.optional().describe('Header changes on the way to the client.'),
   rewriteLocation: z.boolean().default(false)
     .describe('Rewrite Location and Content-Location that point at the member (its origin, and the path rewrite undone) to the client\'s scheme and host. Default false.'),
+  transform: z.union([z.string().min(1), TransformSchema]).optional()
+    .describe('Rewrite response bodies in the transform thread pool: a module path, or `replace` rules and/or a `module`. Default: none.'),
+  compress: z.union([z.boolean(), CompressSchema]).optional()
+    .describe('Compress responses with gzip or Brotli for clients that accept it: true for the defaults, or settings. Default: off.'),
 });
 
 export const ConfigSchema = z.strictObject({
@@ -234,6 +291,14 @@ export const ConfigSchema = z.strictObject({
     file: z.string().min(1).optional()
       .describe('Append to this file instead of stdout; SIGUSR1 reopens it (logrotate). Default: stdout.'),
   }).prefault({}),
+  transformPool: z.strictObject({
+    threads: z.union([z.literal('auto'), z.number().int().min(0).max(64)]).default('auto')
+      .describe('Threads per worker process for transforms. "auto": CPUs divided by workers (at least 1), so workers × threads does not oversubscribe the CPUs. 0 runs transforms on the event loop (for comparison only). Default "auto".'),
+    maxQueue: z.number().int().min(1).max(100_000).default(64)
+      .describe('Transforms waiting for a thread, per worker; past it, `onOverload` applies. Default 64.'),
+    onOverload: z.enum(['pass', 'reject']).default('pass')
+      .describe('A full queue: "pass" sends the body untransformed, "reject" answers 503. Default "pass".'),
+  }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
       .describe('Minimum level of the JSON log on stdout. Default info.'),
@@ -249,6 +314,9 @@ export type HeaderOps = z.infer<typeof HeaderOpsSchema>;
 export type HealthCheckConfig = z.infer<typeof HealthCheckSchema>;
 export type DnsConfig = z.infer<typeof DnsSchema>;
 export type Policy = typeof POLICIES[number];
+export type TransformConfig = z.infer<typeof TransformSchema>;
+export type CompressConfig = z.infer<typeof CompressSchema>;
+export type ReplaceRule = z.infer<typeof ReplaceRuleSchema>;
 
 /** JSON Schema for editors (YAML language servers read it via `# yaml-language-server: $schema=`). */
 export function configJsonSchema(): object {

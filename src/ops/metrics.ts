@@ -24,6 +24,8 @@ export class RequestMetrics {
   private readonly upstreamDuration: client.Histogram<'upstream'>;
   private readonly byUpstream = new Map<string, { classes: Array<{ inc(): void }>; timing: { observe(v: number): void } }>();
 
+  private readonly transforms: client.Counter<'outcome'>;
+
   /** `pools`: read at each scrape, since members come and go (DNS, reloads). */
   constructor(pools: () => readonly PoolView[], clientConnections: () => number) {
     // prom-client attaches the worker's answer to the primary's metrics requests only when an
@@ -58,6 +60,11 @@ export class RequestMetrics {
     gauge('switchyard_upstream_connections_open', 'Upstream connections open (busy and idle).', (s) => s.open);
     gauge('switchyard_upstream_connections_idle', 'Upstream connections idle in the pool.', (s) => s.idle);
     gauge('switchyard_upstream_requests_pending', 'Requests waiting for an upstream connection.', (s) => s.pending);
+    this.transforms = new client.Counter({
+      name: 'switchyard_transforms_total',
+      help: 'Response bodies that met a transform, by outcome (transformed, unchanged, too_large, overload_pass, overload_reject, failed, undecodable).',
+      labelNames: ['outcome'],
+    });
     new client.Gauge({
       name: 'switchyard_client_connections',
       help: 'Client connections open.',
@@ -76,6 +83,10 @@ export class RequestMetrics {
       this.byUpstream.set(upstream, u);
     }
     return u;
+  }
+
+  countTransform(outcome: string): void {
+    this.transforms.inc({ outcome });
   }
 
   /** `durationMs` total; `upstreamMs` until the upstream's head, when one came. */

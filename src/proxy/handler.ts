@@ -21,6 +21,7 @@ import { findHeader, type ClientRequest } from './client-connection';
 import { buildRequestHead, buildResponseHead, TrustedProxies, type HeaderEdit } from './headers';
 import { checkRequest } from './request-checks';
 import type { Route, Router } from './router';
+import { planBody, type BodyContext, type BodyFilter, type FilterSink } from './response-body';
 import { openTunnel } from './upgrade';
 
 export interface HandlerOptions {
@@ -38,6 +39,8 @@ export interface HandlerOptions {
   readonly maxBodySize: number;
   /** For Upgrade tunnels: timeouts.connect, .responseHeader and .idle. */
   readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
+  /** The transform pool and its settings, when some route transforms or compresses. */
+  readonly body?: BodyContext | null;
 }
 
 /** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
@@ -63,6 +66,7 @@ export class ProxyHandler {
   readonly metrics: RequestMetrics | null;
   readonly maxBodySize: number;
   readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
+  readonly body: BodyContext | null;
 
   constructor(options: HandlerOptions) {
     this.router = options.router;
@@ -75,6 +79,7 @@ export class ProxyHandler {
     this.metrics = options.metrics ?? null;
     this.maxBodySize = options.maxBodySize;
     this.tunnel = options.tunnel;
+    this.body = options.body ?? null;
   }
 
   readonly handle = (req: ClientRequest): void => {
@@ -161,8 +166,10 @@ export class ProxyHandler {
   }
 }
 
-class ProxyExchange implements ResponseSink {
+class ProxyExchange implements ResponseSink, FilterSink {
   private conn: UpstreamConnection | null = null;
+  /** A transform or compression that owns the response body (response-body.ts), if any. */
+  private filter: BodyFilter | null = null;
   private waiter: Waiter | null = null;
   private member: Member | null = null;
   /** Whether `member.inflight` counts this exchange now. */
@@ -255,11 +262,31 @@ class ProxyExchange implements ResponseSink {
     this.headAt = performance.now();
     if (status >= 500 && this.group.on5xxFails) this.group.reportFailure(this.member!);
     const route = this.route;
-    const head = buildResponseHead(rawHeaders, route.responseEdit, route.rewriteLocation ? this.rewriteLocation : null);
+    const body = this.handler.body;
+    if (body !== null && (route.transform !== null || route.compress !== null)) {
+      const plan = planBody(route.transform, route.compress, body, this.req, findHeader(this.req.rawHeaders, 'accept-encoding'),
+        status, reason, rawHeaders, this);
+      if (plan !== null) {
+        if (plan.raw !== null) this.writeHead(status, reason, plan.raw);
+        this.filter = plan.filter;
+        return;
+      }
+    }
+    this.writeHead(status, reason, rawHeaders);
+  }
+
+  /** The client's response head from upstream-style fields, with the route's edits. */
+  writeHead(status: number, reason: string, raw: string[]): void {
+    const route = this.route;
+    const head = buildResponseHead(raw, route.responseEdit, route.rewriteLocation ? this.rewriteLocation : null);
     this.req.writeHead(status, reason, head.lines, head.contentLength);
   }
 
   onData(chunk: Buffer): boolean {
+    return this.filter === null ? this.req.write(chunk) : this.filter.data(chunk);
+  }
+
+  write(chunk: Buffer): boolean {
     return this.req.write(chunk);
   }
 
@@ -269,10 +296,25 @@ class ProxyExchange implements ResponseSink {
 
   onEnd(): void {
     this.conn = null;
-    this.done = true;
     this.uncount();
+    if (this.filter !== null) {
+      // The filter finishes the response (end() or fail()) when its work is done.
+      this.filter.end();
+      return;
+    }
+    this.end();
+  }
+
+  /** The response is complete. */
+  end(): void {
+    if (this.done) return;
+    this.done = true;
     this.req.end();
     this.finished(undefined);
+  }
+
+  resumeUpstream(): void {
+    this.conn?.resume();
   }
 
   onError(err: SwitchyardError, hint: RetryHint): void {
@@ -333,7 +375,8 @@ class ProxyExchange implements ResponseSink {
   };
 
   private readonly onClientDrain = (): void => {
-    this.conn?.resume();
+    if (this.filter !== null) this.filter.clientDrained();
+    else this.conn?.resume();
   };
 
   private readonly onClientAbort = (): void => {
@@ -341,6 +384,7 @@ class ProxyExchange implements ResponseSink {
     // The client disconnected before the response completed: abandon the upstream exchange.
     this.done = true;
     this.uncount();
+    this.filter?.abort();
     this.waiter?.cancel();
     this.waiter = null;
     this.conn?.abort();
@@ -351,10 +395,13 @@ class ProxyExchange implements ResponseSink {
   };
 
   // fail
-  private fail(err: SwitchyardError): void {
+  fail(err: SwitchyardError): void {
     if (this.done) return;
     this.done = true;
     this.uncount();
+    this.filter?.abort();
+    this.conn?.abort();
+    this.conn = null;
     this.log(err);
     respondError(this.req, err);
     this.finished(err.code);

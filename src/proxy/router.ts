@@ -10,7 +10,8 @@
  * A request then costs one or two Map lookups (the host, else its parent domain) plus a scan of
  * the few routes of that one host, whatever the number of hosts.
  */
-import type { RouteConfig } from '../config/schema';
+import type { ResolvedRoute } from '../config/load';
+import type { CompressConfig, TransformConfig } from '../config/schema';
 import type { UpstreamGroup } from '../upstream/group';
 import { findHeader } from './client-connection';
 import { compileHeaderEdit, type HeaderEdit } from './headers';
@@ -26,8 +27,10 @@ export class Route {
   readonly requestEdit: HeaderEdit | null;
   readonly responseEdit: HeaderEdit | null;
   readonly rewriteLocation: boolean;
+  readonly transform: TransformConfig | null;
+  readonly compress: CompressConfig | null;
 
-  constructor(readonly index: number, config: RouteConfig, group: UpstreamGroup) {
+  constructor(readonly index: number, config: ResolvedRoute, group: UpstreamGroup) {
     this.group = group;
     const m = config.match;
     this.prefix = m.path ?? null;
@@ -35,7 +38,13 @@ export class Route {
     this.headers = m.header === undefined ? null : Object.entries(m.header).map(([n, v]) => [n.toLowerCase(), v] as const);
     this.strip = config.rewrite?.stripPrefix ?? null;
     this.add = config.rewrite?.addPrefix ?? null;
-    this.requestEdit = compileHeaderEdit(config.requestHeaders);
+    this.transform = config.transform ?? null;
+    this.compress = config.compress ?? null;
+    // With a transform, the upstream is asked for an uncompressed body: decoding it again here
+    // would cost CPU the upstream spent for nothing. (A compressed one is still decoded.)
+    const requestHeaders = this.transform === null ? config.requestHeaders
+      : { ...config.requestHeaders, remove: [...(config.requestHeaders?.remove ?? []), 'Accept-Encoding'] };
+    this.requestEdit = compileHeaderEdit(requestHeaders);
     this.responseEdit = compileHeaderEdit(config.responseHeaders);
     this.rewriteLocation = config.rewriteLocation;
   }
@@ -71,7 +80,7 @@ export class Router {
   private readonly anyHost: Route[] = [];
   readonly routes: Route[];
 
-  constructor(configs: readonly RouteConfig[], groups: ReadonlyMap<string, UpstreamGroup>) {
+  constructor(configs: readonly ResolvedRoute[], groups: ReadonlyMap<string, UpstreamGroup>) {
     this.routes = configs.map((c, i) => new Route(i, c, groups.get(c.pool)!));
     const exact = new Map<string, Route[]>();
     const wild = new Map<string, Route[]>();

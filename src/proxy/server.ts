@@ -14,6 +14,8 @@ import { UpstreamGroup } from '../upstream/group';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
 import { ProxyHandler } from './handler';
+import { TransformPool } from '../transform/pool';
+import type { BodyContext } from './response-body';
 import { Router } from './router';
 
 /** How long an idle keep-alive connection may stay open once a drain starts. */
@@ -36,6 +38,8 @@ export class ProxyServer implements ConnectionOwner {
   readonly server: net.Server;
   readonly handler: ProxyHandler;
   readonly groups = new Map<string, UpstreamGroup>();
+  /** The transform threads, when some route transforms or compresses. */
+  readonly transformPool: TransformPool | null = null;
   /** In-process only: the server decides membership and health itself. */
   readonly membership: Membership | null;
   private readonly clients = new Set<ClientConnection>();
@@ -74,6 +78,17 @@ export class ProxyServer implements ConnectionOwner {
       this.groups.set(name, new UpstreamGroup(name, pool, poolOptions(pool.maxConnections, pool.queueTimeout), report));
     }
     this.applyMembership(snapshot);
+    const metrics = options.metrics === true ? new RequestMetrics(() => this.poolViews(), () => this.clients.size) : null;
+    let body: BodyContext | null = null;
+    if (config.routes.some((r) => r.transform !== undefined || r.compress !== undefined)) {
+      this.transformPool = new TransformPool({ ...config.transformPool, workers: config.workerCount });
+      body = {
+        pool: this.transformPool,
+        onOverload: config.transformPool.onOverload,
+        logger,
+        count: metrics === null ? () => undefined : (outcome) => metrics.countTransform(outcome),
+      };
+    }
     this.handler = new ProxyHandler({
       router: new Router(config.routes, this.groups),
       preserveHost: config.preserveHost,
@@ -84,9 +99,8 @@ export class ProxyServer implements ConnectionOwner {
       accessLog: options.accessLog ?? null,
       maxBodySize: config.server.maxBodySize,
       tunnel: { connectTimeout: config.timeouts.connect, responseHeaderTimeout: config.timeouts.responseHeader, idleTimeout: config.timeouts.idle },
-      metrics: options.metrics === true
-        ? new RequestMetrics(() => this.poolViews(), () => this.clients.size)
-        : null,
+      metrics,
+      body,
     });
     this.limits = {
       maxBodySize: config.server.maxBodySize,
@@ -171,6 +185,7 @@ export class ProxyServer implements ConnectionOwner {
         clearTimeout(deadline);
         clearInterval(this.sweepTimer);
         for (const group of this.groups.values()) group.close();
+        void this.transformPool?.close().catch(() => undefined);
         resolve();
       });
       // Busy connections end after their response (which says Connection: close); idle ones
