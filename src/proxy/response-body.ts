@@ -342,7 +342,9 @@ class BufferedTransform implements BodyFilter {
   }
 
   clientDrained(): void {
-    // Nothing waits on the client: the whole body is written at once.
+    // Relaying (over the limit), the upstream waits on the client; transformed, nothing does:
+    // the whole body is written at once.
+    if (this.passthrough) this.sink.resumeUpstream();
   }
 
   abort(): void {
