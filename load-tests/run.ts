@@ -5,27 +5,30 @@
  *
  *   npm run load -- [--workers N] [--duration S] [--smoke] [--out FILE] [--compare FILE] [--only a,b]
  *
- * Suites: small, 64k, upload-1m, new-conn, c5000 (autocannon), memory (idle connections), and
- * routes (route-table lookups from 10 to 10,000 hosts, in-process: see routes.ts).
+ * Suites: small, 64k, upload-1m, new-conn, c5000 (autocannon), memory (idle connections),
+ * transforms (small-request latency beside 1 MiB transforms: transforms.ts), and routes
+ * (route-table lookups from 10 to 10,000 hosts, in-process: routes.ts).
  *
  * Timing is noise in CI, so CI runs only `--smoke` (a second per suite, fewer connections) to
  * prove the suites work; the numbers that matter come from a quiet machine.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { availableParallelism } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import { forkUpstream, runAutocannon, startProxy } from './procs';
 import { benchRoutes, formatRouteTable, type RouteBenchRow } from './routes';
+import { benchTransforms, formatTransformTable, type TransformBenchRow } from './transforms';
 
 const ROOT = resolve(__dirname, '../..');
 
 interface Suite {
   name: string;
   describe: string;
-  options: (smoke: boolean) => Partial<autocannon.Options>;
+  /** `path` is appended to the URL (procs.ts). */
+  options: (smoke: boolean) => Partial<autocannon.Options> & { path?: string };
 }
 
 const MiB = 1024 * 1024;
@@ -64,6 +67,8 @@ export interface SuiteResult {
   errors: number;
   timeouts: number;
   non2xx: number;
+  /** Response bytes per request (headers included): proves each suite fetched what it says. */
+  bytesPerRequest: number;
 }
 
 export interface RunResult {
@@ -75,49 +80,8 @@ export interface RunResult {
   results: SuiteResult[];
   memory?: { connections: number; kibPerConnection: number } | undefined;
   routes?: RouteBenchRow[] | undefined;
+  transforms?: TransformBenchRow[] | undefined;
   failed: string[];
-}
-
-function runAutocannon(url: string, opts: Partial<autocannon.Options>, duration: number): Promise<autocannon.Result> {
-  return new Promise((resolvePromise, reject) => {
-    const instance = autocannon({ url, duration, timeout: 10, ...opts } as autocannon.Options, (err, result) => {
-      if (err) reject(err);
-      else resolvePromise(result);
-    });
-    instance.on('error', () => undefined);
-  });
-}
-
-function forkUpstream(): Promise<{ child: ChildProcess; port: number }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = fork(resolve(__dirname, 'upstream.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    child.once('message', (m) => resolvePromise({ child, port: (m as { port: number }).port }));
-    child.once('exit', (code) => reject(new Error(`load upstream exited with ${code}`)));
-  });
-}
-
-function startProxy(upstreamPort: number, workers: number): Promise<{ child: ChildProcess; port: number; workerPids: number[] }> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [resolve(ROOT, 'dist/src/cli.js'), '--listen', '127.0.0.1:0',
-      '--upstream', `http://127.0.0.1:${upstreamPort}`, '--workers', String(workers)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const workerPids: number[] = [];
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) !== -1) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        let log: Record<string, unknown>;
-        try { log = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
-        if (log.msg === 'worker started') workerPids.push(Number(log.workerPid));
-        if (typeof log.listen === 'string' && String(log.msg).includes('listening')) {
-          resolvePromise({ child, port: Number(String(log.listen).split(':').pop()), workerPids });
-        }
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`switchyard exited with ${code}`)));
-  });
 }
 
 function rssKiB(pid: number): number {
@@ -202,6 +166,7 @@ export async function main(argv: string[]): Promise<number> {
           suite: suite.name, describe: suite.describe, target,
           rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max,
           requests: r.requests.total, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx,
+          bytesPerRequest: r.requests.total > 0 ? Math.round(r.throughput.total / r.requests.total) : 0,
         };
         run.results.push(result);
         if (target === 'proxy' && (r.errors > 0 || r.timeouts > 0 || r.non2xx > 0 || r.requests.total === 0)) {
@@ -216,6 +181,13 @@ export async function main(argv: string[]): Promise<number> {
     proxy?.child.kill('SIGTERM');
     upstream?.child.kill('SIGTERM');
   }
+  // Its own upstream and one-worker proxies, one per scenario, after the cluster is gone.
+  if (only === undefined || only.includes('transforms')) {
+    run.transforms = await benchTransforms(smoke, duration);
+    for (const r of run.transforms) {
+      if (r.errors > 0 || r.non2xx > 0) run.failed.push(`transforms/${r.scenario} (errors ${r.errors}, non-2xx ${r.non2xx})`);
+    }
+  }
   const out = values.out ?? resolve(ROOT, 'load-tests/results', `${run.date.replace(/[:.]/g, '-')}.json`);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, `${JSON.stringify(run, null, 2)}\n`);
@@ -223,6 +195,9 @@ export async function main(argv: string[]): Promise<number> {
   process.stdout.write(`switchyard load: ${workers} worker(s), ${duration}s per suite${smoke ? ' (smoke)' : ''}, node ${process.version}\n`);
   for (const s of suites) process.stdout.write(`  ${s.name}: ${s.describe}\n`);
   if (suites.length > 0) process.stdout.write(`${formatTable(run, previous)}\n`);
+  if (run.transforms) {
+    process.stdout.write(`transforms on one worker (small: GET 12 B at 2,000/s, alongside 1 MiB pages at 20/s; smoke: 500/s and 10/s):\n${formatTransformTable(run.transforms)}\n`);
+  }
   if (run.routes) process.stdout.write(`route table lookups (ns per request; flat = constant time):\n${formatRouteTable(run.routes)}\n`);
   if (run.memory) {
     process.stdout.write(`idle keep-alive memory: ${run.memory.kibPerConnection} KiB of worker RSS per connection (${run.memory.connections} connections)\n`);

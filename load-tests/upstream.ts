@@ -6,6 +6,9 @@ import * as http from 'node:http';
 
 const SMALL = Buffer.from('hello world\n');
 const K64 = Buffer.alloc(64 * 1024, 'x');
+/** A 1 MiB HTML page full of links to an internal origin: what a transform rewrites. */
+const LINE = '<li><a href="http://10.0.0.5:3000/products/item">an internal link</a> and some text around it</li>\n';
+const PAGE_1M = Buffer.from(`<!doctype html><ul>\n${LINE.repeat(Math.ceil((1024 * 1024) / LINE.length))}`.slice(0, 1024 * 1024));
 
 export function createLoadUpstream(): http.Server {
   const server = http.createServer((req, res) => {
@@ -16,6 +19,11 @@ export function createLoadUpstream(): http.Server {
         res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(String(bytes).length) });
         res.end(String(bytes));
       });
+      return;
+    }
+    if (req.url === '/page-1m') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'content-length': String(PAGE_1M.length) });
+      res.end(PAGE_1M);
       return;
     }
     const body = req.url === '/64k' ? K64 : SMALL;

@@ -19,6 +19,11 @@ describe('load-tests smoke (npm run load -- --smoke)', function () {
     const saved = JSON.parse(readFileSync(out, 'utf8')) as { results: Array<{ target: string; requests: number; errors: number; non2xx: number }>; failed: string[] };
     assert.deepEqual(saved.failed, []);
     const proxied = saved.results.filter((x) => x.target === 'proxy');
+    const perRequest = (suite: string) => (saved.results as unknown as Array<{ suite: string; target: string; bytesPerRequest: number }>)
+      .find((x) => x.suite === suite && x.target === 'proxy')!.bytesPerRequest;
+    assert.ok(perRequest('64k') > 65_536 && perRequest('64k') < 66_000, `64k suite fetched ${perRequest('64k')} B per request`);
+    assert.ok(perRequest('small') < 400, `small suite fetched ${perRequest('small')} B per request`);
+    assert.match(r.stdout, /transforms on one worker[\s\S]*\| pool \|[\s\S]*\| inline \|/);
     assert.equal(proxied.length, 5);
     for (const x of proxied) {
       assert.ok(x.requests > 0);
