@@ -167,6 +167,18 @@ describe('pools of upstreams: balancing, health, retries', () => {
     assert.equal(after.c, 10, `c gets traffic again: ${JSON.stringify(after)}`);
   });
 
+  it('never ejects a pool\'s only member: it serves again as soon as it is back', async () => {
+    const only = await httpUpstream((_req, res) => res.end('only'));
+    const proxy = await startProxy({ pools: { web: { members: [{ url: only.url }], passive: { failures: 1, cooldown: 60_000 } } } });
+    await kill(only);
+    for (let i = 0; i < 3; i++) assert.equal((await request(proxy.url)).status, 502);
+    assert.equal(proxy.server.groups.get('web')!.members[0]!.healthy, true);
+    await revive(only);
+    const r = await request(proxy.url);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'only');
+  });
+
   it('active checks take a member out after `fall` failures and back after `rise` passes', async () => {
     let bHealthy = true;
     const ups = await three((name, req, res) => {

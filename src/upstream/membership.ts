@@ -162,6 +162,9 @@ class PoolMembership {
     const m = this.members.get(url);
     const p = this.config.passive;
     if (m === undefined || p.failures === 0 || m.ejectedUntil !== 0) return;
+    // As nginx does: the only member is never ejected. Ejecting it would turn a brief outage
+    // into a full cool-down of 503s after the upstream is back (retries cannot go elsewhere).
+    if (this.members.size === 1) return;
     m.failures.push(now);
     while (m.failures.length > 0 && m.failures[0]! <= now - p.window) m.failures.shift();
     if (m.failures.length < p.failures) return;
