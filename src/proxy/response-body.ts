@@ -309,6 +309,9 @@ class BufferedTransform implements BodyFilter {
       this.sink.end();
       return;
     }
+    // A body too small to be worth compressing goes out as the upstream encoded it.
+    const tooSmall = this.compress !== null && this.facts.encoding === null && this.size < this.compress.minSize;
+    const encodeTo = tooSmall ? null : this.encodeTo;
     // One copy into a buffer of our own, which then moves to the thread without another.
     const body = new ArrayBuffer(this.size);
     const view = new Uint8Array(body);
@@ -323,7 +326,7 @@ class BufferedTransform implements BodyFilter {
       body, contentEncoding: encoding, charset: this.facts.charset,
       rules: this.cfg.replace ?? null, module: this.cfg.module ?? null,
       context: { method: this.req.method, url: this.req.url, status: this.status, contentType: this.facts.type, headers: fieldsOf(this.raw) },
-      encodeTo: this.encodeTo,
+      encodeTo,
       gzipLevel: this.compress?.gzipLevel ?? 6, brotliQuality: this.compress?.brotliQuality ?? 4,
     };
     pool.run(task, this.cfg.timeout).then((result) => {

@@ -72,7 +72,8 @@ export class UpstreamGroup {
 
   /** A failure the passive health check counts (connect error, reset, timeout, or a 5xx if on5xx). */
   reportFailure(member: Member): void {
-    if (this.countsFailures) this.onFailure(this.name, member.url);
+    // The only member is never ejected (membership.ts): no need to tell the primary each time.
+    if (this.countsFailures && this.members.length > 1) this.onFailure(this.name, member.url);
   }
 
   /** Apply the primary's picture: new members get a pool, departed ones close when idle. */
