@@ -84,6 +84,14 @@ export class PoolQueueTimeoutError extends SwitchyardError {
   }
 }
 
+/** Every pooled connection was busy and the queue was already full: refused at once. */
+export class PoolQueueFullError extends SwitchyardError {
+  constructor(max: number) {
+    super('SWY_ERR_POOL_QUEUE_FULL', 503, `${max} requests already wait for an upstream connection`);
+    this.retryAfter = 1;
+  }
+}
+
 /** No route matched the request's host, path, method and headers. */
 export class NoRouteError extends SwitchyardError {
   constructor(host: string | null, path: string) {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as http from 'node:http';
 import type * as net from 'node:net';
-import { delay, httpUpstream, rawUpstream, request, startProxy, waitFor, type Upstream } from './support/helpers';
+import { delay, httpUpstream, memberPool, rawUpstream, request, startProxy, waitFor, type Upstream } from './support/helpers';
 
 interface Counted extends Upstream {
   hits: number;
@@ -231,6 +231,24 @@ describe('pools of upstreams: balancing, health, retries', () => {
     assert.equal(up.connections.length, 1);
     hold[0]!.end('done');
     assert.equal((await first).status, 200);
+  });
+
+  it('refuses at once past the queue length bound (maxQueue), with Retry-After', async () => {
+    const hold: http.ServerResponse[] = [];
+    const up = await httpUpstream((_req, res) => { hold.push(res); });
+    const proxy = await startProxy({ pools: { web: { members: [{ url: up.url, maxConnections: 1 }], maxQueue: 1, queueTimeout: 60_000 } } });
+    const first = request(proxy.url);
+    await waitFor(() => hold.length === 1);
+    const queued = request(proxy.url);
+    await waitFor(() => memberPool(proxy, 'web').stats().pending === 1);
+    const refused = await request(proxy.url);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers['retry-after'], '1');
+    assert.match(refused.body.toString(), /SWY_ERR_POOL_QUEUE_FULL/);
+    hold[0]!.end('one');
+    await waitFor(() => hold.length === 2);
+    hold[1]!.end('two');
+    assert.deepEqual([(await first).body.toString(), (await queued).body.toString()], ['one', 'two']);
   });
 
   it('loses no idempotent request under load when a member is killed, and uses it again once back', async () => {

@@ -134,6 +134,8 @@ export const PoolSchema = z.strictObject({
   maxConnections: z.number().int().min(1).max(65_536).optional()
     .describe('Connections per member per worker. Default: pool.maxConnections.'),
   queueTimeout: ms('Time a request may wait for a member\'s free connection (then 503 with Retry-After). Default: pool.queueTimeout').optional(),
+  maxQueue: z.number().int().min(0).max(1_000_000).optional()
+    .describe('Requests that may wait for one member\'s connection per worker; past it, 503 at once. Default: pool.maxQueue.'),
   healthCheck: HealthCheckSchema.optional().describe('Active health checks. Default: none.'),
   passive: PassiveHealthSchema.prefault({}),
   retries: RetrySchema.prefault({}),
@@ -267,6 +269,8 @@ export const ConfigSchema = z.strictObject({
     maxConnections: z.number().int().min(1).max(65_536).default(256)
       .describe('Connections per upstream per worker; requests past it wait in a queue. Default 256.'),
     queueTimeout: ms('Time a request may wait for a free upstream connection before a 503').default(30_000),
+    maxQueue: z.number().int().min(0).max(1_000_000).default(1024)
+      .describe('Requests that may wait for a free connection, per upstream and per worker; past it, 503 with Retry-After at once. Default 1024.'),
     keepAliveTimeout: ms('Idle pooled upstream connections are closed after this (keep it below the upstream\'s own keep-alive timeout)').default(4_000),
   }).prefault({}),
   server: z.strictObject({

@@ -51,9 +51,10 @@ export class ProxyServer implements ConnectionOwner {
 
   constructor(config: ResolvedConfig, private readonly logger: Logger, options: ProxyServerOptions = {}) {
     if (config.routes.length === 0) throw new Error('ProxyServer needs at least one route and pool');
-    const poolOptions = (maxConnections: number | undefined, queueTimeout: number | undefined) => ({
-      maxConnections: maxConnections ?? config.pool.maxConnections,
-      queueTimeout: queueTimeout ?? config.pool.queueTimeout,
+    const poolOptions = (pool: { maxConnections?: number | undefined; queueTimeout?: number | undefined; maxQueue?: number | undefined }) => ({
+      maxConnections: pool.maxConnections ?? config.pool.maxConnections,
+      queueTimeout: pool.queueTimeout ?? config.pool.queueTimeout,
+      maxQueue: pool.maxQueue ?? config.pool.maxQueue,
       timeouts: {
         connect: config.timeouts.connect,
         responseHeader: config.timeouts.responseHeader,
@@ -75,7 +76,7 @@ export class ProxyServer implements ConnectionOwner {
       membership.onChange((s) => this.applyMembership(s));
     }
     for (const [name, pool] of Object.entries(config.pools)) {
-      this.groups.set(name, new UpstreamGroup(name, pool, poolOptions(pool.maxConnections, pool.queueTimeout), report));
+      this.groups.set(name, new UpstreamGroup(name, pool, poolOptions(pool), report));
     }
     this.applyMembership(snapshot);
     const metrics = options.metrics === true ? new RequestMetrics(() => this.poolViews(), () => this.clients.size) : null;

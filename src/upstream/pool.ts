@@ -1,9 +1,10 @@
 /**
  * A worker's keep-alive pool for one upstream: idle connections are reused most-recently-used
  * first (warm sockets stay warm, the rest expire), new ones are opened up to `maxConnections`, and
- * requests past that wait in a FIFO queue bounded by `queueTimeout`.
+ * requests past that wait in a FIFO queue bounded in length (`maxQueue`) and in time
+ * (`queueTimeout`).
  */
-import { PoolClosedError, PoolQueueTimeoutError, type SwitchyardError } from '../errors';
+import { PoolClosedError, PoolQueueFullError, PoolQueueTimeoutError, type SwitchyardError } from '../errors';
 import { UpstreamConnection, type ConnectionOwner, type ConnectionTimeouts, type UpstreamTarget } from './connection';
 
 export { targetFromConfig } from './target';
@@ -11,6 +12,7 @@ export { targetFromConfig } from './target';
 export interface PoolOptions {
   readonly maxConnections: number;
   readonly queueTimeout: number;
+  readonly maxQueue: number;
   readonly timeouts: ConnectionTimeouts;
 }
 
@@ -85,6 +87,10 @@ export class UpstreamPool implements ConnectionOwner {
     }
     if (this.open < this.options.maxConnections) {
       cb(null, this.connect());
+      return null;
+    }
+    if (this.queue.length >= this.options.maxQueue) {
+      cb(new PoolQueueFullError(this.options.maxQueue), null);
       return null;
     }
     const entry: QueueEntry = {
