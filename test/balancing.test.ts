@@ -3,6 +3,7 @@
  * per-member connection limits, and what happens when members die and come back.
  */
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import * as http from 'node:http';
 import type * as net from 'node:net';
@@ -115,6 +116,25 @@ describe('pools of upstreams: balancing, health, retries', () => {
     // Every body arrived whole, once, at a live member.
     assert.deepEqual(answers.map((a) => a.split(':')[1]), Array.from({ length: 9 }, (_, i) => `body-${i}`));
     assert.ok(answers.every((a) => !a.startsWith('b:')));
+  });
+
+  it('retries a large upload whose first member refused, body intact (read from the client only once connected)', async () => {
+    const up = await httpUpstream((req, res) => {
+      const hash = createHash('sha256');
+      req.on('data', (c: Buffer) => hash.update(c));
+      req.on('end', () => res.end(hash.digest('hex')));
+    });
+    const dead = await httpUpstream(() => undefined);
+    await kill(dead);
+    const body = randomBytes(3 * 1024 * 1024);
+    const want = createHash('sha256').update(body).digest('hex');
+    for (const headers of [{}, { Expect: '100-continue' }]) {
+      // A fresh proxy each time: round robin starts at the dead member.
+      const proxy = await startProxy({ pools: { web: { members: [{ url: dead.url }, { url: up.url }], passive: { failures: 0 } } } });
+      const r = await request(proxy.url, { method: 'POST', headers: { ...headers, 'Content-Length': String(body.length) } }, body);
+      assert.equal(r.status, 200);
+      assert.equal(r.body.toString(), want);
+    }
   });
 
   it('does not resend a request that reached a member unless it is idempotent and retries.idempotent is on', async () => {
