@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { validRequestId, type AccessLog } from '../ops/access-log';
 import type { RequestMetrics } from '../ops/metrics';
-import { ClientAbortedError, NoHealthyUpstreamError, NoRouteError, PoolClosedError, SwitchyardError } from '../errors';
+import { ClientAbortedError, NoHealthyUpstreamError, NoRouteError, PoolClosedError, PoolQueueFullError, SwitchyardError } from '../errors';
 import { RetryHint, type BodyFraming, type ResponseSink, type UpstreamConnection, type UpstreamTarget } from '../upstream/connection';
 import type { Member, UpstreamGroup } from '../upstream/group';
 import type { Waiter } from '../upstream/pool';
@@ -247,8 +247,9 @@ class ProxyExchange implements ResponseSink, FilterSink {
       return;
     }
     if (err !== null) {
-      // A pool closed under a waiting request (its member left the pool) sent nothing anywhere.
-      this.onError(err, err instanceof PoolClosedError ? RetryHint.Unsent : RetryHint.Never);
+      // A closed pool (its member left) or a full queue sent nothing anywhere: another member
+      // may take it. A queue timeout has already used the client's patience.
+      this.onError(err, err instanceof PoolClosedError || err instanceof PoolQueueFullError ? RetryHint.Unsent : RetryHint.Never);
       return;
     }
     this.conn = conn!;
