@@ -1,14 +1,16 @@
 /**
  * The access log: one line per request, JSON by default, or the NCSA common / combined formats.
  *
- * Lines go through pino's destination (sonic-boom), synchronously, batched: a write per ~4 KiB
- * of lines rather than per request, each write at most 4,096 bytes of whole lines, so that lines
- * from all workers sharing one stdout pipe never interleave (writes up to PIPE_BUF are atomic),
+ * Lines go through pino's destination (sonic-boom), synchronously, batched: to a pipe or socket
+ * (stdout under journald) a write per ~4 KiB of lines, each at most 4,096 bytes of whole lines,
+ * so that lines from all workers sharing one stdout pipe never interleave (writes up to PIPE_BUF
+ * are atomic); to a regular file, ~64 KB per write, since Linux appends a write to a file whole;
  * and a slow journald slows the worker instead of growing its memory, as nginx does. The JSON line
  * is built by a fixed-shape serializer rather than pino's generic one: 0.48 against 1.2 µs per
  * line measured, on a path whose whole budget is about 2 µs (README, "Access log").
  * Logs go to stdout (journald) or to a file that SIGUSR1 reopens, for logrotate.
  */
+import { fstatSync } from 'node:fs';
 import pino from 'pino';
 
 export type AccessLogFormat = 'json' | 'common' | 'combined';
@@ -44,7 +46,12 @@ type Destination = ReturnType<typeof pino.destination>;
 
 /** Writes of up to PIPE_BUF bytes to a pipe are atomic: lines from several workers never mix. */
 const PIPE_BUF = 4096;
-const BATCH_CHARS = 4000;
+const PIPE_BATCH_CHARS = 4000;
+/**
+ * Linux appends one write() to a regular file whole (O_APPEND, under the inode lock), whatever its
+ * size, so files take bigger batches: a sixteenth of the syscalls.
+ */
+const FILE_BATCH_CHARS = 64_000;
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
@@ -52,11 +59,14 @@ export class AccessLog {
   private readonly destination: Destination;
   private readonly worker: number;
   readonly format: AccessLogFormat;
+  /** Lines are written once this many characters are pending. */
+  private batchChars = PIPE_BATCH_CHARS;
 
   constructor(options: AccessLogOptions) {
     this.format = options.format;
     this.worker = options.worker;
     this.destination = pino.destination({ dest: options.file ?? 1, sync: true, mkdir: true, append: true });
+    this.batchChars = batchFor((this.destination as unknown as { fd: number }).fd);
     // Lines still buffered when the worker stops are flushed by flush(); a timer covers quiet times.
     setInterval(() => this.flush(), 1000).unref();
   }
@@ -84,7 +94,7 @@ export class AccessLog {
   private pending = '';
 
   private append(line: string): void {
-    if (this.pending.length + line.length > BATCH_CHARS) this.flushPending();
+    if (this.pending.length + line.length > this.batchChars) this.flushPending();
     this.pending += line;
   }
 
@@ -92,7 +102,7 @@ export class AccessLog {
     const batch = this.pending;
     if (batch === '') return;
     this.pending = '';
-    if (Buffer.byteLength(batch) <= PIPE_BUF) {
+    if (this.batchChars === FILE_BATCH_CHARS || Buffer.byteLength(batch) <= PIPE_BUF) {
       this.destination.write(batch);
       return;
     }
@@ -105,6 +115,7 @@ export class AccessLog {
     // Lines logged before the rotation belong in the old file.
     this.flushPending();
     this.destination.reopen();
+    this.batchChars = batchFor((this.destination as unknown as { fd: number }).fd);
   }
 
   flush(): void {
@@ -114,6 +125,15 @@ export class AccessLog {
     } catch {
       // stdout closed: nothing left to write to
     }
+  }
+}
+
+/** Regular files take large batches; pipes, sockets and terminals at most PIPE_BUF. */
+function batchFor(fd: number): number {
+  try {
+    return fstatSync(fd).isFile() ? FILE_BATCH_CHARS : PIPE_BATCH_CHARS;
+  } catch {
+    return PIPE_BATCH_CHARS;
   }
 }
 
