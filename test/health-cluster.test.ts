@@ -26,7 +26,7 @@ describe('health in the cluster', () => {
       }
       res.end(name);
     })));
-    const cli = await startCli(['--workers', '2', '--config', configFile(`
+    const cli = await startCli(['--workers', '2', '--admin', '127.0.0.1:0', '--config', configFile(`
 accessLog: { enabled: false }
 pools:
   web:
@@ -34,6 +34,13 @@ pools:
     healthCheck: { path: /health, interval: 100, fall: 1, rise: 1 }
 `)]);
     await waitFor(() => cli.logs.find((l) => String(l.msg).includes('fails its health check')));
+    // The admin listener shows the same picture: /upstreams and switchyard_upstream_up.
+    const admin = `http://${String((await waitFor(() => cli.logs.find((l) => typeof l.admin === 'string'))).admin)}`;
+    const upstreams = JSON.parse((await request(`${admin}/upstreams`)).body.toString()) as { pools: Array<{ pool: string; members: Array<{ url: string; healthy: boolean }> }> };
+    assert.deepEqual(upstreams.pools, [{ pool: 'web', members: [{ url: a!.url, weight: 1, healthy: true }, { url: b!.url, weight: 1, healthy: false }] }]);
+    const metrics = (await request(`${admin}/metrics`)).body.toString();
+    assert.match(metrics, new RegExp(`switchyard_upstream_up\\{pool="web",upstream="${b!.url}"\\} 0`));
+    assert.match(metrics, new RegExp(`switchyard_upstream_up\\{pool="web",upstream="${a!.url}"\\} 1`));
     const verdicts = cli.logs.filter((l) => String(l.msg).includes('health check'));
     assert.ok(verdicts.every((l) => l.role === 'primary'), 'checks are judged by the primary alone');
     const served: string[] = [];

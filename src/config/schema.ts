@@ -286,7 +286,7 @@ export const ConfigSchema = z.strictObject({
   }).prefault({}),
   admin: z.strictObject({
     listen: hostPort.optional()
-      .describe('Address of the admin listener (/metrics, /healthz, /readyz), HOST:PORT. Keep it on loopback or a private network. Default: none (off).'),
+      .describe('Address of the admin listener (/metrics, /healthz, /readyz, /upstreams), HOST:PORT. Keep it on loopback or a private network. Default: none (off).'),
   }).prefault({}),
   accessLog: z.strictObject({
     enabled: z.boolean().default(true).describe('Write one line per request. Default true.'),

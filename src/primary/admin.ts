@@ -1,11 +1,13 @@
 /**
  * The admin listener, in the primary, on its own address (loopback unless told otherwise):
  * /metrics (Prometheus text, every worker's metrics aggregated over IPC, plus the primary's own),
- * /healthz (the primary is alive) and /readyz (every worker listens and nothing is stopping).
+ * /healthz (the primary is alive), /readyz (every worker listens and nothing is stopping) and
+ * /upstreams (every pool's members and their health, as the workers route by them).
  */
 import * as http from 'node:http';
-import { AggregatorRegistry, Counter, Registry } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Logger } from '../log';
+import type { MembershipSnapshot } from '../upstream/membership';
 
 export interface Readiness {
   ready: boolean;
@@ -18,11 +20,27 @@ export class AdminServer {
   private readonly own = new Registry();
   readonly workerRestarts: Counter;
 
-  constructor(private readonly readiness: () => Readiness, private readonly logger: Logger) {
+  constructor(
+    private readonly readiness: () => Readiness,
+    private readonly members: () => MembershipSnapshot,
+    private readonly logger: Logger,
+  ) {
     this.workerRestarts = new Counter({
       name: 'switchyard_worker_restarts_total',
       help: 'Workers that died and were replaced.',
       registers: [this.own],
+    });
+    new Gauge({
+      name: 'switchyard_upstream_up',
+      help: 'Whether a pool member takes traffic (1) or is down by its health checks or ejected (0).',
+      labelNames: ['pool', 'upstream'],
+      registers: [this.own],
+      collect() {
+        this.reset();
+        for (const [pool, list] of Object.entries(members())) {
+          for (const m of list) this.set({ pool, upstream: m.url }, m.healthy ? 1 : 0);
+        }
+      },
     });
     this.server = http.createServer((req, res) => void this.handle(req, res));
   }
@@ -72,8 +90,15 @@ export class AdminServer {
           send(500, `metrics unavailable: ${(err as Error).message}\n`);
         }
         return;
+      case '/upstreams': {
+        const pools = Object.entries(this.members()).map(([pool, list]) => ({
+          pool, members: list.map((m) => ({ url: m.url, weight: m.weight, healthy: m.healthy })),
+        }));
+        send(200, `${JSON.stringify({ pools }, null, 2)}\n`, 'application/json');
+        return;
+      }
       default:
-        send(404, 'not found: try /metrics, /healthz or /readyz\n');
+        send(404, 'not found: try /metrics, /healthz, /readyz or /upstreams\n');
     }
   }
 }

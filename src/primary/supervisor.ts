@@ -14,7 +14,7 @@ import { withDemoPool, type ResolvedConfig } from '../config/load';
 import { parseHostPort } from '../config/schema';
 import { isWorkerMessage, type PrimaryMessage } from '../ipc';
 import type { Logger } from '../log';
-import { Membership } from '../upstream/membership';
+import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { AdminServer } from './admin';
 import { SystemdNotifier } from './systemd';
 
@@ -72,11 +72,11 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger, option
   });
   await supervisor.startMembership();
   if (initial.admin.listen !== undefined) {
-    admin = new AdminServer(() => supervisor.readiness(), logger);
+    admin = new AdminServer(() => supervisor.readiness(), () => supervisor.members(), logger);
     const { host, port } = parseHostPort(initial.admin.listen)!;
     const address = await admin.listen(host, port);
     supervisor.admin = admin;
-    logger.info({ admin: address }, `admin listener on http://${address} (/metrics, /healthz, /readyz)`);
+    logger.info({ admin: address }, `admin listener on http://${address} (/metrics, /healthz, /readyz, /upstreams)`);
   }
   return supervisor.start();
 }
@@ -311,6 +311,11 @@ class Supervisor {
       worker.process.kill('SIGKILL');
     }, this.config.timeouts.drain + EXIT_GRACE_MS);
     kill.unref();
+  }
+
+  /** For /upstreams and switchyard_upstream_up: the pools as workers now route by them. */
+  members(): MembershipSnapshot {
+    return this.membership?.snapshot() ?? {};
   }
 
   /** For /readyz: every worker listens, and the cluster is not stopping. */
