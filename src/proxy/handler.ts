@@ -159,9 +159,10 @@ export class ProxyHandler {
     req: ClientRequest, reqId: string, startedAt: number, upstreamMs: number | undefined,
     upstream: string | undefined, error: string | undefined,
   ): void {
-    this.metrics?.record(req.aborted ? 499 : req.status, upstream, performance.now() - startedAt, upstreamMs);
+    const durationMs = performance.now() - startedAt;
+    this.metrics?.record(req.aborted ? 499 : req.status, upstream, durationMs, upstreamMs);
     if (this.accessLog !== null) {
-      logAccess(this.accessLog, req, reqId, startedAt, upstreamMs === undefined ? undefined : micros(upstreamMs), upstream, error);
+      logAccess(this.accessLog, req, reqId, micros(durationMs), upstreamMs === undefined ? undefined : micros(upstreamMs), upstream, error);
     }
   }
 }
@@ -511,13 +512,13 @@ function micros(ms: number): number {
 }
 
 function logAccess(
-  accessLog: AccessLog, req: ClientRequest, reqId: string, startedAt: number,
+  accessLog: AccessLog, req: ClientRequest, reqId: string, durationUs: number,
   upstreamUs: number | undefined, upstream: string | undefined, error: string | undefined,
 ): void {
   accessLog.log({
     reqId, remote: req.remoteAddress, method: req.method, path: req.url, httpVersion: `1.${req.httpMinor}`,
     status: req.aborted ? 499 : req.status, bytesIn: req.bytesIn, bytesOut: req.bytesOut,
-    durationUs: micros(performance.now() - startedAt), upstreamUs, upstream, error,
+    durationUs, upstreamUs, upstream, error,
     // Only the combined format shows these; JSON lines stay lean.
     referer: accessLog.format === 'combined' ? findHeader(req.rawHeaders, 'referer') ?? undefined : undefined,
     userAgent: accessLog.format === 'combined' ? findHeader(req.rawHeaders, 'user-agent') ?? undefined : undefined,

@@ -325,7 +325,9 @@ class BufferedTransform implements BodyFilter {
     const task: TransformTask = {
       body, contentEncoding: encoding, charset: this.facts.charset,
       rules: this.cfg.replace ?? null, module: this.cfg.module ?? null,
-      context: { method: this.req.method, url: this.req.url, status: this.status, contentType: this.facts.type, headers: fieldsOf(this.raw) },
+      // Only a user module reads the context: replace rules alone need no copy of the head.
+      context: this.cfg.module === undefined ? null
+        : { method: this.req.method, url: this.req.url, status: this.status, contentType: this.facts.type, headers: fieldsOf(this.raw) },
       encodeTo,
       gzipLevel: this.compress?.gzipLevel ?? 6, brotliQuality: this.compress?.brotliQuality ?? 4,
     };

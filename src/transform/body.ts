@@ -33,7 +33,8 @@ export interface TransformTask {
   charset: BufferEncoding;
   rules: readonly ReplaceSpec[] | null;
   module: string | null;
-  context: TransformContext;
+  /** What the module is told about the response; null without a module. */
+  context: TransformContext | null;
   /** What to encode the result to for the client; null for identity. */
   encodeTo: 'br' | 'gzip' | null;
   gzipLevel: number;
@@ -124,7 +125,7 @@ export async function runTransform(task: TransformTask): Promise<TransformResult
   }
   if (task.module !== null) {
     const fn = loadModule(task.module);
-    const out = await fn(body, task.context);
+    const out = await fn(body, task.context!);
     if (typeof out === 'string') body = Buffer.from(out, task.charset);
     else if (out instanceof Uint8Array) body = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
     else throw new TypeError(`transform module ${task.module} returned ${out === null ? 'null' : typeof out}, not a Buffer or string`);

@@ -6,21 +6,23 @@
  * arrive as snapshots, so every worker routes by the same picture. This file only applies them.
  */
 import type { PoolConfig } from '../config/schema';
-import { UpstreamPool, targetFromConfig, type PoolOptions } from './pool';
-import { createSelector, hashString, type Selector } from './selection';
 import type { MemberSnapshot } from './membership';
-import type { UpstreamTarget } from './target';
+import { UpstreamPool, type PoolOptions } from './pool';
+import { createSelector, hashString, type Selector } from './selection';
+import { targetFromConfig, type UpstreamTarget } from './target';
 
 export class Member {
   inflight = 0;
   healthy: boolean;
   readonly id: number;
-  readonly target: UpstreamTarget;
 
   constructor(readonly url: string, public weight: number, healthy: boolean, readonly pool: UpstreamPool) {
     this.healthy = healthy;
     this.id = hashString(url);
-    this.target = pool.target;
+  }
+
+  get target(): UpstreamTarget {
+    return this.pool.target;
   }
 }
 

@@ -14,8 +14,7 @@ import type { Logger } from 'pino';
 import type { MemberConfig, PoolConfig } from '../config/schema';
 import { NO_RECORDS, resolveMembers } from './dns';
 import { probe } from './health-check';
-import type { UpstreamTarget } from './target';
-import { targetFromConfig } from './target';
+import { targetFromConfig, type UpstreamTarget } from './target';
 
 export interface MemberSnapshot extends MemberConfig {
   healthy: boolean;

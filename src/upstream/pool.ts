@@ -7,8 +7,6 @@
 import { PoolClosedError, PoolQueueFullError, PoolQueueTimeoutError, type SwitchyardError } from '../errors';
 import { UpstreamConnection, type ConnectionOwner, type ConnectionTimeouts, type UpstreamTarget } from './connection';
 
-export { targetFromConfig } from './target';
-
 export interface PoolOptions {
   readonly maxConnections: number;
   readonly queueTimeout: number;
