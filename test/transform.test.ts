@@ -126,6 +126,11 @@ describe('response transforms and compression', () => {
       const t = await request(`${small.url}${path}`);
       assert.ok(!t.body.toString().includes(INTERNAL), `${path} transformed under a larger limit`);
     }
+    // Declared too large, on a route that also compresses: untransformed, still compressed.
+    const both = await proxyFor(up, { transform: { ...REPLACE, maxBodySize: 10_000 }, compress: true });
+    const z = await request(both.url, { headers: { 'Accept-Encoding': 'gzip' } });
+    assert.equal(z.headers['content-encoding'], 'gzip');
+    assert.equal(zlib.gunzipSync(z.body).toString(), big);
   });
 
   it('answers 502 when a user module throws or runs past its timeout, and the worker keeps serving', async () => {

@@ -173,17 +173,18 @@ export function planBody(
       return null;
     }
     if (f.length !== null && f.length > transform.maxBodySize) {
+      // Untransformed, but still compressed below if the route compresses.
       tooLarge(ctx, req, f.length, transform.maxBodySize);
-      return null;
+    } else {
+      // Re-encode for the client: to what the route compresses to, or, when the upstream
+      // compressed anyway, to what the client accepts of gzip and br.
+      const offered = compressible ? compress.encodings : f.encoding !== null ? (['gzip', 'br'] as const) : [];
+      const encodeTo = offered.length > 0 ? negotiateEncoding(acceptEncoding, offered) : null;
+      return {
+        raw: null,
+        filter: new BufferedTransform(transform, compress, ctx, req, status, reason, raw, f, encodeTo, compressible || f.encoding !== null, sink),
+      };
     }
-    // Re-encode for the client: to what the route compresses to, or, when the upstream
-    // compressed anyway, to what the client accepts of gzip and br.
-    const offered = compressible ? compress.encodings : f.encoding !== null ? (['gzip', 'br'] as const) : [];
-    const encodeTo = offered.length > 0 ? negotiateEncoding(acceptEncoding, offered) : null;
-    return {
-      raw: null,
-      filter: new BufferedTransform(transform, compress, ctx, req, status, reason, raw, f, encodeTo, compressible || f.encoding !== null, sink),
-    };
   }
   if (!compressible) return null;
   if (f.encoding !== null || (f.length !== null && f.length < compress.minSize)) {
