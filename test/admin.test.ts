@@ -35,6 +35,13 @@ describe('admin listener: /metrics, /healthz, /readyz', function () {
     assert.equal(metricValue(metrics, `switchyard_requests_total{code_class="2xx",upstream="${up.url}"}`), 40);
     assert.equal(metricValue(metrics, 'switchyard_request_duration_seconds_count'), 40);
     assert.equal(metricValue(metrics, `switchyard_upstream_response_seconds_count{upstream="${up.url}"}`), 40);
+    // Histograms: cumulative buckets, +Inf equal to the count, summed over the workers too.
+    assert.equal(metricValue(metrics, 'switchyard_request_duration_seconds_bucket{le="+Inf"}'), 40);
+    assert.equal(metricValue(metrics, 'switchyard_request_duration_seconds_count'), 40);
+    assert.ok(metricValue(metrics, 'switchyard_request_duration_seconds_sum') > 0);
+    const buckets = [...metrics.matchAll(/^switchyard_request_duration_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)].map((m) => Number(m[2]));
+    assert.equal(buckets.length, 16);
+    for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i]! >= buckets[i - 1]!, 'buckets are cumulative');
     assert.ok(metricValue(metrics, `switchyard_upstream_connections_open{pool="default",upstream="${up.url}"}`) >= 2);
     assert.equal(metricValue(metrics, `switchyard_upstream_requests_pending{pool="default",upstream="${up.url}"}`), 0);
     assert.ok(metrics.includes('switchyard_client_connections '));

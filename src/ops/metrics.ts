@@ -3,8 +3,9 @@
  * worker's registry over IPC (prom-client's AggregatorRegistry: counters and histograms summed),
  * so /metrics shows the whole cluster, not one process.
  *
- * On the hot path a request costs one cached-child increment and two histogram observations;
- * pool and connection gauges are read only when Prometheus scrapes.
+ * On the hot path a request costs a counter increment and two histogram observations, into plain
+ * numbers (PlainCounter, PlainHistogram below); pool and connection gauges are read only when
+ * Prometheus scrapes.
  */
 import * as client from 'prom-client';
 
@@ -18,12 +19,120 @@ const CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 /** Seconds: 0.5 ms to 30 s, the range a proxy's latencies span. */
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
-export class RequestMetrics {
-  private readonly requests: client.Counter<'code_class' | 'upstream'>;
-  private readonly duration: client.Histogram;
-  private readonly upstreamDuration: client.Histogram<'upstream'>;
-  private readonly byUpstream = new Map<string, { classes: Array<{ inc(): void }>; timing: { observe(v: number): void } }>();
+/** The shape prom-client's registry and cluster aggregator read from a metric. */
+interface MetricValue {
+  labels: Record<string, string | number>;
+  value: number;
+  metricName?: string;
+}
 
+/**
+ * A counter or histogram recorded into plain numbers, registered with prom-client as a custom
+ * metric: scrapes and cluster aggregation are prom-client's, the hot path is an array increment.
+ * prom-client's own observe() hashes the label set on every call, which measured about 2.7 µs per
+ * request for the three per-request updates in place (24.2 against 21.6 µs of CPU per request).
+ */
+abstract class PlainMetric {
+  readonly aggregator = 'sum';
+  abstract readonly type: 'counter' | 'histogram';
+
+  constructor(readonly name: string, readonly help: string) {
+    client.register.registerMetric(this as unknown as client.Metric);
+  }
+
+  abstract values(): MetricValue[];
+
+  get(): { name: string; help: string; type: string; aggregator: string; values: MetricValue[] } {
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: this.values() };
+  }
+
+  reset(): void {
+    // Counters restart with the process; prom-client's registry-wide reset is not used here.
+  }
+}
+
+export class PlainCounter extends PlainMetric {
+  readonly type = 'counter';
+  private readonly bySeries = new Map<string, { labels: Record<string, string>; value: number }>();
+
+  /** A series to increment directly: `series.value++`. */
+  series(labels: Record<string, string>): { value: number } {
+    const key = JSON.stringify(labels);
+    let s = this.bySeries.get(key);
+    if (s === undefined) {
+      s = { labels, value: 0 };
+      this.bySeries.set(key, s);
+    }
+    return s;
+  }
+
+  values(): MetricValue[] {
+    return [...this.bySeries.values()].map((s) => ({ labels: s.labels, value: s.value }));
+  }
+}
+
+export class HistogramSeries {
+  readonly counts: Float64Array;
+  sum = 0;
+  count = 0;
+
+  constructor(private readonly bounds: readonly number[], readonly labels: Record<string, string>) {
+    this.counts = new Float64Array(bounds.length);
+  }
+
+  observe(v: number): void {
+    const b = this.bounds;
+    // Most observations fall in the first few buckets: a forward scan beats a binary search here.
+    for (let i = 0; i < b.length; i++) {
+      if (v <= b[i]!) {
+        this.counts[i]!++;
+        break;
+      }
+    }
+    this.sum += v;
+    this.count++;
+  }
+}
+
+export class PlainHistogram extends PlainMetric {
+  readonly type = 'histogram';
+  private readonly bySeries = new Map<string, HistogramSeries>();
+
+  constructor(name: string, help: string, private readonly bounds: readonly number[]) {
+    super(name, help);
+  }
+
+  series(labels: Record<string, string>): HistogramSeries {
+    const key = JSON.stringify(labels);
+    let s = this.bySeries.get(key);
+    if (s === undefined) {
+      s = new HistogramSeries(this.bounds, labels);
+      this.bySeries.set(key, s);
+    }
+    return s;
+  }
+
+  values(): MetricValue[] {
+    const out: MetricValue[] = [];
+    for (const s of this.bySeries.values()) {
+      let cumulative = 0;
+      this.bounds.forEach((le, i) => {
+        cumulative += s.counts[i]!;
+        out.push({ labels: { le, ...s.labels }, value: cumulative, metricName: `${this.name}_bucket` });
+      });
+      out.push({ labels: { le: '+Inf', ...s.labels }, value: s.count, metricName: `${this.name}_bucket` });
+      out.push({ labels: s.labels, value: s.sum, metricName: `${this.name}_sum` });
+      out.push({ labels: s.labels, value: s.count, metricName: `${this.name}_count` });
+    }
+    return out;
+  }
+}
+
+export class RequestMetrics {
+  private readonly requests: PlainCounter;
+  private readonly duration: HistogramSeries;
+  private readonly upstreamDuration: PlainHistogram;
+  private readonly byUpstream = new Map<string, { classes: Array<{ value: number }>; timing: HistogramSeries }>();
   private readonly transforms: client.Counter<'outcome'>;
 
   /** `pools`: read at each scrape, since members come and go (DNS, reloads). */
@@ -32,22 +141,20 @@ export class RequestMetrics {
     // AggregatorRegistry is constructed, in the worker as in the primary.
     new client.AggregatorRegistry();
     client.collectDefaultMetrics();
-    this.requests = new client.Counter({
-      name: 'switchyard_requests_total',
-      help: 'Requests answered, by status class and upstream (499: the client left first).',
-      labelNames: ['code_class', 'upstream'],
-    });
-    this.duration = new client.Histogram({
-      name: 'switchyard_request_duration_seconds',
-      help: 'Time from the request head to the end of the response.',
-      buckets: BUCKETS,
-    });
-    this.upstreamDuration = new client.Histogram({
-      name: 'switchyard_upstream_response_seconds',
-      help: 'Time until the upstream\'s response head, by upstream.',
-      labelNames: ['upstream'],
-      buckets: BUCKETS,
-    });
+    this.requests = new PlainCounter(
+      'switchyard_requests_total',
+      'Requests answered, by status class and upstream (499: the client left first).',
+    );
+    this.duration = new PlainHistogram(
+      'switchyard_request_duration_seconds',
+      'Time from the request head to the end of the response.',
+      BUCKETS,
+    ).series({});
+    this.upstreamDuration = new PlainHistogram(
+      'switchyard_upstream_response_seconds',
+      'Time until the upstream\'s response head, by upstream.',
+      BUCKETS,
+    );
     const gauge = (name: string, help: string, read: (s: ReturnType<PoolView['stats']>) => number): void => {
       new client.Gauge({
         name, help, labelNames: ['pool', 'upstream'],
@@ -72,13 +179,13 @@ export class RequestMetrics {
     });
   }
 
-  /** Label children per upstream, made on first use and kept: a hot-path lookup, not a labels() call. */
-  private childrenFor(upstream: string): { classes: Array<{ inc(): void }>; timing: { observe(v: number): void } } {
+  /** Series per upstream, made on first use and kept: the hot path is a Map lookup and increments. */
+  private seriesFor(upstream: string): { classes: Array<{ value: number }>; timing: HistogramSeries } {
     let u = this.byUpstream.get(upstream);
     if (u === undefined) {
       u = {
-        classes: CLASSES.map((c) => this.requests.labels(c, upstream)),
-        timing: this.upstreamDuration.labels(upstream),
+        classes: CLASSES.map((c) => this.requests.series({ code_class: c, upstream })),
+        timing: this.upstreamDuration.series({ upstream }),
       };
       this.byUpstream.set(upstream, u);
     }
@@ -92,15 +199,16 @@ export class RequestMetrics {
   /** `durationMs` total; `upstreamMs` until the upstream's head, when one came. */
   record(status: number, upstream: string | undefined, durationMs: number, upstreamMs: number | undefined): void {
     this.duration.observe(durationMs / 1000);
-    if (upstream === undefined) {
-      this.requests.inc({ code_class: classOf(status), upstream: 'none' });
-      return;
-    }
-    const u = this.childrenFor(upstream);
     const i = Math.floor(status / 100) - 1;
     // 499 (the client left) is counted apart from the 4xx the proxy or upstream answered.
-    if (i >= 0 && i < 5 && status !== 499) u.classes[i]!.inc();
-    else this.requests.inc({ code_class: classOf(status), upstream });
+    const plain = i >= 0 && i < 5 && status !== 499;
+    if (upstream === undefined) {
+      this.requests.series({ code_class: classOf(status), upstream: 'none' }).value++;
+      return;
+    }
+    const u = this.seriesFor(upstream);
+    if (plain) u.classes[i]!.value++;
+    else this.requests.series({ code_class: classOf(status), upstream }).value++;
     if (upstreamMs !== undefined) u.timing.observe(upstreamMs / 1000);
   }
 }
