@@ -89,4 +89,16 @@ describe('access log', () => {
     assert.match(fresh, /\/after-rotation/);
     assert.doesNotMatch(fresh, /before-rotation/);
   });
+
+  it('takes SIGUSR1 in stride when the log goes to stdout: no worker dies', async function () {
+    this.timeout(30_000);
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const cli = await startCli(['--upstream', up.url, '--workers', '2']);
+    const before = cli.workerPids();
+    cli.child.kill('SIGUSR1');
+    await delay(300);
+    assert.equal((await request(`http://127.0.0.1:${cli.port}/after`)).status, 200);
+    assert.deepEqual(cli.workerPids(), before);
+    assert.equal(cli.logs.filter((l) => l.msg === 'worker died; replacing it').length, 0);
+  });
 });

@@ -57,6 +57,8 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 
 export class AccessLog {
   private readonly destination: Destination;
+  /** The file, when not stdout: only a file can be reopened. */
+  private readonly file: string | undefined;
   private readonly worker: number;
   readonly format: AccessLogFormat;
   /** Lines are written once this many characters are pending. */
@@ -65,6 +67,7 @@ export class AccessLog {
   constructor(options: AccessLogOptions) {
     this.format = options.format;
     this.worker = options.worker;
+    this.file = options.file;
     this.destination = pino.destination({ dest: options.file ?? 1, sync: true, mkdir: true, append: true });
     this.batchChars = batchFor((this.destination as unknown as { fd: number }).fd);
     // Lines still buffered when the worker stops are flushed by flush(); a timer covers quiet times.
@@ -110,10 +113,11 @@ export class AccessLog {
     for (const l of batch.split(/(?<=\n)/)) this.destination.write(l);
   }
 
-  /** logrotate moved the file away: open it again under its name. */
+  /** logrotate moved the file away: open it again under its name. Stdout has nothing to reopen. */
   reopen(): void {
     // Lines logged before the rotation belong in the old file.
     this.flushPending();
+    if (this.file === undefined) return;
     this.destination.reopen();
     this.batchChars = batchFor((this.destination as unknown as { fd: number }).fd);
   }
