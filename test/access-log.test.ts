@@ -13,9 +13,13 @@ async function proxyWithLog(config: Record<string, unknown>, format: 'json' | 'c
   const server = new ProxyServer(resolveConfig(config), silentLogger, { accessLog });
   const { port } = await server.listen('127.0.0.1', 0);
   onCleanup(() => server.drain(10));
-  const lines = (): string[] => {
+  // Lines reach a file asynchronously: wait until `count` of them are there.
+  const lines = async (count = 1): Promise<string[]> => {
     accessLog.flush();
-    return existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [];
+    return waitFor(() => {
+      const got = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [];
+      return got.length >= count ? got : null;
+    });
   };
   return { url: `http://127.0.0.1:${port}`, lines };
 }
@@ -31,7 +35,7 @@ describe('access log', () => {
     const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'json');
     await request(`${p.url}/a?b=1`, { method: 'POST', headers: { 'x-request-id': 'client-id-42', 'content-length': '3' } }, 'abc');
     await request(`${p.url}/evil`, { headers: { 'x-request-id': 'bad id"\\' } });
-    const [first, second] = p.lines().map((l) => JSON.parse(l) as Record<string, unknown>);
+    const [first, second] = (await p.lines(2)).map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(
       { ...first, time: 0, durationUs: 0, upstreamUs: 0, remote: '' },
       { time: 0, worker: 7, reqId: 'client-id-42', remote: '', method: 'POST', path: '/a?b=1', status: 200, bytesIn: 3, bytesOut: 5, durationUs: 0, upstreamUs: 0, upstream: up.url },
@@ -53,10 +57,10 @@ describe('access log', () => {
     req.on('error', () => undefined);
     await waitFor(() => silent.connections.length === 1);
     req.destroy();
-    const failed = JSON.parse(p.lines()[0]!) as Record<string, unknown>;
+    const failed = JSON.parse((await p.lines())[0]!) as Record<string, unknown>;
     assert.equal(failed.status, 502);
     assert.equal(failed.error, 'SWY_ERR_UPSTREAM_RESET');
-    const left = await waitFor(() => q.lines()[0]);
+    const left = (await q.lines())[0]!;
     assert.equal((JSON.parse(left) as Record<string, unknown>).status, 499);
   });
 
@@ -64,7 +68,7 @@ describe('access log', () => {
     const up = await httpUpstream((_req, res) => res.end('twelve bytes'));
     const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'combined');
     await request(`${p.url}/page`, { headers: { referer: 'https://ref.example/', 'user-agent': 'test "agent"' } });
-    assert.match(p.lines()[0]!,
+    assert.match((await p.lines())[0]!,
       /^\S*127\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/page HTTP\/1\.1" 200 12 "https:\/\/ref\.example\/" "test \\"agent\\""$/);
   });
 

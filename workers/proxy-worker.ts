@@ -21,7 +21,8 @@ async function drainAndExit(reason: string): Promise<void> {
   if (server === null) process.exit(0);
   logger?.info({ reason }, 'draining');
   await server.drain(drainMs);
-  accessLog?.flush();
+  // Every access log line on disk before the process goes, but never wait long on a stuck disk.
+  if (accessLog !== null) await Promise.race([accessLog.close(), new Promise((r) => setTimeout(r, 2000))]);
   logger?.info('drained, exiting');
   // Let pino's last line reach stdout before the process goes.
   setImmediate(() => process.exit(0));
@@ -37,7 +38,10 @@ process.on('message', (message: unknown) => {
       drainMs = config.timeouts.drain;
       try {
         if (config.accessLog.enabled) {
-          accessLog = new AccessLog({ format: config.accessLog.format, file: config.accessLog.file, worker: id });
+          accessLog = new AccessLog({
+            format: config.accessLog.format, file: config.accessLog.file, worker: id,
+            onDrop: (lines) => logger?.warn({ lines, file: config.accessLog.file }, 'access log: lines dropped, the disk is not keeping up'),
+          });
         }
         server = new ProxyServer(config, logger, {
           accessLog,

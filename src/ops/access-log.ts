@@ -1,16 +1,17 @@
 /**
  * The access log: one line per request, JSON by default, or the NCSA common / combined formats.
  *
- * Lines go through pino's destination (sonic-boom), synchronously, batched: to a pipe or socket
- * (stdout under journald) a write per ~4 KiB of lines, each at most 4,096 bytes of whole lines,
+ * Lines go through pino's destination (sonic-boom), batched. To a pipe or socket (stdout under
+ * journald): synchronously, a write per ~4 KiB of lines, each at most 4,096 bytes of whole lines,
  * so that lines from all workers sharing one stdout pipe never interleave (writes up to PIPE_BUF
- * are atomic); to a regular file, ~64 KB per write, since Linux appends a write to a file whole;
- * and a slow journald slows the worker instead of growing its memory, as nginx does. The JSON line
- * is built by a fixed-shape serializer rather than pino's generic one: 0.48 against 1.2 µs per
- * line measured, on a path whose whole budget is about 2 µs (README, "Access log").
+ * are atomic), and a slow journald slows the worker instead of growing its memory, as nginx does.
+ * To a regular file: asynchronously, ~64 KB per write, since Linux appends a write to a file
+ * whole and a disk stall must not stall requests. The JSON line is built by a fixed-shape
+ * serializer rather than pino's generic one: 0.48 against 1.2 µs per line measured, on a path
+ * whose whole budget is about 2 µs (README, "Access log").
  * Logs go to stdout (journald) or to a file that SIGUSR1 reopens, for logrotate.
  */
-import { fstatSync } from 'node:fs';
+import { fstatSync, statSync } from 'node:fs';
 import pino from 'pino';
 
 export type AccessLogFormat = 'json' | 'common' | 'combined';
@@ -20,6 +21,8 @@ export interface AccessLogOptions {
   /** A file path; stdout when absent. */
   file?: string | undefined;
   worker: number;
+  /** Told, at most once a second, how many lines a stalled disk made us drop. */
+  onDrop?: (lines: number) => void;
 }
 
 export interface AccessEntry {
@@ -52,6 +55,8 @@ const PIPE_BATCH_CHARS = 4000;
  * size, so files take bigger batches: a sixteenth of the syscalls.
  */
 const FILE_BATCH_CHARS = 64_000;
+/** Lines waiting for a stalled disk, past which new ones are dropped (and counted) rather than kept. */
+const FILE_MAX_BUFFERED = 64 * 1024 * 1024;
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
@@ -61,17 +66,37 @@ export class AccessLog {
   private readonly file: string | undefined;
   private readonly worker: number;
   readonly format: AccessLogFormat;
+  /** A regular file: written asynchronously, in large batches. Otherwise synchronously, ≤ PIPE_BUF. */
+  private readonly toFile: boolean;
   /** Lines are written once this many characters are pending. */
-  private batchChars = PIPE_BATCH_CHARS;
+  private readonly batchChars: number;
+  private dropped = 0;
 
   constructor(options: AccessLogOptions) {
     this.format = options.format;
     this.worker = options.worker;
     this.file = options.file;
-    this.destination = pino.destination({ dest: options.file ?? 1, sync: true, mkdir: true, append: true });
-    this.batchChars = batchFor((this.destination as unknown as { fd: number }).fd);
-    // Lines still buffered when the worker stops are flushed by flush(); a timer covers quiet times.
-    setInterval(() => this.flush(), 1000).unref();
+    this.toFile = isRegularFile(options.file);
+    this.batchChars = this.toFile ? FILE_BATCH_CHARS : PIPE_BATCH_CHARS;
+    // To a file, writes go through libuv's threads: a disk that stalls (writeback throttling can
+    // take milliseconds) must not stall every request of the worker. To a pipe (journald), a
+    // reader that falls behind slows the worker instead, and memory stays flat.
+    this.destination = pino.destination({
+      dest: options.file ?? 1, sync: !this.toFile, mkdir: true, append: true,
+      ...(this.toFile ? { maxLength: FILE_MAX_BUFFERED } : {}),
+    });
+    this.destination.on('drop', (data: string) => {
+      for (let i = data.indexOf('\n'); i !== -1; i = data.indexOf('\n', i + 1)) this.dropped++;
+    });
+    const onDrop = options.onDrop;
+    // Lines still pending when the worker stops are written by close(); a timer covers quiet times.
+    setInterval(() => {
+      this.flush();
+      if (this.dropped > 0 && onDrop !== undefined) {
+        onDrop(this.dropped);
+        this.dropped = 0;
+      }
+    }, 1000).unref();
   }
 
   log(e: AccessEntry): void {
@@ -105,7 +130,7 @@ export class AccessLog {
     const batch = this.pending;
     if (batch === '') return;
     this.pending = '';
-    if (this.batchChars === FILE_BATCH_CHARS || Buffer.byteLength(batch) <= PIPE_BUF) {
+    if (this.toFile || Buffer.byteLength(batch) <= PIPE_BUF) {
       this.destination.write(batch);
       return;
     }
@@ -119,25 +144,36 @@ export class AccessLog {
     this.flushPending();
     if (this.file === undefined) return;
     this.destination.reopen();
-    this.batchChars = batchFor((this.destination as unknown as { fd: number }).fd);
   }
 
+  /** Hand pending lines to the destination (to a file they are written as soon as it can). */
   flush(): void {
     this.flushPending();
+    if (this.toFile) return;
     try {
       this.destination.flushSync();
     } catch {
       // stdout closed: nothing left to write to
     }
   }
+
+  /** The worker is stopping: every line written, the file closed. */
+  close(): Promise<void> {
+    this.flushPending();
+    return new Promise((resolve) => {
+      this.destination.once('close', () => resolve());
+      this.destination.once('error', () => resolve());
+      this.destination.end();
+    });
+  }
 }
 
-/** Regular files take large batches; pipes, sockets and terminals at most PIPE_BUF. */
-function batchFor(fd: number): number {
+/** A regular file (or one still to be created), as opposed to a pipe, socket, terminal or device. */
+function isRegularFile(file: string | undefined): boolean {
   try {
-    return fstatSync(fd).isFile() ? FILE_BATCH_CHARS : PIPE_BATCH_CHARS;
-  } catch {
-    return PIPE_BATCH_CHARS;
+    return file === undefined ? fstatSync(1).isFile() : statSync(file).isFile();
+  } catch (err) {
+    return file !== undefined && (err as NodeJS.ErrnoException).code === 'ENOENT';
   }
 }
 
