@@ -56,6 +56,21 @@ describe('routing', () => {
     assert.equal(await get('example.com', '/api', { 'X-Canary': '2' }), 'api /api', 'header values must match exactly');
   });
 
+  it('matches and forwards one normalised path, so encodings and dot segments cannot slip past a route', async () => {
+    const [admin, app] = await Promise.all(['admin', 'app'].map(named));
+    const proxy = await startProxy({
+      pools: { admin: { members: [{ url: admin!.url }] }, app: { members: [{ url: app!.url }] } },
+      routes: [{ match: { path: '/admin' }, pool: 'admin' }, { pool: 'app' }],
+    });
+    const body = async (path: string) => (await rawExchange(proxy.port, `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)).split('\r\n\r\n')[1];
+    assert.equal(await body('/%61dmin/users'), 'admin /admin/users', 'percent-encoded unreserved characters');
+    assert.equal(await body('/static/../admin'), 'admin /admin', 'dot segments');
+    assert.equal(await body('/%2e%2e/admin/x'), 'admin /admin/x', 'encoded dot segments');
+    assert.equal(await body('/admin%2Fx'), 'app /admin%2Fx', '%2F stays encoded: it is not a segment boundary');
+    assert.equal(await body('/a/./b?next=/../admin'), 'app /a/b?next=/../admin', 'the query is left alone');
+    assert.equal(await body('/plain/path'), 'app /plain/path');
+  });
+
   it('answers 404 with a body naming the host and path when no route matches', async () => {
     const up = await named('only');
     const proxy = await startProxy({

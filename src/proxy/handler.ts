@@ -20,7 +20,7 @@ import type { Waiter } from '../upstream/pool';
 import { findHeader, type ClientRequest } from './client-connection';
 import { buildRequestHead, buildResponseHead, TrustedProxies, type HeaderEdit } from './headers';
 import { checkRequest } from './request-checks';
-import type { Route, Router } from './router';
+import { normalizePath, type Route, type Router } from './router';
 import { planBody, type BodyContext, type BodyFilter, type FilterSink } from './response-body';
 import { openTunnel } from './upgrade';
 
@@ -86,11 +86,12 @@ export class ProxyHandler {
     // Refuse what llhttp let through but no upstream may see (request-checks.ts); then
     // origin-form targets pass as they are, and anything else is refused or normalised here.
     const problem = checkRequest(req, this.maxBodySize);
-    const path = problem ?? routeTarget(req);
-    if (typeof path !== 'string') {
-      this.refuse(req, path, problem !== null);
+    const target = problem ?? routeTarget(req);
+    if (typeof target !== 'string') {
+      this.refuse(req, target, problem !== null);
       return;
     }
+    const path = normalizePath(target);
     // route
     const route = this.router.match(req.facts.host, path, req.method, req.rawHeaders);
     if (route === null) {

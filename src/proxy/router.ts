@@ -125,6 +125,48 @@ export class Router {
   }
 }
 
+/**
+ * The path the router matches and the upstream receives, normalised as RFC 3986 §6.2.2 allows:
+ * percent-encoded unreserved characters decoded (`/%61pi` → `/api`) and dot segments removed
+ * (`/static/../admin` → `/admin`). Matching one spelling and forwarding another is how requests slip
+ * past a route meant to fence them, so both use this one. `%2F` stays encoded (it would change the
+ * segments), and the query is untouched. Most paths need none of it and are returned as they are.
+ */
+export function normalizePath(target: string): string {
+  const q = target.indexOf('?');
+  const path = q === -1 ? target : target.slice(0, q);
+  const pct = path.indexOf('%') !== -1;
+  if (!pct && path.indexOf('/.') === -1) return target;
+  let p = pct ? path.replace(/%([0-9A-Fa-f]{2})/g, decodeUnreserved) : path;
+  if (p.indexOf('/.') !== -1) p = removeDotSegments(p);
+  return q === -1 ? p : p + target.slice(q);
+}
+
+function decodeUnreserved(escape: string, hex: string): string {
+  const c = parseInt(hex, 16);
+  const unreserved = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39)
+    || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e;
+  return unreserved ? String.fromCharCode(c) : escape;
+}
+
+/** RFC 3986 §5.2.4 for an absolute path: `.` and `..` segments resolved, never above the root. */
+function removeDotSegments(path: string): string {
+  const parts = path.split('/');
+  const out: string[] = [];
+  for (let i = 1; i < parts.length; i++) {
+    const seg = parts[i]!;
+    const last = i === parts.length - 1;
+    if (seg === '.' || seg === '..') {
+      if (seg === '..') out.pop();
+      // A trailing dot segment leaves a directory: /a/b/.. → /a/
+      if (last) out.push('');
+      continue;
+    }
+    out.push(seg);
+  }
+  return `/${out.join('/')}`;
+}
+
 /** Lower-case, without the port and a trailing dot: `Example.COM.:8080` → `example.com`. */
 export function normalizeHost(host: string): string {
   let h = host;
