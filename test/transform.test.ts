@@ -93,6 +93,7 @@ describe('response transforms and compression', () => {
     assert.equal(head.headers['content-length'], String(body.length), 'HEAD keeps the upstream\'s length');
     assert.equal(head.headers.etag, '"e"');
     assert.equal(head.headers['content-encoding'], undefined);
+    assert.match(String(head.headers.vary), /Accept-Encoding/, 'HEAD carries the Vary a GET would');
     const notModified = await request(`${proxy.url}/304`, { headers: { 'Accept-Encoding': 'gzip' } });
     assert.equal(notModified.status, 304);
     assert.equal(notModified.headers.etag, '"e"');
@@ -126,11 +127,14 @@ describe('response transforms and compression', () => {
       const t = await request(`${small.url}${path}`);
       assert.ok(!t.body.toString().includes(INTERNAL), `${path} transformed under a larger limit`);
     }
-    // Declared too large, on a route that also compresses: untransformed, still compressed.
+    // Too large, declared or found while buffering, on a route that also compresses: untransformed,
+    // still compressed.
     const both = await proxyFor(up, { transform: { ...REPLACE, maxBodySize: 10_000 }, compress: true });
-    const z = await request(both.url, { headers: { 'Accept-Encoding': 'gzip' } });
-    assert.equal(z.headers['content-encoding'], 'gzip');
-    assert.equal(zlib.gunzipSync(z.body).toString(), big);
+    for (const path of ['/', '/chunked']) {
+      const z = await request(`${both.url}${path}`, { headers: { 'Accept-Encoding': 'gzip' } });
+      assert.equal(z.headers['content-encoding'], 'gzip', path);
+      assert.equal(zlib.gunzipSync(z.body).toString(), big, path);
+    }
   });
 
   it('answers 502 when a user module throws or runs past its timeout, and the worker keeps serving', async () => {

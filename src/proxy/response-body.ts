@@ -156,16 +156,18 @@ export interface BodyPlan {
 
 /**
  * Decide what happens to one response body. Returns null when it passes as it came (also for
- * HEAD, 1xx/204/304, ranges and `Cache-Control: no-transform`).
+ * 1xx/204/304, ranges and `Cache-Control: no-transform`; HEAD only gains Vary on compressing routes).
  */
 export function planBody(
   transform: TransformConfig | null, compress: CompressConfig | null, ctx: BodyContext,
   req: ClientRequest, acceptEncoding: string | null, status: number, reason: string, raw: string[], sink: FilterSink,
 ): BodyPlan | null {
-  if (req.method === 'HEAD' || status < 200 || status === 204 || status === 304 || status === 206) return null;
+  if (status < 200 || status === 204 || status === 304 || status === 206) return null;
   const f = headFacts(raw);
   if (f.noTransform || f.ranged) return null;
   const compressible = compress !== null && compress.types.includes(f.type);
+  // No body to change; but the Vary a GET would carry tells caches the same thing.
+  if (req.method === 'HEAD') return compressible ? { raw: rewriteFields(raw, 'keep', null, false, true), filter: null } : null;
   if (transform !== null && transform.types.includes(f.type)) {
     if (f.encoding !== null && !DECODABLE.has(f.encoding)) {
       ctx.count('undecodable');
@@ -254,6 +256,8 @@ class BufferedTransform implements BodyFilter {
   private chunks: Buffer[] = [];
   private size = 0;
   private passthrough = false;
+  /** Over the limit on a compressing route: the rest streams through this. */
+  private stream: StreamingCompress | null = null;
   private aborted = false;
 
   constructor(
@@ -271,14 +275,27 @@ class BufferedTransform implements BodyFilter {
   ) {}
 
   data(chunk: Buffer): boolean {
-    if (this.passthrough) return this.sink.write(chunk);
+    if (this.passthrough) return this.stream !== null ? this.stream.data(chunk) : this.sink.write(chunk);
     this.chunks.push(chunk);
     this.size += chunk.length;
     if (this.size > this.cfg.maxBodySize) {
       tooLarge(this.ctx, this.req, this.size, this.cfg.maxBodySize);
-      return this.relayOriginal();
+      return this.relayLarge();
     }
     return true;
+  }
+
+  /** Past the limit: untransformed from here, but compressed if the route compresses, as a declared large body is. */
+  private relayLarge(): boolean {
+    if (this.compress === null || this.encodeTo === null || this.facts.encoding !== null) return this.relayOriginal();
+    this.passthrough = true;
+    this.sink.writeHead(this.status, this.reason, rewriteFields(this.raw, this.encodeTo, null, true, true));
+    const z = new StreamingCompress(this.encodeTo, this.compress, this.sink);
+    this.stream = z;
+    let ok = true;
+    for (const c of this.chunks) ok = z.data(c);
+    this.chunks = [];
+    return ok;
   }
 
   /** Send the head and what was buffered as the upstream sent them; the rest follows as it comes. */
@@ -294,7 +311,8 @@ class BufferedTransform implements BodyFilter {
 
   end(): void {
     if (this.passthrough) {
-      this.sink.end();
+      if (this.stream !== null) this.stream.end();
+      else this.sink.end();
       return;
     }
     const pool = this.ctx.pool;
@@ -350,13 +368,15 @@ class BufferedTransform implements BodyFilter {
   clientDrained(): void {
     // Relaying (over the limit), the upstream waits on the client; transformed, nothing does:
     // the whole body is written at once.
-    if (this.passthrough) this.sink.resumeUpstream();
+    if (this.stream !== null) this.stream.clientDrained();
+    else if (this.passthrough) this.sink.resumeUpstream();
   }
 
   abort(): void {
     // A task already running finishes in its thread; its result is dropped.
     this.aborted = true;
     this.chunks = [];
+    this.stream?.abort();
   }
 }
 
