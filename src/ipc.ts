@@ -8,7 +8,7 @@ import type { MembershipSnapshot } from './upstream/membership';
 
 export type PrimaryMessage =
   | { type: 'swy:start'; config: ResolvedConfig; demo: boolean; members: MembershipSnapshot }
-  /** Pool members or their health changed (DNS, active or passive checks). */
+  /** Pool members or their health changed (DNS, active or passive checks): the changed pools only. */
   | { type: 'swy:members'; members: MembershipSnapshot }
   | { type: 'swy:drain' }
   | { type: 'swy:reopen-logs' };

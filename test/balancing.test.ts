@@ -7,7 +7,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import * as http from 'node:http';
 import type * as net from 'node:net';
-import { delay, httpUpstream, memberPool, rawUpstream, request, startProxy, waitFor, type Upstream } from './support/helpers';
+import { validate } from '../src/config/load';
+import { Membership } from '../src/upstream/membership';
+import { delay, httpUpstream, memberPool, onCleanup, rawUpstream, request, silentLogger, startProxy, waitFor, type Upstream } from './support/helpers';
 
 interface Counted extends Upstream {
   hits: number;
@@ -218,6 +220,22 @@ describe('pools of upstreams: balancing, health, retries', () => {
     bHealthy = true;
     await waitFor(() => group.members[1]!.healthy);
     assert.equal(tally(await sequential(proxy.url, 9)).b, 3);
+  });
+
+  it('announces a health change for the pool that changed, not for every pool', async () => {
+    const sick = await httpUpstream((_req, res) => { res.statusCode = 500; res.end(); });
+    const fine = await httpUpstream((_req, res) => res.end('ok'));
+    const membership = new Membership(validate({ pools: {
+      a: { members: [{ url: sick.url }, { url: fine.url }], healthCheck: { path: '/', interval: 20, fall: 1 } },
+      b: { members: [{ url: fine.url }] },
+    } }).pools!, silentLogger);
+    const seen: string[][] = [];
+    membership.onChange((s) => seen.push(Object.keys(s)));
+    await membership.start();
+    onCleanup(() => membership.stop());
+    await waitFor(() => seen.length > 0);
+    assert.deepEqual(seen[0], ['a']);
+    assert.deepEqual(Object.keys(membership.snapshot()).sort(), ['a', 'b']);
   });
 
   it('answers 503 with Retry-After at once when every member is down', async () => {

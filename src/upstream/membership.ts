@@ -136,7 +136,7 @@ class PoolMembership {
     }
     if (changed) {
       this.owner.logger.info({ pool: this.name, members: [...this.members.keys()] }, 'pool members changed (DNS)');
-      this.owner.changed();
+      this.owner.changed(this);
     }
   }
 
@@ -148,7 +148,7 @@ class PoolMembership {
         if (this.stopped || this.members.get(m.config.url) !== m) return;
         if (m.checked(ok, hc.rise, hc.fall)) {
           this.owner.logger.warn({ pool: this.name, upstream: m.config.url, healthy: m.activeUp }, `upstream ${m.activeUp ? 'passes' : 'fails'} its health check`);
-          this.owner.changed();
+          this.owner.changed(this);
         }
         this.scheduleCheck(m, hc.interval);
       });
@@ -175,10 +175,10 @@ class PoolMembership {
       m.ejectedUntil = 0;
       if (this.stopped || this.members.get(url) !== m) return;
       this.owner.logger.info({ pool: this.name, upstream: url }, 'upstream back from ejection: trying it again');
-      this.owner.changed();
+      this.owner.changed(this);
     }, p.cooldown);
     m.ejectTimer.unref();
-    this.owner.changed();
+    this.owner.changed(this);
   }
 
   snapshot(): MemberSnapshot[] {
@@ -209,6 +209,7 @@ export class Membership {
     clearTimeout(timer);
   }
 
+  /** `listener` gets the pools that changed (a partial snapshot); snapshot() gives them all. */
   onChange(listener: (s: MembershipSnapshot) => void): void {
     this.listeners.push(listener);
   }
@@ -223,9 +224,12 @@ export class Membership {
     this.pools.get(pool)?.reportFailure(url, Date.now());
   }
 
-  /** @internal: a pool's picture changed. */
-  changed(): void {
-    const s = this.snapshot();
+  /**
+   * @internal: a pool's picture changed. Listeners get that pool alone: with thousands of pools,
+   * one member's flapping check must not resend them all (a worker applies what it is given).
+   */
+  changed(pool: PoolMembership): void {
+    const s: MembershipSnapshot = { [pool.name]: pool.snapshot() };
     for (const l of this.listeners) l(s);
   }
 
