@@ -57,6 +57,17 @@ describe('DNS-discovered pools', () => {
     await waitFor(() => dns.queries > asked, 50);
   });
 
+  it('takes AAAA records as IPv6 members', async function () {
+    // A machine without IPv6 loopback cannot host this upstream; that says nothing about DNS.
+    const up = await upstreamOn('::1').catch(() => null);
+    if (up === null) this.skip();
+    const dns = await startDnsServer();
+    dns.aaaa.set('v6.test', { addresses: ['::1'], ttl: 60 });
+    const proxy = await startProxy({ pools: { p: { dns: { name: 'v6.test', type: 'AAAA', port: up.port, servers: [dns.address] } } } });
+    assert.deepEqual(await bodies(proxy.url, 2), new Set([`::1:${up.port}`]));
+    assert.deepEqual(proxy.server.groups.get('p')!.members.map((m) => m.url), [`http://[::1]:${up.port}`]);
+  });
+
   it('takes SRV records of the best priority, at their own ports', async () => {
     const a = await upstreamOn('127.0.0.1');
     const b = await upstreamOn('127.0.0.1');

@@ -1,6 +1,6 @@
 /**
  * A small authoritative DNS server on a real UDP socket (127.0.0.1, port 0), for the tests of
- * DNS-discovered pools. It answers A and SRV questions from a table the test changes at will,
+ * DNS-discovered pools. It answers A, AAAA and SRV questions from a table the test changes at will,
  * NXDOMAIN for names it does not know.
  */
 import { once } from 'node:events';
@@ -17,16 +17,18 @@ export interface SrvRecord {
 export interface DnsServer {
   address: string;
   a: Map<string, { addresses: string[]; ttl: number }>;
+  aaaa: Map<string, { addresses: string[]; ttl: number }>;
   srv: Map<string, SrvRecord[]>;
   queries: number;
 }
 
 const TYPE_A = 1;
+const TYPE_AAAA = 28;
 const TYPE_SRV = 33;
 
 export async function startDnsServer(): Promise<DnsServer> {
   const socket = dgram.createSocket('udp4');
-  const state: DnsServer = { address: '', a: new Map(), srv: new Map(), queries: 0 };
+  const state: DnsServer = { address: '', a: new Map(), aaaa: new Map(), srv: new Map(), queries: 0 };
   socket.on('message', (msg, rinfo) => {
     state.queries++;
     const reply = answer(msg, state);
@@ -58,6 +60,10 @@ function answer(query: Buffer, state: DnsServer): Buffer | null {
     known = true;
     const { addresses, ttl } = state.a.get(name)!;
     for (const addr of addresses) records.push(rr(TYPE_A, ttl, Buffer.from(addr.split('.').map(Number))));
+  } else if (qtype === TYPE_AAAA && state.aaaa.has(name)) {
+    known = true;
+    const { addresses, ttl } = state.aaaa.get(name)!;
+    for (const addr of addresses) records.push(rr(TYPE_AAAA, ttl, ipv6Bytes(addr)));
   } else if (qtype === TYPE_SRV && state.srv.has(name)) {
     known = true;
     for (const r of state.srv.get(name)!) {
@@ -91,4 +97,15 @@ function rr(type: number, ttl: number, data: Buffer): Buffer {
 function encodeName(name: string): Buffer {
   const parts = name.split('.').filter((p) => p !== '');
   return Buffer.concat([...parts.map((p) => Buffer.concat([Buffer.from([p.length]), Buffer.from(p, 'latin1')])), Buffer.from([0])]);
+}
+
+/** `::1` → its 16 bytes (a `::` run expanded). */
+function ipv6Bytes(addr: string): Buffer {
+  const [head, tail] = addr.split('::') as [string, string | undefined];
+  const h = head === '' ? [] : head.split(':');
+  const t = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? h : [...h, ...new Array<string>(8 - h.length - t.length).fill('0'), ...t];
+  const b = Buffer.alloc(16);
+  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2));
+  return b;
 }
