@@ -31,6 +31,20 @@ function cli(...args: string[]) {
 }
 
 describe('configuration', () => {
+  it('resolves a transform module relative to the config file, and names the key when it is missing', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'swy-module-'));
+    writeFileSync(join(dir, 'banner.js'), 'module.exports = (b) => b;\n');
+    const yaml = (module: string) => `upstreams: [{ url: "http://127.0.0.1:3000" }]\nroutes:\n  - pool: default\n    transform: ${module}\n    compress: true\n`;
+    writeFileSync(join(dir, 'ok.yaml'), yaml('./banner.js'));
+    const c = loadConfig(join(dir, 'ok.yaml'));
+    assert.equal(c.routes[0]!.transform!.module, join(dir, 'banner.js'));
+    assert.equal(c.routes[0]!.compress!.minSize, 1024);
+    writeFileSync(join(dir, 'bad.yaml'), yaml('./missing.js'));
+    const r = cli('check', '--config', join(dir, 'bad.yaml'));
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /routes\[0\]\.transform: got "\.\/missing\.js"; expected a readable file/);
+  });
+
   it('supplies every default from the schema', () => {
     const c = loadConfig(undefined);
     assert.equal(c.listen, '127.0.0.1:8000');
