@@ -32,13 +32,27 @@ interface MetricValue {
  * prom-client's own observe() hashes the label set on every call, which measured about 2.7 µs per
  * request for the three per-request updates in place (24.2 against 21.6 µs of CPU per request).
  */
-abstract class PlainMetric {
+abstract class PlainMetric<S> {
   readonly aggregator = 'sum';
   abstract readonly type: 'counter' | 'histogram';
+  protected readonly bySeries = new Map<string, S>();
 
   constructor(readonly name: string, readonly help: string) {
     client.register.registerMetric(this as unknown as client.Metric);
   }
+
+  /** The series for a label set, made on first use: callers keep it and update it directly. */
+  series(labels: Record<string, string>): S {
+    const key = JSON.stringify(labels);
+    let s = this.bySeries.get(key);
+    if (s === undefined) {
+      s = this.create(labels);
+      this.bySeries.set(key, s);
+    }
+    return s;
+  }
+
+  protected abstract create(labels: Record<string, string>): S;
 
   abstract values(): MetricValue[];
 
@@ -51,19 +65,11 @@ abstract class PlainMetric {
   }
 }
 
-export class PlainCounter extends PlainMetric {
+export class PlainCounter extends PlainMetric<{ labels: Record<string, string>; value: number }> {
   readonly type = 'counter';
-  private readonly bySeries = new Map<string, { labels: Record<string, string>; value: number }>();
 
-  /** A series to increment directly: `series.value++`. */
-  series(labels: Record<string, string>): { value: number } {
-    const key = JSON.stringify(labels);
-    let s = this.bySeries.get(key);
-    if (s === undefined) {
-      s = { labels, value: 0 };
-      this.bySeries.set(key, s);
-    }
-    return s;
+  protected create(labels: Record<string, string>): { labels: Record<string, string>; value: number } {
+    return { labels, value: 0 };
   }
 
   values(): MetricValue[] {
@@ -94,22 +100,15 @@ export class HistogramSeries {
   }
 }
 
-export class PlainHistogram extends PlainMetric {
+export class PlainHistogram extends PlainMetric<HistogramSeries> {
   readonly type = 'histogram';
-  private readonly bySeries = new Map<string, HistogramSeries>();
 
   constructor(name: string, help: string, private readonly bounds: readonly number[]) {
     super(name, help);
   }
 
-  series(labels: Record<string, string>): HistogramSeries {
-    const key = JSON.stringify(labels);
-    let s = this.bySeries.get(key);
-    if (s === undefined) {
-      s = new HistogramSeries(this.bounds, labels);
-      this.bySeries.set(key, s);
-    }
-    return s;
+  protected create(labels: Record<string, string>): HistogramSeries {
+    return new HistogramSeries(this.bounds, labels);
   }
 
   values(): MetricValue[] {

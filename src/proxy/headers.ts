@@ -145,40 +145,20 @@ export function buildRequestHead(input: RequestHeadInput): string {
     if (edit !== null && edit.drop.has(lower)) continue;
     head += `${name}: ${value}\r\n`;
   }
-  if (edit !== null) return finishEditedHead(head, input, edit, xff, xfProto, xfHost, via, clientHost);
+  // A route's edits may remove or replace the proxy's own fields too (null: no edits).
+  const drop = edit === null ? null : edit.drop;
   const client = input.clientAddress ?? 'unknown';
   // A client outside trustedProxies cannot vouch for anyone: its forwarding headers are replaced.
   const trusted = input.clientTrusted;
-  head += `X-Forwarded-For: ${trusted && xff !== undefined ? `${xff}, ${client}` : client}\r\n`;
-  head += `X-Forwarded-Proto: ${trusted && xfProto !== undefined ? xfProto : input.proto}\r\n`;
+  if (drop === null || !drop.has('x-forwarded-for')) head += `X-Forwarded-For: ${trusted && xff !== undefined ? `${xff}, ${client}` : client}\r\n`;
+  if (drop === null || !drop.has('x-forwarded-proto')) head += `X-Forwarded-Proto: ${trusted && xfProto !== undefined ? xfProto : input.proto}\r\n`;
   const fwdHost = trusted && xfHost !== undefined ? xfHost : clientHost;
-  if (fwdHost !== undefined) head += `X-Forwarded-Host: ${fwdHost}\r\n`;
+  if (fwdHost !== undefined && (drop === null || !drop.has('x-forwarded-host'))) head += `X-Forwarded-Host: ${fwdHost}\r\n`;
   // Via is a trace, not an assertion: every hop appends itself (RFC 9110 §7.6.3).
-  head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
-  head += `X-Request-Id: ${input.requestId}\r\n`;
+  if (drop === null || !drop.has('via')) head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  if (drop === null || !drop.has('x-request-id')) head += `X-Request-Id: ${input.requestId}\r\n`;
   if (input.extra !== undefined) head += input.extra;
-  if (input.upgrade !== undefined) head += `Connection: Upgrade\r\nUpgrade: ${input.upgrade}\r\n`;
-  if (input.bodyLength === 'chunked') head += 'Transfer-Encoding: chunked\r\n';
-  else if (input.bodyLength !== null) head += `Content-Length: ${input.bodyLength}\r\n`;
-  return `${head}\r\n`;
-}
-
-/** buildRequestHead's tail for a route with header edits: the proxy's fields may be edited too. */
-function finishEditedHead(
-  head: string, input: RequestHeadInput, edit: HeaderEdit,
-  xff: string | undefined, xfProto: string | undefined, xfHost: string | undefined, via: string | undefined, clientHost: string | undefined,
-): string {
-  const keep = (lower: string): boolean => !edit.drop.has(lower);
-  const client = input.clientAddress ?? 'unknown';
-  const trusted = input.clientTrusted;
-  if (keep('x-forwarded-for')) head += `X-Forwarded-For: ${trusted && xff !== undefined ? `${xff}, ${client}` : client}\r\n`;
-  if (keep('x-forwarded-proto')) head += `X-Forwarded-Proto: ${trusted && xfProto !== undefined ? xfProto : input.proto}\r\n`;
-  const fwdHost = trusted && xfHost !== undefined ? xfHost : clientHost;
-  if (fwdHost !== undefined && keep('x-forwarded-host')) head += `X-Forwarded-Host: ${fwdHost}\r\n`;
-  if (keep('via')) head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
-  if (keep('x-request-id')) head += `X-Request-Id: ${input.requestId}\r\n`;
-  if (input.extra !== undefined) head += input.extra;
-  head += edit.lines;
+  if (edit !== null) head += edit.lines;
   if (input.upgrade !== undefined) head += `Connection: Upgrade\r\nUpgrade: ${input.upgrade}\r\n`;
   if (input.bodyLength === 'chunked') head += 'Transfer-Encoding: chunked\r\n';
   else if (input.bodyLength !== null) head += `Content-Length: ${input.bodyLength}\r\n`;
