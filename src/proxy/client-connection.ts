@@ -7,11 +7,10 @@
  * (llhttp hands header bytes over as latin1, one char per byte, so they go back out unchanged),
  * coalesced with the first body bytes into one write.
  */
-import type * as net from 'node:net';
-import {
-  HTTPParser, setReading, streamHandle, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
-} from '../upstream/http-parser';
+import * as net from 'node:net';
+import { HTTPParser, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
+import type { ClientTransport, TransportSink } from './client-transport';
 import { httpDate } from './date';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -331,10 +330,16 @@ export class ClientRequest implements RequestBody {
   }
 }
 
-export class ClientConnection {
-  readonly remoteAddress: string | undefined;
-  private readonly parser: HTTPParserInstance;
-  private consumed = false;
+export class ClientConnection implements TransportSink {
+  /**
+   * Only while a request is being read or answered: an idle keep-alive connection holds no
+   * parser (2.1 KiB each), so thousands of idle ones cost little more than their sockets.
+   */
+  private parser: PooledParser | null = null;
+  /** Inside parser.execute(): the parser cannot be released yet. */
+  private executing = false;
+  /** Once handed to an Upgrade tunnel. */
+  private tunnelSocket: net.Socket | null = null;
   private phase = Phase.Idle;
   private deadline: number;
   private phaseStart = 0;
@@ -355,32 +360,48 @@ export class ClientConnection {
   private corked = false;
 
   constructor(
-    private readonly socket: net.Socket,
+    private readonly transport: ClientTransport,
     private readonly limits: ClientLimits,
     private readonly owner: ConnectionOwner,
     private readonly listener: RequestListener,
   ) {
-    this.remoteAddress = socket.remoteAddress;
     this.deadline = Date.now() + limits.keepAliveTimeout;
-    socket.on('error', () => this.onClose());
-    socket.on('close', () => this.onClose());
-    // A client's FIN means it is gone, as nginx (499) and node:http take it: what it asked for
-    // is abandoned, and upstream exchanges for it are aborted.
-    socket.on('end', () => this.destroy());
-    socket.on('drain', () => this.onSocketDrain());
+    transport.start(this);
+  }
 
-    const parser = allocParser();
-    parser[kConnection] = this;
-    parser.initialize(HTTPParser.REQUEST, {}, limits.maxHeaderSize, 0);
-    this.parser = parser;
+  get remoteAddress(): string | undefined {
+    return this.transport.remoteAddress;
+  }
 
-    const handle = streamHandle(socket);
-    if (handle !== null) {
-      parser.consume(handle);
-      this.consumed = true;
-    } else {
-      socket.on('data', (d: Buffer) => this.afterExecute(this.parser.execute(d), d));
+  // TransportSink: what the socket tells us.
+
+  onData(data: Buffer): void {
+    if (this.state === State.Closed || this.state === State.Tunnel) return;
+    if (this.state === State.Lingering) return; // our answer is sent; the rest is discarded
+    let parser = this.parser;
+    if (parser === null) {
+      parser = allocParser();
+      parser[kConnection] = this;
+      parser.initialize(HTTPParser.REQUEST, {}, this.limits.maxHeaderSize, 0);
+      this.parser = parser;
     }
+    this.executing = true;
+    const ret = parser.execute(data);
+    this.executing = false;
+    this.afterExecute(ret, data);
+    this.releaseParserIfIdle();
+  }
+
+  /**
+   * A client's FIN means it is gone, as nginx (499) and node:http take it: what it asked for is
+   * abandoned, and upstream exchanges for it are aborted.
+   */
+  onEnd(): void {
+    this.destroy();
+  }
+
+  onDrain(): void {
+    if (this.state === State.Open) this.queue[0]?.onDrain?.();
   }
 
   get idle(): boolean {
@@ -423,20 +444,19 @@ export class ClientConnection {
     this.state = State.Tunnel;
     this.reading = null;
     this.uncork();
-    if (this.consumed) {
-      this.consumed = false;
-      this.parser.unconsume();
-    }
-    this.socket.removeAllListeners('drain');
-    this.socket.removeAllListeners('end');
-    this.socket.removeAllListeners('data');
-    // Reads were stopped at the handle while the upgrade waited; the stream's own state does not
-    // know that, so socket.resume() alone would never restart them.
+    this.releaseParser();
+    const socket = this.transport.detach();
+    this.tunnelSocket = socket;
+    // The tunnel owns the socket now; this object only counts it until it closes (or a drain
+    // runs out of time and cuts it).
+    socket.on('error', () => undefined);
+    socket.once('close', () => this.onClose());
+    // Reads were stopped while the upgrade waited; a paused stream would never restart them.
     if (this.readPaused) {
       this.readPaused = false;
-      setReading(this.socket, true, true);
+      socket.resume();
     }
-    return { socket: this.socket, head: req.upgradeHead ?? Buffer.alloc(0) };
+    return { socket, head: req.upgradeHead ?? Buffer.alloc(0) };
   }
 
   /** A chunked body grew past server.maxBodySize: 413 (or a cut, if the response began), then close. */
@@ -461,27 +481,34 @@ export class ClientConnection {
     // first body bytes leave in one write.
     if (!this.corked) {
       this.corked = true;
-      this.socket.cork();
+      this.transport.cork();
     }
-    this.socket.write(head, 'latin1');
+    this.transport.writeLatin1(head);
   }
 
   write(chunk: Buffer): boolean {
-    return this.socket.write(chunk);
+    return this.transport.write(chunk);
   }
 
+  /** One chunk of a chunked body (RFC 9112 §7.1): size line, data, CRLF, in one write. */
   writeChunk(chunk: Buffer): boolean {
-    return writeChunk(this.socket, chunk);
+    const t = this.transport;
+    t.cork();
+    t.writeLatin1(`${chunk.length.toString(16)}\r\n`);
+    t.write(chunk);
+    const ok = t.writeLatin1('\r\n');
+    t.uncork();
+    return ok;
   }
 
   writeRaw(s: string): void {
-    this.socket.write(s, 'latin1');
+    this.transport.writeLatin1(s);
   }
 
   uncork(): void {
     if (!this.corked) return;
     this.corked = false;
-    this.socket.uncork();
+    this.transport.uncork();
   }
 
   finishRequest(req: ClientRequest, closeAfter: boolean): void {
@@ -507,24 +534,43 @@ export class ClientConnection {
     }
     if (this.readPaused && !(this.reading?.readingPaused ?? false)) this.resumeReading();
     this.dispatchNext();
+    this.releaseParserIfIdle();
   }
 
   destroy(): void {
     if (this.state === State.Closed) return;
-    this.socket.destroy();
+    if (this.tunnelSocket !== null) this.tunnelSocket.destroy();
+    else this.transport.destroy();
     this.onClose();
   }
 
   pauseReading(): void {
-    if (this.readPaused || this.state === State.Closed) return;
+    if (this.readPaused || this.state === State.Closed || this.state === State.Tunnel) return;
     this.readPaused = true;
-    setReading(this.socket, this.consumed, false);
+    this.transport.setReading(false);
   }
 
   resumeReading(): void {
-    if (!this.readPaused || this.state === State.Closed) return;
+    if (!this.readPaused || this.state === State.Closed || this.state === State.Tunnel) return;
     this.readPaused = false;
-    setReading(this.socket, this.consumed, true);
+    this.transport.setReading(true);
+  }
+
+  /** Between requests, with nothing half-parsed: the parser goes back to the pool until the next byte. */
+  private releaseParserIfIdle(): void {
+    if (this.parser !== null && !this.executing && this.phase === Phase.Idle && this.queue.length === 0
+      && this.pendingUpgrade === null && this.headerParts === null) {
+      this.releaseParser();
+    }
+  }
+
+  private releaseParser(): void {
+    const parser = this.parser;
+    if (parser === null) return;
+    this.parser = null;
+    // Mid-execute (a close from inside a callback): it goes back once the stack unwinds.
+    if (this.executing) setImmediate(releaseParser, parser);
+    else releaseParser(parser);
   }
 
   // Parsing.
@@ -576,12 +622,11 @@ export class ClientConnection {
     req.bodyEnd();
   }
 
-  private afterExecute(ret: number | ParseError, data?: Buffer): void {
+  private afterExecute(ret: number | ParseError, data: Buffer): void {
     const upgrade = this.pendingUpgrade;
     if (upgrade !== null && typeof ret === 'number') {
       this.pendingUpgrade = null;
-      const buffer = data ?? (this.parser.getCurrentBuffer() as Buffer);
-      upgrade.upgradeHead = Buffer.from(buffer.subarray(ret));
+      upgrade.upgradeHead = Buffer.from(data.subarray(ret));
       if (this.queue.length === 1) this.dispatchNext();
       return;
     }
@@ -630,13 +675,9 @@ export class ClientConnection {
       const { status, reason } = this.pendingError;
       this.pendingError = null;
       const body = `${status} ${reason}\n`;
-      this.socket.write(`HTTP/1.1 ${status} ${reason}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`, 'latin1');
+      this.transport.writeLatin1(`HTTP/1.1 ${status} ${reason}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
     }
     if (this.noMore) this.endConnection();
-  }
-
-  private onSocketDrain(): void {
-    this.queue[0]?.onDrain?.();
   }
 
   /**
@@ -654,25 +695,21 @@ export class ClientConnection {
     this.reading = null;
     this.uncork();
     if (!mayBeSending) {
-      this.socket.destroySoon();
+      this.transport.end(true);
       return;
     }
-    this.socket.end();
+    this.transport.end(false);
     this.deadline = Date.now() + LINGER_MS;
     this.resumeReading();
   }
 
-  private onClose(): void {
+  /** The socket is gone (from the transport, or from destroy()). */
+  onClose(): void {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
     for (const req of this.queue.splice(0)) req.abort();
     this.reading = null;
-    if (this.consumed) {
-      this.consumed = false;
-      this.parser.unconsume();
-    }
-    // The parser may be mid-execute: it goes back to the free list once the stack unwinds.
-    setImmediate(releaseParser, this.parser);
+    this.releaseParser();
     this.owner.removeClient(this);
   }
 
@@ -708,11 +745,6 @@ export class ClientConnection {
   /** @internal */
   static onMessageComplete(conn: ClientConnection): void {
     conn.onMessageComplete();
-  }
-
-  /** @internal */
-  static afterExecute(conn: ClientConnection, ret: number | ParseError): void {
-    conn.afterExecute(ret);
   }
 }
 
@@ -751,10 +783,6 @@ function allocParser(): PooledParser {
   parser[HTTPParser.kOnMessageComplete] = function (this: PooledParser) {
     const conn = this[kConnection];
     if (conn !== null) ClientConnection.onMessageComplete(conn);
-  };
-  parser[HTTPParser.kOnExecute] = function (this: PooledParser, ret: number | ParseError) {
-    const conn = this[kConnection];
-    if (conn !== null) ClientConnection.afterExecute(conn, ret);
   };
   return parser;
 }

@@ -13,6 +13,7 @@ import { RequestMetrics } from '../ops/metrics';
 import { UpstreamGroup } from '../upstream/group';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
+import { acceptHandles, SocketTransport, TcpTransport, type TcpHandle } from './client-transport';
 import { ProxyHandler } from './handler';
 import { TransformPool } from '../transform/pool';
 import type { BodyContext } from './response-body';
@@ -44,8 +45,11 @@ export class ProxyServer implements ConnectionOwner {
   readonly membership: Membership | null;
   private readonly clients = new Set<ClientConnection>();
   private readonly limits: ClientLimits;
+  private readonly maxConnections: number;
   private readonly sweepTimer: NodeJS.Timeout;
   private drainPromise: Promise<void> | null = null;
+  /** During a drain: checks whether the last connection is gone. */
+  private onClientGone: (() => void) | null = null;
   /** Set once a drain starts: responses then carry Connection: close. */
   draining = false;
 
@@ -110,24 +114,24 @@ export class ProxyServer implements ConnectionOwner {
       requestTimeout: config.server.requestTimeout,
       maxHeaderSize: config.server.maxHeaderSize,
     };
-    // Half-open allowed: a client may send its request and shut its side; it still gets the answer.
-    const onSocket = (socket: net.Socket): void => {
-      socket.on('error', () => undefined);
-      this.clients.add(new ClientConnection(socket, this.limits, this, this.handler.handle));
-    };
+    this.maxConnections = config.server.maxConnections;
     if (config.tls) {
       this.server = tls.createServer({
         cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key), allowHalfOpen: true, noDelay: true,
         ALPNProtocols: ['http/1.1'],
       });
-      this.server.on('secureConnection', onSocket);
+      this.server.on('secureConnection', (socket: net.Socket) => {
+        socket.on('error', () => undefined);
+        this.clients.add(new ClientConnection(new SocketTransport(socket), this.limits, this, this.handler.handle));
+      });
       this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
+      // Past the cap a new connection is closed as it is accepted, before it costs anything more.
+      this.server.maxConnections = this.maxConnections;
+      this.server.on('drop', () => this.dropped());
     } else {
-      this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
+      // Plain TCP connections never become net.Sockets: listen() hands their handles to accept().
+      this.server = net.createServer();
     }
-    // Past the cap a new connection is closed as it is accepted, before it costs anything more.
-    this.server.maxConnections = config.server.maxConnections;
-    this.server.on('drop', () => this.logger.warn({ maxConnections: config.server.maxConnections }, 'connection dropped: server.maxConnections reached'));
     // One timer checks every client's deadline (keep-alive idle, header and request timeouts)
     // instead of a timer re-armed per request. Resolution: a quarter of the shortest timeout.
     const shortest = Math.min(this.limits.keepAliveTimeout, this.limits.headersTimeout, this.limits.requestTimeout);
@@ -155,6 +159,28 @@ export class ProxyServer implements ConnectionOwner {
 
   removeClient(conn: ClientConnection): void {
     this.clients.delete(conn);
+    if (this.clients.size === 0) this.onClientGone?.();
+  }
+
+  /** A plain TCP connection, straight from the listening socket. */
+  private accept(err: number, handle: TcpHandle): void {
+    if (err !== 0) {
+      // EMFILE and the like: the connection stays in the backlog for the next try.
+      this.logger.warn({ errno: err }, 'accept failed');
+      return;
+    }
+    // Past the cap a new connection is closed as it is accepted, before it costs anything more.
+    if (this.clients.size >= this.maxConnections) {
+      handle.close();
+      this.dropped();
+      return;
+    }
+    handle.setNoDelay(true);
+    this.clients.add(new ClientConnection(new TcpTransport(handle), this.limits, this, this.handler.handle));
+  }
+
+  private dropped(): void {
+    this.logger.warn({ maxConnections: this.maxConnections }, 'connection dropped: server.maxConnections reached');
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
@@ -163,6 +189,10 @@ export class ProxyServer implements ConnectionOwner {
       this.server.once('error', reject);
       this.server.listen({ host, port, backlog: 4096 }, () => {
         this.server.off('error', reject);
+        if (!(this.server instanceof tls.Server) && !acceptHandles(this.server, (e, h) => this.accept(e, h))) {
+          reject(new Error('cannot take over the listening socket'));
+          return;
+        }
         const addr = this.server.address();
         resolve(typeof addr === 'object' && addr !== null ? { host: addr.address, port: addr.port } : { host, port });
       });
@@ -182,12 +212,22 @@ export class ProxyServer implements ConnectionOwner {
         this.logger.warn({ timeoutMs, connections: this.clients.size }, 'drain timeout: closing remaining connections');
         for (const c of [...this.clients]) c.destroy();
       }, timeoutMs);
-      this.server.close(() => {
+      // Done once the listener is closed (for TLS, net also waits for handshakes in progress)
+      // and the last client connection is gone.
+      let listenerClosed = false;
+      const check = (): void => {
+        if (!listenerClosed || this.clients.size > 0) return;
+        this.onClientGone = null;
         clearTimeout(deadline);
         clearInterval(this.sweepTimer);
         for (const group of this.groups.values()) group.close();
         void this.transformPool?.close().catch(() => undefined);
         resolve();
+      };
+      this.onClientGone = check;
+      this.server.close(() => {
+        listenerClosed = true;
+        check();
       });
       // Busy connections end after their response (which says Connection: close); idle ones
       // within DRAIN_IDLE_GRACE_MS, answering with Connection: close whatever arrives meanwhile.
