@@ -78,7 +78,7 @@ export interface RunResult {
   smoke: boolean;
   node: string;
   results: SuiteResult[];
-  memory?: { connections: number; kibPerConnection: number } | undefined;
+  memory?: IdleMemory | undefined;
   routes?: RouteBenchRow[] | undefined;
   transforms?: TransformBenchRow[] | undefined;
   failed: string[];
@@ -89,27 +89,46 @@ function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
 }
 
+export interface IdleMemory {
+  connections: number;
+  /** Fresh workers: the first `connections` idle ones, warm-up (JIT, heap growth, upstream pool) included. */
+  kibPerConnection: number;
+  /** The next `connections`, the first still open: what each further idle connection costs. */
+  marginalKibPerConnection: number;
+}
+
 /**
  * Worker RSS per idle keep-alive client connection: open `count` connections, make one request
- * on each, and compare the workers' RSS before and after.
+ * on each, and compare the workers' RSS before and after; then as many again, for the cost of
+ * one more connection on workers that are no longer fresh.
  */
-async function measureIdleMemory(port: number, pids: number[], count: number): Promise<{ connections: number; kibPerConnection: number }> {
-  const before = pids.reduce((a, p) => a + rssKiB(p), 0);
+async function measureIdleMemory(port: number, pids: number[], count: number): Promise<IdleMemory> {
+  const rss = (): number => pids.reduce((a, p) => a + rssKiB(p), 0);
   const sockets: net.Socket[] = [];
-  const batch = 250;
-  for (let i = 0; i < count; i += batch) {
-    await Promise.all(Array.from({ length: Math.min(batch, count - i) }, () => new Promise<void>((ok, fail) => {
-      const s = net.connect(port, '127.0.0.1');
-      sockets.push(s);
-      s.once('error', fail);
-      s.write('GET /small HTTP/1.1\r\nHost: load\r\n\r\n');
-      s.once('data', () => ok());
-    })));
+  const open = async (): Promise<void> => {
+    const batch = 250;
+    for (let i = 0; i < count; i += batch) {
+      await Promise.all(Array.from({ length: Math.min(batch, count - i) }, () => new Promise<void>((ok, fail) => {
+        const s = net.connect(port, '127.0.0.1');
+        sockets.push(s);
+        s.once('error', fail);
+        s.write('GET /small HTTP/1.1\r\nHost: load\r\n\r\n');
+        s.once('data', () => ok());
+      })));
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  };
+  const kib = (from: number, to: number): number => Math.round(((to - from) / count) * 100) / 100;
+  try {
+    const before = rss();
+    await open();
+    const first = rss();
+    await open();
+    const second = rss();
+    return { connections: count, kibPerConnection: kib(before, first), marginalKibPerConnection: kib(first, second) };
+  } finally {
+    for (const s of sockets) s.destroy();
   }
-  await new Promise((r) => setTimeout(r, 500));
-  const after = pids.reduce((a, p) => a + rssKiB(p), 0);
-  for (const s of sockets) s.destroy();
-  return { connections: count, kibPerConnection: Math.round(((after - before) / count) * 100) / 100 };
 }
 
 function formatTable(run: RunResult, previous?: RunResult): string {
@@ -200,7 +219,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (run.routes) process.stdout.write(`route table lookups (ns per request; flat = constant time):\n${formatRouteTable(run.routes)}\n`);
   if (run.memory) {
-    process.stdout.write(`idle keep-alive memory: ${run.memory.kibPerConnection} KiB of worker RSS per connection (${run.memory.connections} connections)\n`);
+    const m = run.memory;
+    process.stdout.write(`idle keep-alive memory: ${m.kibPerConnection} KiB of worker RSS per connection (${m.connections} connections, fresh workers); `
+      + `${m.marginalKibPerConnection} KiB for each of ${m.connections} more\n`);
   }
   process.stdout.write(`results: ${out}\n`);
   if (run.failed.length > 0) {

@@ -87,12 +87,34 @@ interface StreamWrapBinding {
   kLastWriteWasAsync: number;
 }
 
-// `process.binding` for these two is on Node's allow-list (what net, tls and http2 use); it is
-// deprecated only in documentation (DEP0111), without a runtime warning.
-const legacyBinding = (process as unknown as { binding(name: string): unknown }).binding;
-const streamWrap = legacyBinding('stream_wrap') as StreamWrapBinding;
-const { WriteWrap, ShutdownWrap, streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = streamWrap;
-const UV_EOF = (legacyBinding('uv') as { UV_EOF: number }).UV_EOF;
+/**
+ * `process.binding` for these is on Node's allow-list (net, tls and http2 are built on them); it
+ * is deprecated only in documentation (DEP0111), without a runtime warning. Should a future Node
+ * drop them, plain connections fall back to net.Socket (server.ts) rather than fail.
+ */
+function loadBindings(): { streamWrap: StreamWrapBinding; uvEof: number } | null {
+  try {
+    const binding = (process as unknown as { binding(name: string): unknown }).binding;
+    const streamWrap = binding('stream_wrap') as StreamWrapBinding;
+    const uvEof = (binding('uv') as { UV_EOF: number }).UV_EOF;
+    return typeof streamWrap.WriteWrap === 'function' && typeof uvEof === 'number' ? { streamWrap, uvEof } : null;
+  } catch {
+    return null;
+  }
+}
+
+const bindings = loadBindings();
+/** Whether plain TCP connections can be driven on their handles here. */
+export const handleTransportAvailable = bindings !== null;
+const unavailable = (): never => {
+  throw new Error('stream_wrap binding unavailable');
+};
+const { WriteWrap, ShutdownWrap, streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = bindings?.streamWrap ?? {
+  WriteWrap: unavailable as unknown as StreamWrapBinding['WriteWrap'],
+  ShutdownWrap: unavailable as unknown as StreamWrapBinding['ShutdownWrap'],
+  streamBaseState: new Int32Array(8), kReadBytesOrError: 0, kArrayBufferOffset: 1, kLastWriteWasAsync: 2,
+};
+const UV_EOF = bindings?.uvEof ?? -4095;
 
 const kTransport = Symbol('transport');
 

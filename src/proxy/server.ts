@@ -13,7 +13,7 @@ import { RequestMetrics } from '../ops/metrics';
 import { UpstreamGroup } from '../upstream/group';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
-import { acceptHandles, SocketTransport, TcpTransport, type TcpHandle } from './client-transport';
+import { acceptHandles, handleTransportAvailable, SocketTransport, TcpTransport, type TcpHandle } from './client-transport';
 import { ProxyHandler } from './handler';
 import { TransformPool } from '../transform/pool';
 import type { BodyContext } from './response-body';
@@ -115,23 +115,27 @@ export class ProxyServer implements ConnectionOwner {
       maxHeaderSize: config.server.maxHeaderSize,
     };
     this.maxConnections = config.server.maxConnections;
+    const onSocket = (socket: net.Socket): void => {
+      socket.on('error', () => undefined);
+      this.clients.add(new ClientConnection(new SocketTransport(socket), this.limits, this, this.handler.handle));
+    };
     if (config.tls) {
       this.server = tls.createServer({
         cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key), allowHalfOpen: true, noDelay: true,
         ALPNProtocols: ['http/1.1'],
       });
-      this.server.on('secureConnection', (socket: net.Socket) => {
-        socket.on('error', () => undefined);
-        this.clients.add(new ClientConnection(new SocketTransport(socket), this.limits, this, this.handler.handle));
-      });
+      this.server.on('secureConnection', onSocket);
       this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
-      // Past the cap a new connection is closed as it is accepted, before it costs anything more.
-      this.server.maxConnections = this.maxConnections;
-      this.server.on('drop', () => this.dropped());
-    } else {
+    } else if (handleTransportAvailable) {
       // Plain TCP connections never become net.Sockets: listen() hands their handles to accept().
       this.server = net.createServer();
+    } else {
+      this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
     }
+    // Past the cap a new connection is closed as it is accepted, before it costs anything more
+    // (accept() applies the same cap to handles).
+    this.server.maxConnections = this.maxConnections;
+    this.server.on('drop', () => this.dropped());
     // One timer checks every client's deadline (keep-alive idle, header and request timeouts)
     // instead of a timer re-armed per request. Resolution: a quarter of the shortest timeout.
     const shortest = Math.min(this.limits.keepAliveTimeout, this.limits.headersTimeout, this.limits.requestTimeout);
@@ -189,7 +193,7 @@ export class ProxyServer implements ConnectionOwner {
       this.server.once('error', reject);
       this.server.listen({ host, port, backlog: 4096 }, () => {
         this.server.off('error', reject);
-        if (!(this.server instanceof tls.Server) && !acceptHandles(this.server, (e, h) => this.accept(e, h))) {
+        if (handleTransportAvailable && !(this.server instanceof tls.Server) && !acceptHandles(this.server, (e, h) => this.accept(e, h))) {
           reject(new Error('cannot take over the listening socket'));
           return;
         }
