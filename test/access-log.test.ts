@@ -64,6 +64,23 @@ describe('access log', () => {
     assert.equal((JSON.parse(left) as Record<string, unknown>).status, 499);
   });
 
+  it('keeps every line whole across batches, multi-byte text and a line longer than a batch', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'swy-access-')), 'access.log');
+    const log = new AccessLog({ format: 'json', file, worker: 3 });
+    const entry = {
+      reqId: 'r', remote: '127.0.0.1', method: 'GET', httpMinor: 1, status: 200, bytesIn: 0, bytesOut: 2, durationUs: 5,
+      upstreamUs: 4, upstream: 'http://127.0.0.1:1', error: undefined, referer: undefined, userAgent: undefined,
+    };
+    // Paths arrive as latin1 (one char per byte); 'é' and '"' exercise encoding and escaping.
+    const paths: string[] = [];
+    for (let i = 0; i < 3000; i++) paths.push(i === 1500 ? `/long/${'x'.repeat(100_000)}` : `/p${i}/${'\u00e9'.repeat(i % 97)}/"q"`);
+    for (const path of paths) log.log({ ...entry, path });
+    await log.close();
+    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    assert.equal(lines.length, paths.length);
+    assert.deepEqual(lines.map((l) => (JSON.parse(l) as { path: string }).path), paths);
+  });
+
   it('writes the combined format', async () => {
     const up = await httpUpstream((_req, res) => res.end('twelve bytes'));
     const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'combined');

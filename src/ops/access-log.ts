@@ -30,7 +30,8 @@ export interface AccessEntry {
   remote: string | undefined;
   method: string;
   path: string;
-  httpVersion: string;
+  /** HTTP/1.x: 0 or 1. */
+  httpMinor: number;
   status: number;
   bytesIn: number;
   bytesOut: number;
@@ -47,14 +48,19 @@ export interface AccessEntry {
 
 type Destination = ReturnType<typeof pino.destination>;
 
+/**
+ * Buffer's own UTF-8 encoder, under buf.write(): write() spends as long normalising its
+ * arguments as encoding a log line (1.3% of a worker's CPU, measured). Not in @types/node.
+ */
+type BufferWithUtf8Write = Buffer & { utf8Write(s: string, offset: number): number };
+
 /** Writes of up to PIPE_BUF bytes to a pipe are atomic: lines from several workers never mix. */
 const PIPE_BUF = 4096;
-const PIPE_BATCH_CHARS = 4000;
 /**
  * Linux appends one write() to a regular file whole (O_APPEND, under the inode lock), whatever its
  * size, so files take bigger batches: a sixteenth of the syscalls.
  */
-const FILE_BATCH_CHARS = 64_000;
+const FILE_BATCH_BYTES = 64 * 1024;
 /** Lines waiting for a stalled disk, past which new ones are dropped (and counted) rather than kept. */
 const FILE_MAX_BUFFERED = 64 * 1024 * 1024;
 
@@ -68,8 +74,8 @@ export class AccessLog {
   readonly format: AccessLogFormat;
   /** A regular file: written asynchronously, in large batches. Otherwise synchronously, ≤ PIPE_BUF. */
   private readonly toFile: boolean;
-  /** Lines are written once this many characters are pending. */
-  private readonly batchChars: number;
+  /** Lines are written once this many bytes are pending. */
+  private readonly batchBytes: number;
   private dropped = 0;
 
   constructor(options: AccessLogOptions) {
@@ -77,16 +83,17 @@ export class AccessLog {
     this.worker = options.worker;
     this.file = options.file;
     this.toFile = isRegularFile(options.file);
-    this.batchChars = this.toFile ? FILE_BATCH_CHARS : PIPE_BATCH_CHARS;
+    this.batchBytes = this.toFile ? FILE_BATCH_BYTES : PIPE_BUF;
+    this.batch = Buffer.allocUnsafeSlow(this.batchBytes);
     // To a file, writes go through libuv's threads: a disk that stalls (writeback throttling can
     // take milliseconds) must not stall every request of the worker. To a pipe (journald), a
     // reader that falls behind slows the worker instead, and memory stays flat.
     this.destination = pino.destination({
-      dest: options.file ?? 1, sync: !this.toFile, mkdir: true, append: true,
+      dest: options.file ?? 1, sync: !this.toFile, mkdir: true, append: true, contentMode: 'buffer',
       ...(this.toFile ? { maxLength: FILE_MAX_BUFFERED } : {}),
     });
-    this.destination.on('drop', (data: string) => {
-      for (let i = data.indexOf('\n'); i !== -1; i = data.indexOf('\n', i + 1)) this.dropped++;
+    this.destination.on('drop', (data: Buffer) => {
+      for (let i = data.indexOf(10); i !== -1; i = data.indexOf(10, i + 1)) this.dropped++;
     });
     const onDrop = options.onDrop;
     // Lines still pending when the worker stops are written by close(); a timer covers quiet times.
@@ -113,29 +120,45 @@ export class AccessLog {
       return;
     }
     // NCSA common / combined: host ident authuser [date] "request" status bytes ["referer" "agent"]
-    let line = `${e.remote ?? '-'} - - [${clfDate()}] "${e.method} ${e.path} HTTP/${e.httpVersion}" ${e.status} ${e.bytesOut === 0 ? '-' : e.bytesOut}`;
+    let line = `${e.remote ?? '-'} - - [${clfDate()}] "${e.method} ${e.path} HTTP/1.${e.httpMinor}" ${e.status} ${e.bytesOut === 0 ? '-' : e.bytesOut}`;
     if (this.format === 'combined') line += ` "${quote(e.referer)}" "${quote(e.userAgent)}"`;
     this.append(`${line}\n`);
   }
 
-  /** Lines wait here until about PIPE_BUF bytes are ready; a per-line write() cost 1.2 µs. */
-  private pending = '';
+  /**
+   * Lines wait here, encoded, until a batch is full; a per-line write() cost 1.2 µs. Bytes rather
+   * than a string: each line's string then dies young, where strings held until the batch was
+   * written outlived a scavenge and were promoted, and the old generation's collections cost
+   * more than the formatting (measured: 2.6 µs per line in place, against 0.5 for the bytes).
+   */
+  private batch: Buffer;
+  private batchLength = 0;
 
   private append(line: string): void {
-    if (this.pending.length + line.length > this.batchChars) this.flushPending();
-    this.pending += line;
+    // A UTF-16 unit is at most 3 bytes of UTF-8: a line passing this check fits.
+    if (this.batchLength + line.length * 3 > this.batchBytes) {
+      this.flushPending();
+      if (line.length * 3 > this.batchBytes) {
+        // Longer than a batch (a very long path): on its own, not atomic on a pipe.
+        this.writeBytes(Buffer.from(line));
+        return;
+      }
+    }
+    this.batchLength += (this.batch as BufferWithUtf8Write).utf8Write(line, this.batchLength);
   }
 
   private flushPending(): void {
-    const batch = this.pending;
-    if (batch === '') return;
-    this.pending = '';
-    if (this.toFile || Buffer.byteLength(batch) <= PIPE_BUF) {
-      this.destination.write(batch);
-      return;
-    }
-    // Bytes above 0x7F made the batch longer than PIPE_BUF: write it line by line instead.
-    for (const l of batch.split(/(?<=\n)/)) this.destination.write(l);
+    if (this.batchLength === 0) return;
+    const full = this.batch.subarray(0, this.batchLength);
+    // The destination may hold the batch until the disk takes it: the next one gets new memory.
+    this.batch = Buffer.allocUnsafeSlow(this.batchBytes);
+    this.batchLength = 0;
+    this.writeBytes(full);
+  }
+
+  private writeBytes(bytes: Buffer): void {
+    // contentMode 'buffer' (see the constructor); pino's type knows only strings.
+    (this.destination as unknown as { write(b: Buffer): boolean }).write(bytes);
   }
 
   /** logrotate moved the file away: open it again under its name. Stdout has nothing to reopen. */

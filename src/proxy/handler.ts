@@ -517,7 +517,7 @@ function logAccess(
   upstreamUs: number | undefined, upstream: string | undefined, error: string | undefined,
 ): void {
   accessLog.log({
-    reqId, remote: req.remoteAddress, method: req.method, path: req.url, httpVersion: `1.${req.httpMinor}`,
+    reqId, remote: req.remoteAddress, method: req.method, path: req.url, httpMinor: req.httpMinor,
     status: req.aborted ? 499 : req.status, bytesIn: req.bytesIn, bytesOut: req.bytesOut,
     durationUs, upstreamUs, upstream, error,
     // Only the combined format shows these; JSON lines stay lean.
