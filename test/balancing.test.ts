@@ -289,6 +289,23 @@ describe('pools of upstreams: balancing, health, retries', () => {
     assert.deepEqual([(await first).body.toString(), (await queued).body.toString()], ['one', 'two']);
   });
 
+  it('queues rather than refuses 1,500 concurrent clients waiting on one connection, with the default maxQueue', async function () {
+    this.timeout(60_000);
+    let first: http.ServerResponse | null = null;
+    const up = await httpUpstream((_req, res) => {
+      if (first === null) first = res;
+      else res.end('ok');
+    });
+    const proxy = await startProxy({ pools: { web: { members: [{ url: up.url, maxConnections: 1 }] } } });
+    const agent = new http.Agent({ maxSockets: Infinity });
+    onCleanup(() => agent.destroy());
+    const all = Array.from({ length: 1500 }, () => request(proxy.url, { agent }));
+    await waitFor(() => memberPool(proxy, 'web').stats().pending === 1499);
+    first!.end('ok');
+    const statuses = (await Promise.all(all)).map((r) => r.status);
+    assert.deepEqual(statuses.filter((s) => s !== 200), []);
+  });
+
   it('loses no idempotent request under load when a member is killed, and uses it again once back', async () => {
     const ups = await three();
     const proxy = await startProxy(pool(ups, {

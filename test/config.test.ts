@@ -55,7 +55,7 @@ describe('configuration', () => {
     assert.equal(c.preserveHost, false);
     assert.deepEqual(c.trustedProxies, []);
     assert.deepEqual(c.timeouts, { connect: 5000, responseHeader: 60000, idle: 60000, drain: 30000 });
-    assert.deepEqual(c.pool, { maxConnections: 256, queueTimeout: 30000, maxQueue: 1024, keepAliveTimeout: 4000 });
+    assert.deepEqual(c.pool, { maxConnections: 256, queueTimeout: 30000, maxQueue: 10000, keepAliveTimeout: 4000 });
   });
 
   it('reads YAML, lets flags override it, and freezes the result', () => {
