@@ -8,7 +8,7 @@
  * coalesced with the first body bytes into one write.
  */
 import * as net from 'node:net';
-import { HTTPParser, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
+import { HTTPParser, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
 import type { ClientTransport, TransportSink } from './client-transport';
 import { httpDate } from './date';
@@ -376,8 +376,8 @@ export class ClientConnection implements TransportSink {
   // TransportSink: what the socket tells us.
 
   onData(data: Buffer): void {
-    if (this.state === State.Closed || this.state === State.Tunnel) return;
-    if (this.state === State.Lingering) return; // our answer is sent; the rest is discarded
+    // Lingering: our last answer is out, and what the client still sends is read only to be dropped.
+    if (this.state !== State.Open) return;
     let parser = this.parser;
     if (parser === null) {
       parser = allocParser();
@@ -483,26 +483,19 @@ export class ClientConnection implements TransportSink {
       this.corked = true;
       this.transport.cork();
     }
-    this.transport.writeLatin1(head);
+    this.transport.write(head);
   }
 
   write(chunk: Buffer): boolean {
     return this.transport.write(chunk);
   }
 
-  /** One chunk of a chunked body (RFC 9112 §7.1): size line, data, CRLF, in one write. */
   writeChunk(chunk: Buffer): boolean {
-    const t = this.transport;
-    t.cork();
-    t.writeLatin1(`${chunk.length.toString(16)}\r\n`);
-    t.write(chunk);
-    const ok = t.writeLatin1('\r\n');
-    t.uncork();
-    return ok;
+    return writeChunk(this.transport, chunk);
   }
 
   writeRaw(s: string): void {
-    this.transport.writeLatin1(s);
+    this.transport.write(s);
   }
 
   uncork(): void {
@@ -675,7 +668,7 @@ export class ClientConnection implements TransportSink {
       const { status, reason } = this.pendingError;
       this.pendingError = null;
       const body = `${status} ${reason}\n`;
-      this.transport.writeLatin1(`HTTP/1.1 ${status} ${reason}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
+      this.transport.write(`HTTP/1.1 ${status} ${reason}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
     }
     if (this.noMore) this.endConnection();
   }

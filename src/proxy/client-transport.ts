@@ -33,9 +33,11 @@ export interface ClientTransport {
   /** Writes until the matching uncork() leave as one (writev). Nests. */
   cork(): void;
   uncork(): void;
-  write(chunk: Buffer): boolean;
-  /** Header bytes: llhttp hands them over one char per byte, so latin1 sends them back unchanged. */
-  writeLatin1(s: string): boolean;
+  /**
+   * Strings are written as latin1: they are header bytes, which llhttp hands over one char per
+   * byte, so latin1 sends them back out unchanged.
+   */
+  write(chunk: Buffer | string): boolean;
   setReading(on: boolean): void;
   /** FIN once queued writes are out; with `thenClose`, close the socket then too. */
   end(thenClose: boolean): void;
@@ -163,7 +165,7 @@ export class TcpTransport implements ClientTransport {
     this.corkedBytes = 0;
     if (this.closed) return;
     if (chunks.length === 1) {
-      this.send(chunks[0]!);
+      this.write(chunks[0]!);
     } else {
       let allBuffers = true;
       for (const c of chunks) if (typeof c === 'string') { allBuffers = false; break; }
@@ -176,7 +178,7 @@ export class TcpTransport implements ClientTransport {
           list[2 * i + 1] = 'latin1';
         }
       }
-      const req = writeReq(this);
+      const req = writeReq(this.handle, this);
       this.afterWrite(req, this.handle.writev(req, list, allBuffers), list);
     }
     // write() said stop while corked, and the whole batch went out at once: say go on.
@@ -186,15 +188,7 @@ export class TcpTransport implements ClientTransport {
     }
   }
 
-  write(chunk: Buffer): boolean {
-    return this.send(chunk);
-  }
-
-  writeLatin1(s: string): boolean {
-    return this.send(s);
-  }
-
-  private send(chunk: string | Buffer): boolean {
+  write(chunk: string | Buffer): boolean {
     if (this.closed || this.ended) return false;
     if (this.corks > 0) {
       (this.corked ??= []).push(chunk);
@@ -203,7 +197,7 @@ export class TcpTransport implements ClientTransport {
       this.needDrain = true;
       return false;
     }
-    const req = writeReq(this);
+    const req = writeReq(this.handle, this);
     const err = typeof chunk === 'string' ? this.handle.writeLatin1String(req, chunk) : this.handle.writeBuffer(req, chunk);
     return this.afterWrite(req, err, chunk);
   }
@@ -297,8 +291,8 @@ export class TcpTransport implements ClientTransport {
 
   detach(): net.Socket {
     this.uncorkAll();
+    this.setReading(false);
     this.closed = true;
-    this.setReadingRaw(false);
     delete this.handle[kTransport];
     // What net does on accept; the socket restarts reads itself (read(0) in its constructor).
     return new net.Socket({ handle: this.handle, allowHalfOpen: true, readable: true, writable: true } as net.SocketConstructorOpts);
@@ -309,19 +303,11 @@ export class TcpTransport implements ClientTransport {
     this.corks = 1;
     this.uncork();
   }
-
-  private setReadingRaw(on: boolean): void {
-    const h = this.handle;
-    if (h.reading === on) return;
-    h.reading = on;
-    if (on) h.readStart();
-    else h.readStop();
-  }
 }
 
-function writeReq(transport: TcpTransport): WriteReq {
+function writeReq(handle: TcpHandle, transport: TcpTransport): WriteReq {
   const req = new WriteWrap();
-  req.handle = transport['handle'];
+  req.handle = handle;
   req.oncomplete = onWriteComplete;
   req.transport = transport;
   req.keep = null;
@@ -384,12 +370,8 @@ export class SocketTransport implements ClientTransport {
     this.socket.uncork();
   }
 
-  write(chunk: Buffer): boolean {
-    return this.socket.write(chunk);
-  }
-
-  writeLatin1(s: string): boolean {
-    return this.socket.write(s, 'latin1');
+  write(chunk: Buffer | string): boolean {
+    return typeof chunk === 'string' ? this.socket.write(chunk, 'latin1') : this.socket.write(chunk);
   }
 
   setReading(on: boolean): void {

@@ -91,16 +91,23 @@ export function setReading(socket: Socket, consumed: boolean, on: boolean): void
   else handle.readStop();
 }
 
+/** Where chunks go: an upstream net.Socket or a client transport (the strings written are ASCII). */
+export interface ChunkOut {
+  cork(): void;
+  uncork(): void;
+  write(data: Buffer | string): boolean;
+}
+
 /**
  * One chunk of a chunked body (RFC 9112 §7.1): size line, data, CRLF, in one write. cork() nests,
  * so this is safe inside a caller's own cork. Returns write()'s backpressure signal.
  */
-export function writeChunk(socket: Socket, chunk: Buffer): boolean {
-  socket.cork();
-  socket.write(`${chunk.length.toString(16)}\r\n`, 'latin1');
-  socket.write(chunk);
-  const ok = socket.write('\r\n', 'latin1');
-  socket.uncork();
+export function writeChunk(out: ChunkOut, chunk: Buffer): boolean {
+  out.cork();
+  out.write(`${chunk.length.toString(16)}\r\n`);
+  out.write(chunk);
+  const ok = out.write('\r\n');
+  out.uncork();
   return ok;
 }
 
