@@ -338,9 +338,18 @@ function emitDrain(t: TcpTransport): void {
  * connection to the same `onconnection` slot). Call after 'listening'.
  */
 export function acceptHandles(server: net.Server, onHandle: (err: number, handle: TcpHandle) => void): boolean {
-  const listenHandle = (server as unknown as { _handle: { onconnection: unknown } | null })._handle;
+  type ListenHandle = { onconnection: unknown; setNoDelay?: (on: boolean) => number };
+  const listenHandle = (server as unknown as { _handle: ListenHandle | null })._handle;
   if (listenHandle === null || typeof listenHandle !== 'object') return false;
-  listenHandle.onconnection = onHandle;
+  // Linux copies TCP_NODELAY from the listening socket to each one it accepts: set there once, it
+  // saves a setsockopt per connection. Elsewhere, and where the cluster's primary accepts
+  // (round-robin: the worker's listening handle is a stand-in), each connection sets it.
+  const inherited = process.platform === 'linux' && typeof listenHandle.setNoDelay === 'function'
+    && listenHandle.setNoDelay(true) === 0;
+  listenHandle.onconnection = inherited ? onHandle : (err: number, handle: TcpHandle) => {
+    if (err === 0) handle.setNoDelay(true);
+    onHandle(err, handle);
+  };
   return true;
 }
 

@@ -179,7 +179,6 @@ export class ProxyServer implements ConnectionOwner {
       this.dropped();
       return;
     }
-    handle.setNoDelay(true);
     this.clients.add(new ClientConnection(new TcpTransport(handle), this.limits, this, this.handler.handle));
   }
 
