@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { httpUpstream, rawUpstream, request, startProxy, waitFor } from './support/helpers';
@@ -97,6 +98,26 @@ describe('errors map to the status a user expects', () => {
     assert.equal(res.body.toString(), 'fast');
     assert.equal(up.connections.length, 2);
     assert.equal(requests, 2);
+  });
+
+  it('takes a client reset mid-stream (writes failing under the relay) as the client leaving', async () => {
+    const up = await httpUpstream((req, res) => {
+      if (req.url !== '/stream') { res.end('fast'); return; }
+      res.writeHead(200);
+      const timer = setInterval(() => res.write(Buffer.alloc(16 * 1024, 'x')), 2);
+      res.on('close', () => clearInterval(timer));
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const client = net.connect(proxy.port, '127.0.0.1');
+    client.on('error', () => undefined);
+    client.write('GET /stream HTTP/1.1\r\nHost: a\r\n\r\n');
+    await once(client, 'data');
+    client.resetAndDestroy();
+    const streamConn = up.connections[0]!;
+    await waitFor(() => streamConn.destroyed);
+    const res = await request(`${proxy.url}/fast`);
+    assert.equal(res.body.toString(), 'fast');
+    await waitFor(() => proxy.server.connections === 0);
   });
 
   it('never delivers bytes an upstream sends after its response to the next request', async () => {

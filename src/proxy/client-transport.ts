@@ -268,11 +268,15 @@ export class TcpTransport implements ClientTransport {
     this.handle.close();
   }
 
-  /** Closed from here (a failure, or the close after end(true)): the connection learns of it. */
+  /**
+   * Closed from here (a failure, or the close after end(true)): the connection learns of it on
+   * the next tick, as from net.Socket's 'close'. A write that fails inside the handler's own
+   * write() must not run the connection's abort path under it.
+   */
   fail(): void {
     if (this.closed) return;
     this.destroy();
-    this.sink?.onClose();
+    process.nextTick(notifyClosed, this.sink);
   }
 
   /** From onread: the peer's bytes or its end. */
@@ -325,6 +329,10 @@ function onShutdown(this: ShutdownReq, status: number): void {
 
 function onTcpRead(this: TcpHandle, buffer: ArrayBuffer | undefined): void {
   this[kTransport]?.read(buffer);
+}
+
+function notifyClosed(sink: TransportSink | null): void {
+  sink?.onClose();
 }
 
 function emitDrain(t: TcpTransport): void {
