@@ -33,6 +33,11 @@ export interface ProxyServerOptions {
    * where failures seen here are reported. Without it, the server runs its own Membership.
    */
   membership?: { snapshot: MembershipSnapshot; reportFailure(pool: string, url: string): void };
+  /**
+   * Plain TCP clients on their handles (the default where Node has the bindings), or on
+   * net.Socket, the fallback where it has not; tests run both.
+   */
+  clientSockets?: 'handle' | 'net';
 }
 
 export class ProxyServer implements ConnectionOwner {
@@ -46,6 +51,8 @@ export class ProxyServer implements ConnectionOwner {
   private readonly clients = new Set<ClientConnection>();
   private readonly limits: ClientLimits;
   private readonly maxConnections: number;
+  /** Plain TCP connections arrive as handles (client-transport.ts), not net.Sockets. */
+  private readonly onHandles: boolean;
   private readonly sweepTimer: NodeJS.Timeout;
   private drainPromise: Promise<void> | null = null;
   /** During a drain: checks whether the last connection is gone. */
@@ -115,6 +122,7 @@ export class ProxyServer implements ConnectionOwner {
       maxHeaderSize: config.server.maxHeaderSize,
     };
     this.maxConnections = config.server.maxConnections;
+    this.onHandles = !config.tls && handleTransportAvailable && options.clientSockets !== 'net';
     const onSocket = (socket: net.Socket): void => {
       socket.on('error', () => undefined);
       this.clients.add(new ClientConnection(new SocketTransport(socket), this.limits, this, this.handler.handle));
@@ -126,7 +134,7 @@ export class ProxyServer implements ConnectionOwner {
       });
       this.server.on('secureConnection', onSocket);
       this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
-    } else if (handleTransportAvailable) {
+    } else if (this.onHandles) {
       // Plain TCP connections never become net.Sockets: listen() hands their handles to accept().
       this.server = net.createServer();
     } else {
@@ -192,7 +200,7 @@ export class ProxyServer implements ConnectionOwner {
       this.server.once('error', reject);
       this.server.listen({ host, port, backlog: 4096 }, () => {
         this.server.off('error', reject);
-        if (handleTransportAvailable && !(this.server instanceof tls.Server) && !acceptHandles(this.server, (e, h) => this.accept(e, h))) {
+        if (this.onHandles && !acceptHandles(this.server, (e, h) => this.accept(e, h))) {
           reject(new Error('cannot take over the listening socket'));
           return;
         }

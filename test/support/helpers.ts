@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import pino from 'pino';
 import { validate, deepFreeze, routing, type ResolvedConfig } from '../../src/config/load';
 import { parseHostPort } from '../../src/config/schema';
-import { ProxyServer } from '../../src/proxy/server';
+import { ProxyServer, type ProxyServerOptions } from '../../src/proxy/server';
 import type { UpstreamPool } from '../../src/upstream/pool';
 
 export const ROOT = resolve(__dirname, '../../..');
@@ -90,9 +90,9 @@ export function memberPool(proxy: Proxy, pool = 'default', index = 0): UpstreamP
 }
 
 /** The proxy in-process on 127.0.0.1:0, with a config validated by the real schema. */
-export async function startProxy(config: Record<string, unknown>): Promise<Proxy> {
+export async function startProxy(config: Record<string, unknown>, options: ProxyServerOptions = {}): Promise<Proxy> {
   const resolved = resolveConfig(config);
-  const server = new ProxyServer(resolved, silentLogger);
+  const server = new ProxyServer(resolved, silentLogger, options);
   const addr = await server.listen('127.0.0.1', 0);
   onCleanup(() => server.drain(10));
   return { port: addr.port, url: `http://127.0.0.1:${addr.port}`, server };
