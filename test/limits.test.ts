@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { completeResponse, delay, httpUpstream, rawExchange, request, startProxy, waitFor } from './support/helpers';
+import pino from 'pino';
+import { ProxyServer } from '../src/proxy/server';
+import { completeResponse, delay, httpUpstream, onCleanup, rawExchange, request, resolveConfig, startProxy, waitFor } from './support/helpers';
 
 function openKeepAlive(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -26,6 +28,24 @@ describe('limits and slow clients', () => {
     await waitFor(() => proxy.server.connections === 2);
     assert.equal((await request(proxy.url)).status, 200);
     for (const s of held) s.destroy();
+  });
+
+  it('logs a flood of dropped connections as one line a second, with a count of the rest', async () => {
+    const lines: Array<{ msg: string; alsoSinceLastLine?: number }> = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => { lines.push(JSON.parse(line) as { msg: string }); } });
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const server = new ProxyServer(resolveConfig({ upstreams: [{ url: up.url }], server: { maxConnections: 1 } }), logger);
+    const { port } = await server.listen('127.0.0.1', 0);
+    onCleanup(() => server.drain(10));
+    const held = await openKeepAlive(port);
+    for (let i = 0; i < 50; i++) assert.equal(await rawExchange(port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n'), '');
+    const drops = () => lines.filter((l) => l.msg.startsWith('connection dropped'));
+    assert.ok(drops().length >= 1 && drops().length < 50, `${drops().length} lines for 50 drops`);
+    await delay(1100);
+    assert.equal(await rawExchange(port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n'), '');
+    const counted = drops().reduce((n, l) => n + 1 + (l.alsoSinceLastLine ?? 0), 0);
+    assert.equal(counted, 51, 'every drop is in a line or a count');
+    held.destroy();
   });
 
   it('keeps serving normal clients while 1,000 slow clients trickle their heads', async function () {

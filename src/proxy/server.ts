@@ -178,7 +178,7 @@ export class ProxyServer implements ConnectionOwner {
   private accept(err: number, handle: TcpHandle): void {
     if (err !== 0) {
       // EMFILE and the like: the connection stays in the backlog for the next try.
-      this.logger.warn({ errno: err }, 'accept failed');
+      this.warnRarely('accept', { errno: err }, 'accept failed');
       return;
     }
     // Past the cap a new connection is closed as it is accepted, before it costs anything more.
@@ -191,7 +191,22 @@ export class ProxyServer implements ConnectionOwner {
   }
 
   private dropped(): void {
-    this.logger.warn({ maxConnections: this.maxConnections }, 'connection dropped: server.maxConnections reached');
+    this.warnRarely('drop', { maxConnections: this.maxConnections }, 'connection dropped: server.maxConnections reached');
+  }
+
+  /** Per kind, at most a line a second, counting the rest: a connection flood must not become a log flood. */
+  private readonly warned = new Map<string, { at: number; since: number }>();
+
+  private warnRarely(kind: string, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    const last = this.warned.get(kind);
+    if (last !== undefined && now - last.at < 1000) {
+      last.since++;
+      return;
+    }
+    const more = last === undefined || last.since === 0 ? {} : { alsoSinceLastLine: last.since };
+    this.warned.set(kind, { at: now, since: 0 });
+    this.logger.warn({ ...fields, ...more }, msg);
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
