@@ -64,6 +64,16 @@ describe('request headers', () => {
     assert.equal(res.headers.via, '1.1 switchyard');
   });
 
+  it('removes a name its Connection lists alone, as it does one in a list', async () => {
+    const up = await rawUpstream((socket) => {
+      socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nConnection:  X-Hop \r\nX-Hop: 1\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok'));
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const res = await request(proxy.url);
+    assert.equal(res.headers['x-hop'], undefined);
+    assert.equal(res.headers['x-end'], 'kept');
+  });
+
   it('replaces X-Forwarded-* from an untrusted client', async () => {
     const { up, seen } = await echoHeaders();
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });

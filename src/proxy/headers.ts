@@ -46,19 +46,28 @@ export class TrustedProxies {
   }
 }
 
-/** Comma-separated tokens of every Connection header, lower-cased. */
+/** Comma-separated tokens of every Connection header, lower-cased; null when none matters. */
 function connectionTokens(raw: readonly string[]): Set<string> | null {
   let names: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
     if (n.length === 10 && n.toLowerCase() === 'connection') {
-      for (const t of raw[i + 1]!.split(',')) {
-        const token = t.trim().toLowerCase();
-        if (token !== '') (names ??= new Set()).add(token);
-      }
+      const value = raw[i + 1]!;
+      if (value.indexOf(',') === -1) names = addToken(names, value);
+      else for (const t of value.split(',')) names = addToken(names, t);
     }
   }
   return names;
+}
+
+/**
+ * `keep-alive` is hop-by-hop in both directions already, so naming it removes nothing more; most
+ * upstream responses say just that, and then no set is built for them.
+ */
+function addToken(names: Set<string> | null, t: string): Set<string> | null {
+  const token = t.trim().toLowerCase();
+  if (token === '' || token === 'keep-alive') return names;
+  return (names ?? new Set<string>()).add(token);
 }
 
 /** A route's header edits, compiled once: names to drop (lower-case), and lines to append. */
