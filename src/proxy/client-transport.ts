@@ -244,6 +244,8 @@ export class TcpTransport implements ClientTransport {
 
   end(thenClose: boolean): void {
     if (this.closed || this.ended) return;
+    // Whatever is still corked goes out ahead of the FIN.
+    this.uncorkAll();
     this.ended = true;
     const req = new ShutdownWrap();
     req.handle = this.handle;
