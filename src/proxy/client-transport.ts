@@ -15,6 +15,7 @@
  * mark and `onDrain` follows once everything queued is out.
  */
 import * as net from 'node:net';
+import { streamWrap, UV_EOF } from '../upstream/stream-wrap';
 
 /** The connection's side: called by the transport, never re-entered from write(). */
 export interface TransportSink {
@@ -80,43 +81,16 @@ export interface TcpHandle {
   [kTransport]?: TcpTransport;
 }
 
-interface StreamWrapBinding {
-  WriteWrap: new () => WriteReq;
-  ShutdownWrap: new () => ShutdownReq;
-  streamBaseState: Int32Array;
-  kReadBytesOrError: number;
-  kArrayBufferOffset: number;
-  kLastWriteWasAsync: number;
-}
-
-/**
- * `process.binding` for these is on Node's allow-list (net, tls and http2 are built on them); it
- * is deprecated only in documentation (DEP0111), without a runtime warning. Should a future Node
- * drop them, plain connections fall back to net.Socket (server.ts) rather than fail.
- */
-function loadBindings(): { streamWrap: StreamWrapBinding; uvEof: number } | null {
-  try {
-    const binding = (process as unknown as { binding(name: string): unknown }).binding;
-    const streamWrap = binding('stream_wrap') as StreamWrapBinding;
-    const uvEof = (binding('uv') as { UV_EOF: number }).UV_EOF;
-    return typeof streamWrap.WriteWrap === 'function' && typeof uvEof === 'number' ? { streamWrap, uvEof } : null;
-  } catch {
-    return null;
-  }
-}
-
-const bindings = loadBindings();
-/** Whether plain TCP connections can be driven on their handles here. */
-export const handleTransportAvailable = bindings !== null;
 const unavailable = (): never => {
   throw new Error('stream_wrap binding unavailable');
 };
-const { WriteWrap, ShutdownWrap, streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = bindings?.streamWrap ?? {
-  WriteWrap: unavailable as unknown as StreamWrapBinding['WriteWrap'],
-  ShutdownWrap: unavailable as unknown as StreamWrapBinding['ShutdownWrap'],
+/** Whether plain TCP connections can be driven on their handles here. */
+export const handleTransportAvailable = streamWrap !== null;
+const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = streamWrap ?? {
   streamBaseState: new Int32Array(8), kReadBytesOrError: 0, kArrayBufferOffset: 1, kLastWriteWasAsync: 2,
 };
-const UV_EOF = bindings?.uvEof ?? -4095;
+const WriteWrap = (streamWrap?.WriteWrap ?? unavailable) as unknown as new () => WriteReq;
+const ShutdownWrap = (streamWrap?.ShutdownWrap ?? unavailable) as unknown as new () => ShutdownReq;
 
 const kTransport = Symbol('transport');
 

@@ -20,6 +20,7 @@ import {
 } from './http-parser';
 
 import type { UpstreamTarget } from './target';
+import { writeHead } from './stream-wrap';
 
 export type { UpstreamTarget };
 
@@ -104,6 +105,7 @@ export class UpstreamConnection implements BodyTarget {
   private poisoned = false;
   private headerParts: string[] | null = null;
   private consumed = false;
+  private readonly plainTcp: boolean;
   /** When the current phase times out (ms since epoch). */
   private deadline = 0;
 
@@ -117,6 +119,7 @@ export class UpstreamConnection implements BodyTarget {
       ? net.connect({ host: target.host, port: target.port, noDelay: true })
       : tls.connect({ ...target.tls, host: target.host, port: target.port }).setNoDelay(true);
     this.socket = socket;
+    this.plainTcp = target.tls === null;
     this.deadline = Date.now() + timeouts.connect;
     socket.once(target.tls === null ? 'connect' : 'secureConnect', () => {
       this.connecting = false;
@@ -183,7 +186,7 @@ export class UpstreamConnection implements BodyTarget {
     this.headerParts = null;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
     // latin1: llhttp gave us the client's header bytes one char per byte; they go out unchanged.
-    this.socket.write(head, 'latin1');
+    writeHead(this.socket, head, this.plainTcp);
     if (body === null) {
       this.requestDone = true;
       return;
