@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { websocketAccept } from '../src/proxy/upgrade';
@@ -93,6 +94,48 @@ describe('Upgrade / WebSocket tunnels', () => {
     await closed;
     assert.match(c.received(), /^HTTP\/1\.1 502 [\s\S]*SWY_ERR_UPSTREAM_PROTOCOL/);
     assert.doesNotMatch(c.received(), /101/);
+  });
+
+  it('carries megabytes through tunnels side by side, held back while the upstream stalls', async () => {
+    // Client connections read into one shared buffer: each tunnel's bytes must be its own, whole
+    // and in order, also when the upstream stops reading for a while and the tunnel pauses.
+    const server = http.createServer((_req, res) => res.writeHead(426).end());
+    server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
+        + `Sec-WebSocket-Accept: ${websocketAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`);
+      const hash = createHash('sha256').update(head);
+      let size = head.length;
+      socket.pause();
+      setTimeout(() => socket.resume(), 300);
+      socket.on('data', (d: Buffer) => {
+        hash.update(d);
+        size += d.length;
+        if (size === 4 * 1024 * 1024) socket.end(`${hash.digest('hex')}`);
+      });
+      socket.on('error', () => undefined);
+    });
+    const up = await listenUpstream(server);
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const tunnel = async () => {
+      const data = randomBytes(4 * 1024 * 1024);
+      const c = client(proxy.port);
+      c.socket.write(UPGRADE);
+      await waitFor(() => c.received().includes('\r\n\r\n'));
+      const ended = new Promise((r) => c.socket.on('end', r));
+      c.socket.write(data);
+      await ended;
+      assert.equal(c.received().split('\r\n\r\n')[1], createHash('sha256').update(data).digest('hex'));
+      c.socket.destroy();
+    };
+    // Plain requests on other connections meanwhile, through the same read buffer.
+    const plain = async () => {
+      for (let i = 0; i < 20; i++) {
+        const res = await fetch(`${proxy.url}/x${i}`);
+        assert.equal(res.status, 426);
+        await res.arrayBuffer();
+      }
+    };
+    await Promise.all([tunnel(), tunnel(), plain()]);
   });
 
   it('closes an idle tunnel after timeouts.idle', async () => {

@@ -77,6 +77,7 @@ export interface TcpHandle {
   shutdown(req: ShutdownReq): number;
   close(callback?: () => void): void;
   getpeername(out: { address?: string }): number;
+  useUserBuffer(buffer: Uint8Array): void;
   setNoDelay(on: boolean): number;
   [kTransport]?: TcpTransport;
 }
@@ -93,6 +94,14 @@ const WriteWrap = (streamWrap?.WriteWrap ?? unavailable) as unknown as new () =>
 const ShutdownWrap = (streamWrap?.ShutdownWrap ?? unavailable) as unknown as new () => ShutdownReq;
 
 const kTransport = Symbol('transport');
+/**
+ * Every connection of the worker reads into this one buffer (useUserBuffer): a read is parsed
+ * before the next can happen, and nothing keeps a view of it (llhttp copies body chunks; the
+ * bytes after an Upgrade head are copied). By default each read gets its own 64 KiB allocation,
+ * shrunk to size and wrapped in an ArrayBuffer for the garbage collector to track: 1.1 µs of
+ * user CPU per request on /small (10.3 against 9.2 µs, interleaved in-process runs).
+ */
+const readBuffer = Buffer.allocUnsafeSlow(64 * 1024);
 
 /** Past this many bytes queued in the kernel's stead, write() says stop (net.Socket's default). */
 const HIGH_WATER_MARK = 16 * 1024;
@@ -112,6 +121,7 @@ export class TcpTransport implements ClientTransport {
   constructor(private readonly handle: TcpHandle) {
     handle[kTransport] = this;
     handle.onread = onTcpRead;
+    handle.useUserBuffer(readBuffer);
   }
 
   get remoteAddress(): string | undefined {
@@ -262,7 +272,7 @@ export class TcpTransport implements ClientTransport {
     if (this.closed) return;
     const n = streamBaseState[kReadBytesOrError]!;
     if (n > 0) {
-      this.sink?.onData(Buffer.from(buffer!, streamBaseState[kArrayBufferOffset]!, n));
+      this.sink?.onData(buffer === undefined ? readBuffer.subarray(0, n) : Buffer.from(buffer, streamBaseState[kArrayBufferOffset]!, n));
     } else if (n === UV_EOF) {
       this.setReading(false);
       this.sink?.onEnd();
@@ -277,7 +287,14 @@ export class TcpTransport implements ClientTransport {
     this.closed = true;
     delete this.handle[kTransport];
     // What net does on accept; the socket restarts reads itself (read(0) in its constructor).
-    return new net.Socket({ handle: this.handle, allowHalfOpen: true, readable: true, writable: true } as net.SocketConstructorOpts);
+    // The handle reads into the shared buffer (there is no undoing useUserBuffer), so the socket
+    // gets net's own user-buffer form and copies each read into its stream, which the tunnel
+    // pipes as usual; push() saying stop pauses the reads until the stream is drained.
+    const socket: net.Socket = new net.Socket({
+      handle: this.handle, allowHalfOpen: true, readable: true, writable: true,
+      onread: { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => socket.push(Buffer.from(buf.subarray(0, n))) },
+    } as net.SocketConstructorOpts);
+    return socket;
   }
 
   private uncorkAll(): void {
