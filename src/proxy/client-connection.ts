@@ -549,9 +549,13 @@ export class ClientConnection implements TransportSink {
     this.transport.setReading(true);
   }
 
-  /** Between requests, with nothing half-parsed: the parser goes back to the pool until the next byte. */
+  /**
+   * Between requests, with nothing half-parsed: the parser goes back to the pool until the next
+   * byte, also while the response is still on its way (a burst of thousands of clients waiting
+   * for upstream connections then holds no parser each).
+   */
   private releaseParserIfIdle(): void {
-    if (this.parser !== null && !this.executing && this.phase === Phase.Idle && this.queue.length === 0
+    if (this.parser !== null && !this.executing && this.phase === Phase.Idle
       && this.pendingUpgrade === null && this.headerParts === null) {
       this.releaseParser();
     }
