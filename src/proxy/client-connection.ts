@@ -10,6 +10,7 @@
 import * as net from 'node:net';
 import { HTTPParser, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
+import type { Listed } from './client-list';
 import type { ClientTransport, TransportSink } from './client-transport';
 import { httpDate } from './date';
 
@@ -330,7 +331,9 @@ export class ClientRequest implements RequestBody {
   }
 }
 
-export class ClientConnection implements TransportSink {
+export class ClientConnection implements TransportSink, Listed {
+  /** The owner's (client-list.ts). */
+  listIndex = -1;
   /**
    * Only while a request is being read or answered: an idle keep-alive connection holds no
    * parser (2.1 KiB each), so thousands of idle ones cost little more than their sockets.

@@ -13,6 +13,7 @@ import { RequestMetrics } from '../ops/metrics';
 import { UpstreamGroup } from '../upstream/group';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
+import { ClientList } from './client-list';
 import { acceptHandles, handleTransportAvailable, SocketTransport, TcpTransport, type TcpHandle } from './client-transport';
 import { ProxyHandler } from './handler';
 import { TransformPool } from '../transform/pool';
@@ -48,7 +49,7 @@ export class ProxyServer implements ConnectionOwner {
   readonly transformPool: TransformPool | null = null;
   /** In-process only: the server decides membership and health itself. */
   readonly membership: Membership | null;
-  private readonly clients = new Set<ClientConnection>();
+  private readonly clients = new ClientList<ClientConnection>();
   private readonly limits: ClientLimits;
   private readonly maxConnections: number;
   /** Plain TCP connections arrive as handles (client-transport.ts), not net.Sockets. */
@@ -236,7 +237,7 @@ export class ProxyServer implements ConnectionOwner {
     this.drainPromise = new Promise<void>((resolve) => {
       const deadline = setTimeout(() => {
         this.logger.warn({ timeoutMs, connections: this.clients.size }, 'drain timeout: closing remaining connections');
-        for (const c of [...this.clients]) c.destroy();
+        for (const c of this.clients.toArray()) c.destroy();
       }, timeoutMs);
       // Done once the listener is closed (for TLS, net also waits for handshakes in progress)
       // and the last client connection is gone.
@@ -257,13 +258,13 @@ export class ProxyServer implements ConnectionOwner {
       });
       // Busy connections end after their response (which says Connection: close); idle ones
       // within DRAIN_IDLE_GRACE_MS, answering with Connection: close whatever arrives meanwhile.
-      for (const c of this.clients) c.drainIdle(Math.min(DRAIN_IDLE_GRACE_MS, timeoutMs));
+      this.clients.forEach((c) => c.drainIdle(Math.min(DRAIN_IDLE_GRACE_MS, timeoutMs)));
     });
     return this.drainPromise;
   }
 
   private sweep(): void {
     const now = Date.now();
-    for (const c of this.clients) c.checkDeadline(now);
+    this.clients.forEach((c) => c.checkDeadline(now));
   }
 }
