@@ -63,6 +63,9 @@ const LINGER_MS = 2000;
 const MAX_QUEUED_BODY = 64 * 1024;
 const MAX_PIPELINED = 16;
 
+/** Every empty request queue (ClientConnection.queue): never written to. */
+const NO_REQUESTS: ClientRequest[] = [];
+
 /** What the proxy needs to know from a request's fields, gathered in one pass over rawHeaders. */
 export interface HeaderFacts {
   hosts: number;
@@ -346,8 +349,12 @@ export class ClientConnection implements TransportSink, Listed {
   private phase = Phase.Idle;
   private deadline: number;
   private phaseStart = 0;
-  /** Requests in arrival order; the first is the one being answered. */
-  private readonly queue: ClientRequest[] = [];
+  /**
+   * Requests in arrival order; the first is the one being answered. NO_REQUESTS when empty: an
+   * array that held a request keeps a 17-slot store (184 bytes with itself), and an idle
+   * keep-alive connection should cost no more than it must.
+   */
+  private queue: ClientRequest[] = NO_REQUESTS;
   /** The request whose body the parser is currently reading. */
   private reading: ClientRequest | null = null;
   /** An Upgrade request whose head was just parsed: dispatched once its read is done. */
@@ -443,7 +450,7 @@ export class ClientConnection implements TransportSink, Listed {
 
   /** For ClientRequest.takeSocket: stop parsing and give the socket to a tunnel. */
   handOver(req: ClientRequest): { socket: net.Socket; head: Buffer } {
-    if (this.queue[0] === req) this.queue.shift();
+    if (this.queue[0] === req) this.shiftQueue();
     this.state = State.Tunnel;
     this.reading = null;
     this.uncork();
@@ -507,10 +514,21 @@ export class ClientConnection implements TransportSink, Listed {
     this.transport.uncork();
   }
 
+  private shiftQueue(): void {
+    this.queue.shift();
+    if (this.queue.length === 0) this.queue = NO_REQUESTS;
+  }
+
+  private takeQueue(): ClientRequest[] {
+    const queue = this.queue;
+    this.queue = NO_REQUESTS;
+    return queue;
+  }
+
   finishRequest(req: ClientRequest, closeAfter: boolean): void {
     this.uncork();
     if (this.queue[0] !== req) return;
-    this.queue.shift();
+    this.shiftQueue();
     if (this.reading === req && !req.bodyComplete) {
       // Answered before its body was read (an early error or an upstream's early response):
       // the unread rest would be taken for the next request, so this connection ends here.
@@ -592,7 +610,8 @@ export class ClientConnection implements TransportSink, Listed {
     this.deadline = this.phaseStart + this.limits.requestTimeout;
     const req = new ClientRequest(this, method, target, raw, major, minor, keepAlive, upgrade);
     this.reading = req;
-    this.queue.push(req);
+    if (this.queue === NO_REQUESTS) this.queue = [req];
+    else this.queue.push(req);
     if (upgrade) {
       // llhttp stops at the end of an Upgrade or CONNECT head: what follows is another protocol.
       // It is dispatched from afterExecute, which knows where the head ended; if it is not
@@ -659,6 +678,7 @@ export class ClientConnection implements TransportSink, Listed {
         return;
       }
       this.queue.splice(this.queue.indexOf(broken), 1);
+      if (this.queue.length === 0) this.queue = NO_REQUESTS;
       broken.abort();
     }
     this.pendingError = { status, reason };
@@ -691,7 +711,7 @@ export class ClientConnection implements TransportSink, Listed {
     // or requests queued behind the last answer. Otherwise close once the response is flushed.
     const mayBeSending = this.phase === Phase.Head || this.phase === Phase.Body || this.queue.length > 0;
     this.state = State.Lingering;
-    for (const req of this.queue.splice(0)) req.abort();
+    for (const req of this.takeQueue()) req.abort();
     this.reading = null;
     this.uncork();
     if (!mayBeSending) {
@@ -707,7 +727,7 @@ export class ClientConnection implements TransportSink, Listed {
   onClose(): void {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
-    for (const req of this.queue.splice(0)) req.abort();
+    for (const req of this.takeQueue()) req.abort();
     this.reading = null;
     this.releaseParser();
     this.owner.removeClient(this);

@@ -79,7 +79,7 @@ export interface TcpHandle {
   getpeername(out: { address?: string }): number;
   useUserBuffer(buffer: Uint8Array): void;
   setNoDelay(on: boolean): number;
-  [kTransport]?: TcpTransport;
+  [owner: symbol]: TcpTransport | null | undefined;
 }
 
 const unavailable = (): never => {
@@ -93,7 +93,16 @@ const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsy
 const WriteWrap = (streamWrap?.WriteWrap ?? unavailable) as unknown as new () => WriteReq;
 const ShutdownWrap = (streamWrap?.ShutdownWrap ?? unavailable) as unknown as new () => ShutdownReq;
 
-const kTransport = Symbol('transport');
+/**
+ * Where a handle points to its transport: the slot every stream handle already has for its owner
+ * (net keeps its Socket there). A property of our own would change the handle's shape and give
+ * each connection a 64-byte property store.
+ */
+let kOwner: symbol | null = null;
+function ownerSlot(handle: TcpHandle): symbol {
+  kOwner ??= Object.getOwnPropertySymbols(handle).find((s) => s.description === 'owner_symbol') ?? Symbol('transport');
+  return kOwner;
+}
 /**
  * Every connection of the worker reads into this one buffer (useUserBuffer): a read is parsed
  * before the next can happen, and nothing keeps a view of it (llhttp copies body chunks; the
@@ -119,7 +128,7 @@ export class TcpTransport implements ClientTransport {
   private closed = false;
 
   constructor(private readonly handle: TcpHandle) {
-    handle[kTransport] = this;
+    handle[ownerSlot(handle)] = this;
     handle.onread = onTcpRead;
     handle.useUserBuffer(readBuffer);
   }
@@ -285,7 +294,7 @@ export class TcpTransport implements ClientTransport {
     this.uncorkAll();
     this.setReading(false);
     this.closed = true;
-    delete this.handle[kTransport];
+    this.handle[kOwner!] = null;
     // What net does on accept; the socket restarts reads itself (read(0) in its constructor).
     // The handle reads into the shared buffer (there is no undoing useUserBuffer), so the socket
     // gets net's own user-buffer form and copies each read into its stream, which the tunnel
@@ -323,7 +332,7 @@ function onShutdown(this: ShutdownReq, status: number): void {
 }
 
 function onTcpRead(this: TcpHandle, buffer: ArrayBuffer | undefined): void {
-  this[kTransport]?.read(buffer);
+  this[kOwner!]?.read(buffer);
 }
 
 function notifyClosed(sink: TransportSink | null): void {
