@@ -91,18 +91,23 @@ function rssKiB(pid: number): number {
 
 export interface IdleMemory {
   connections: number;
-  /** Fresh workers: the first `connections` idle ones, warm-up (JIT, heap growth, upstream pool) included. */
+  /**
+   * Workers that have served keep-alive traffic first, as any worker in service has: the first
+   * `connections` idle ones. The heap has its working size already, so this is what the
+   * connections themselves cost.
+   */
+  warmKibPerConnection: number;
+  /** Fresh workers: the first `connections`, the heap's growth to working size (young generation, JIT) included. */
   kibPerConnection: number;
-  /** The next `connections`, the first still open: what each further idle connection costs. */
+  /** The next `connections` on those, the first still open. */
   marginalKibPerConnection: number;
 }
 
 /**
  * Worker RSS per idle keep-alive client connection: open `count` connections, make one request
- * on each, and compare the workers' RSS before and after; then as many again, for the cost of
- * one more connection on workers that are no longer fresh.
+ * on each, and compare the workers' RSS before and after; then as many again.
  */
-async function measureIdleMemory(port: number, pids: number[], count: number): Promise<IdleMemory> {
+async function measureIdleMemory(port: number, pids: number[], count: number): Promise<{ first: number; next: number }> {
   const rss = (): number => pids.reduce((a, p) => a + rssKiB(p), 0);
   const sockets: net.Socket[] = [];
   const open = async (): Promise<void> => {
@@ -125,7 +130,7 @@ async function measureIdleMemory(port: number, pids: number[], count: number): P
     const first = rss();
     await open();
     const second = rss();
-    return { connections: count, kibPerConnection: kib(before, first), marginalKibPerConnection: kib(first, second) };
+    return { first: kib(before, first), next: kib(first, second) };
   } finally {
     for (const s of sockets) s.destroy();
   }
@@ -169,13 +174,20 @@ export async function main(argv: string[]): Promise<number> {
   if (only === undefined || only.includes('routes')) run.routes = benchRoutes(smoke);
   const needCluster = suites.length > 0 || only === undefined || only.includes('memory');
   const upstream = needCluster ? await forkUpstream() : null;
-  const proxy = upstream !== null ? await startProxy(upstream.port, workers) : null;
+  let proxy = upstream !== null ? await startProxy(upstream.port, workers) : null;
   try {
     if (upstream === null || proxy === null) throw new Skip();
     // First, on fresh workers: after the 5,000-connection suite the heap has already grown, and
-    // RSS would hardly move.
+    // RSS would hardly move. Then on a new cluster that has served keep-alive traffic for a
+    // while (not thousands of connections, whose freed memory the next ones would reuse).
     if (only === undefined || only.includes('memory')) {
-      run.memory = await measureIdleMemory(proxy.port, proxy.workerPids, smoke ? 500 : 5000);
+      const count = smoke ? 500 : 5000;
+      const fresh = await measureIdleMemory(proxy.port, proxy.workerPids, count);
+      proxy.child.kill('SIGTERM');
+      proxy = await startProxy(upstream.port, workers);
+      await runAutocannon(`http://127.0.0.1:${proxy.port}`, { path: '/small', connections: 50 }, smoke ? 1 : 3);
+      const warm = await measureIdleMemory(proxy.port, proxy.workerPids, count);
+      run.memory = { connections: count, warmKibPerConnection: warm.first, kibPerConnection: fresh.first, marginalKibPerConnection: fresh.next };
     }
     for (const suite of suites) {
       for (const target of ['direct', 'proxy'] as const) {
@@ -220,8 +232,9 @@ export async function main(argv: string[]): Promise<number> {
   if (run.routes) process.stdout.write(`route table lookups (ns per request; flat = constant time):\n${formatRouteTable(run.routes)}\n`);
   if (run.memory) {
     const m = run.memory;
-    process.stdout.write(`idle keep-alive memory: ${m.kibPerConnection} KiB of worker RSS per connection (${m.connections} connections, fresh workers); `
-      + `${m.marginalKibPerConnection} KiB for each of ${m.connections} more\n`);
+    process.stdout.write(`idle keep-alive memory, KiB of worker RSS per connection (${m.connections} connections): `
+      + `${m.warmKibPerConnection} on workers that served traffic first; ${m.kibPerConnection} on fresh workers, `
+      + `${m.marginalKibPerConnection} for each of ${m.connections} more\n`);
   }
   process.stdout.write(`results: ${out}\n`);
   if (run.failed.length > 0) {
