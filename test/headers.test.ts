@@ -64,6 +64,20 @@ describe('request headers', () => {
     assert.equal(res.headers.via, '1.1 switchyard');
   });
 
+  it('keeps the upstream\'s Date and response X-Request-Id as sent, whatever their case, and adds a Date only when missing', async () => {
+    const up = await rawUpstream((socket) => {
+      socket.on('data', (d: Buffer) => socket.write(d.includes('/dated')
+        ? 'HTTP/1.1 200 OK\r\nDATE: Tue, 01 Jan 2030 00:00:00 GMT\r\nx-request-ID: up-1\r\nContent-Length: 2\r\n\r\nok'
+        : 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const dated = await rawExchange(proxy.port, 'GET /dated HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.deepEqual(dated.match(/^date: .*$/gim), ['DATE: Tue, 01 Jan 2030 00:00:00 GMT']);
+    assert.match(dated, /^x-request-ID: up-1$/m);
+    const undated = await rawExchange(proxy.port, 'GET /plain HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.equal(undated.match(/^date: /gim)?.length, 1);
+  });
+
   it('removes a name its Connection lists alone, as it does one in a list', async () => {
     const up = await rawUpstream((socket) => {
       socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nConnection:  X-Hop \r\nX-Hop: 1\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok'));

@@ -15,7 +15,10 @@ async function named(name: string): Promise<Upstream & { seen: http.IncomingMess
   const up = await httpUpstream((req, res) => {
     seen.push(req);
     const location = req.headers['x-test-redirect'];
-    if (typeof location === 'string') res.setHeader('Location', location);
+    if (typeof location === 'string') {
+      res.setHeader('Location', location);
+      res.setHeader('Content-Location', location);
+    }
     res.setHeader('X-Upstream-Internal', 'secret');
     res.setHeader('X-Served-By', name);
     res.end(`${name} ${req.url}`);
@@ -109,6 +112,8 @@ describe('routing', () => {
       (await request(`${proxy.url}${path}`, { headers: { Host: 'public.test:8443', 'X-Test-Redirect': location } })).headers.location;
     // A redirect to the member itself becomes one to the public host; the prefix swap is undone.
     assert.equal(await redirect('/old/page', `${up.url}/v2/next?x=1`), 'http://public.test:8443/old/next?x=1');
+    const both = await request(`${proxy.url}/old/page`, { headers: { Host: 'public.test:8443', 'X-Test-Redirect': '/v2/moved' } });
+    assert.equal(both.headers['content-location'], '/old/moved');
     assert.equal(await redirect('/old/page', '/v2/relative'), '/old/relative');
     assert.equal(await redirect('/plain', `${up.url}`), 'http://public.test:8443/');
     // Elsewhere, and look-alike hosts, are left alone.

@@ -10,18 +10,62 @@
 import { BlockList, isIPv4 } from 'node:net';
 import { httpDate } from './date';
 
-/** Lower-case names that are per-connection by definition. */
-const HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-  // Framing is re-derived for the next hop; Expect is answered by this hop (Node sends 100 Continue).
-  'content-length', 'expect',
-  // Replaced by the proxy's own values below.
-  'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-request-id',
-]);
+/** The fields either direction treats specially; every other name is copied as it came. */
+const enum Field {
+  Other,
+  /** Per-connection by definition, in both directions. */
+  HopByHop,
+  ContentLength,
+  Expect,
+  Host,
+  XForwardedFor,
+  XForwardedProto,
+  XForwardedHost,
+  Via,
+  XRequestId,
+  Date,
+  Location,
+}
 
-const RESPONSE_HOP_BY_HOP = new Set([
-  'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade',
-]);
+/**
+ * Which field a name is, case-insensitively. By length first: most names are none of these, and
+ * are then neither lower-cased (a new string) nor hashed for a Set lookup (each name is a new
+ * string per request). perf put those at about 2% of a worker's samples on /small; end to end the
+ * difference was within the noise (0–0.3 µs per request).
+ */
+function fieldOf(name: string): Field {
+  switch (name.length) {
+    case 2: return name.toLowerCase() === 'te' ? Field.HopByHop : Field.Other;
+    case 3: return name.toLowerCase() === 'via' ? Field.Via : Field.Other;
+    case 4: {
+      const l = name.toLowerCase();
+      return l === 'host' ? Field.Host : l === 'date' ? Field.Date : Field.Other;
+    }
+    case 6: return name.toLowerCase() === 'expect' ? Field.Expect : Field.Other;
+    case 7: {
+      const l = name.toLowerCase();
+      return l === 'trailer' || l === 'upgrade' ? Field.HopByHop : Field.Other;
+    }
+    case 8: return name.toLowerCase() === 'location' ? Field.Location : Field.Other;
+    case 10: {
+      const l = name.toLowerCase();
+      return l === 'connection' || l === 'keep-alive' ? Field.HopByHop : Field.Other;
+    }
+    case 12: return name.toLowerCase() === 'x-request-id' ? Field.XRequestId : Field.Other;
+    case 14: return name.toLowerCase() === 'content-length' ? Field.ContentLength : Field.Other;
+    case 15: return name.toLowerCase() === 'x-forwarded-for' ? Field.XForwardedFor : Field.Other;
+    case 16: {
+      const l = name.toLowerCase();
+      return l === 'proxy-connection' ? Field.HopByHop : l === 'x-forwarded-host' ? Field.XForwardedHost
+        : l === 'content-location' ? Field.Location : Field.Other;
+    }
+    case 17: {
+      const l = name.toLowerCase();
+      return l === 'transfer-encoding' ? Field.HopByHop : l === 'x-forwarded-proto' ? Field.XForwardedProto : Field.Other;
+    }
+    default: return Field.Other;
+  }
+}
 
 export const VIA = '1.1 switchyard';
 
@@ -138,20 +182,22 @@ export function buildRequestHead(input: RequestHeadInput): string {
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     const value = raw[i + 1]!;
-    const lower = name.toLowerCase();
-    if (HOP_BY_HOP.has(lower)) {
-      switch (lower) {
-        case 'host': clientHost = value; break;
-        case 'x-forwarded-for': xff = xff === undefined ? value : `${xff}, ${value}`; break;
-        case 'x-forwarded-proto': xfProto ??= value; break;
-        case 'x-forwarded-host': xfHost ??= value; break;
-        case 'via': via = via === undefined ? value : `${via}, ${value}`; break;
-        default: break;
-      }
-      continue;
+    switch (fieldOf(name)) {
+      // Framing is re-derived for the next hop; Expect is answered by this hop; the rest are
+      // replaced by the proxy's own values below.
+      case Field.HopByHop: case Field.ContentLength: case Field.Expect: case Field.XRequestId: continue;
+      case Field.Host: clientHost = value; continue;
+      case Field.XForwardedFor: xff = xff === undefined ? value : `${xff}, ${value}`; continue;
+      case Field.XForwardedProto: xfProto ??= value; continue;
+      case Field.XForwardedHost: xfHost ??= value; continue;
+      case Field.Via: via = via === undefined ? value : `${via}, ${value}`; continue;
+      default: break;
     }
-    if (nominated !== null && nominated.has(lower)) continue;
-    if (edit !== null && edit.drop.has(lower)) continue;
+    if (nominated !== null || edit !== null) {
+      const lower = name.toLowerCase();
+      if (nominated !== null && nominated.has(lower)) continue;
+      if (edit !== null && edit.drop.has(lower)) continue;
+    }
     head += `${name}: ${value}\r\n`;
   }
   // A route's edits may remove or replace the proxy's own fields too (null: no edits).
@@ -195,17 +241,18 @@ export function buildResponseHead(
   let date = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    const lower = name.toLowerCase();
-    if (RESPONSE_HOP_BY_HOP.has(lower)) continue;
+    const field = fieldOf(name);
+    if (field === Field.HopByHop) continue;
+    const lower = nominated !== null || edit !== null ? name.toLowerCase() : '';
     if (nominated !== null && nominated.has(lower)) continue;
-    if (lower === 'via') {
+    if (field === Field.Via) {
       via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
       continue;
     }
     if (edit !== null && edit.drop.has(lower)) continue;
-    if (lower === 'content-length') contentLength = true;
-    else if (lower === 'date') date = true;
-    else if (location !== null && (lower === 'location' || lower === 'content-location')) {
+    if (field === Field.ContentLength) contentLength = true;
+    else if (field === Field.Date) date = true;
+    else if (location !== null && field === Field.Location) {
       lines += `${name}: ${location(raw[i + 1]!)}\r\n`;
       continue;
     }
