@@ -23,6 +23,22 @@ for (const clientSockets of ['handle', 'net'] as const) {
       await waitFor(() => proxy.server.connections === 0);
     });
 
+    it('sends small binary bodies byte for byte, sized and chunked, alongside their heads', async () => {
+      // Every byte value; small enough that head and body leave in one write.
+      const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+      const up = await httpUpstream((req, res) => {
+        if (req.url === '/chunked') { res.write(bytes.subarray(0, 100)); res.end(bytes.subarray(100)); return; }
+        res.setHeader('content-length', bytes.length);
+        res.end(bytes);
+      });
+      const proxy = await startProxy({ upstreams: [{ url: up.url }] }, { clientSockets });
+      for (const path of ['/sized', '/chunked']) {
+        const res = await request(`${proxy.url}${path}`);
+        assert.equal(res.status, 200);
+        assert.deepEqual(res.body, bytes, path);
+      }
+    });
+
     it('streams a 4 MiB upload up and a chunked 4 MiB answer down intact', async () => {
       const body = randomBytes(4 * 1024 * 1024);
       const up = await httpUpstream((req, res) => {

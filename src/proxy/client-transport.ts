@@ -112,6 +112,12 @@ function ownerSlot(handle: TcpHandle): symbol {
  */
 const readBuffer = Buffer.allocUnsafeSlow(64 * 1024);
 
+/** Buffer's latin1 decoder, under toString('latin1'), without its argument handling. Not in @types/node. */
+type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };
+
+/** Corked batches up to this size go out as one string rather than a writev. */
+const SMALL_BATCH = 1024;
+
 /** Past this many bytes queued in the kernel's stead, write() says stop (net.Socket's default). */
 const HIGH_WATER_MARK = 16 * 1024;
 
@@ -155,10 +161,17 @@ export class TcpTransport implements ClientTransport {
     const chunks = this.corked;
     if (chunks === null) return;
     this.corked = null;
+    const bytes = this.corkedBytes;
     this.corkedBytes = 0;
     if (this.closed) return;
     if (chunks.length === 1) {
       this.write(chunks[0]!);
+    } else if (bytes <= SMALL_BATCH) {
+      // A head and a small body: one latin1 string. Node's writev copies strings into a
+      // buffer of its own anyway, and parses an encoding per chunk.
+      let joined = '';
+      for (const c of chunks) joined += typeof c === 'string' ? c : (c as LatinBuffer).latin1Slice(0, c.length);
+      this.write(joined);
     } else {
       let allBuffers = true;
       for (const c of chunks) if (typeof c === 'string') { allBuffers = false; break; }
