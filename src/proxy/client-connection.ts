@@ -338,8 +338,9 @@ export class ClientConnection implements TransportSink, Listed {
   /** The owner's (client-list.ts). */
   listIndex = -1;
   /**
-   * Only while a request is being read or answered: an idle keep-alive connection holds no
-   * parser (2.1 KiB each), so thousands of idle ones cost little more than their sockets.
+   * Only while a request is being read: an idle keep-alive connection, or one waiting for its
+   * response, holds no parser (2.1 KiB each), so thousands of them cost little more than their
+   * sockets.
    */
   private parser: PooledParser | null = null;
   /** Inside parser.execute(): the parser cannot be released yet. */

@@ -107,8 +107,8 @@ function ownerSlot(handle: TcpHandle): symbol {
  * Every connection of the worker reads into this one buffer (useUserBuffer): a read is parsed
  * before the next can happen, and nothing keeps a view of it (llhttp copies body chunks; the
  * bytes after an Upgrade head are copied). By default each read gets its own 64 KiB allocation,
- * shrunk to size and wrapped in an ArrayBuffer for the garbage collector to track: 1.1 µs of
- * user CPU per request on /small (10.3 against 9.2 µs, interleaved in-process runs).
+ * shrunk to size and wrapped in an ArrayBuffer for the garbage collector to track: about 1 µs of
+ * user CPU per request on /small (10.3–10.9 against 9.2–9.9 µs, interleaved in-process runs).
  */
 const readBuffer = Buffer.allocUnsafeSlow(64 * 1024);
 
