@@ -451,7 +451,7 @@ export class ClientConnection implements TransportSink, Listed {
 
   /** For ClientRequest.takeSocket: stop parsing and give the socket to a tunnel. */
   handOver(req: ClientRequest): { socket: net.Socket; head: Buffer } {
-    if (this.queue[0] === req) this.shiftQueue();
+    if (this.queue[0] === req) this.unqueue(0);
     this.state = State.Tunnel;
     this.reading = null;
     this.uncork();
@@ -515,8 +515,10 @@ export class ClientConnection implements TransportSink, Listed {
     this.transport.uncork();
   }
 
-  private shiftQueue(): void {
-    this.queue.shift();
+  /** Every removal of one request goes here, so an emptied queue always goes back to NO_REQUESTS. */
+  private unqueue(index: number): void {
+    if (index === 0) this.queue.shift();
+    else this.queue.splice(index, 1);
     if (this.queue.length === 0) this.queue = NO_REQUESTS;
   }
 
@@ -529,7 +531,7 @@ export class ClientConnection implements TransportSink, Listed {
   finishRequest(req: ClientRequest, closeAfter: boolean): void {
     this.uncork();
     if (this.queue[0] !== req) return;
-    this.shiftQueue();
+    this.unqueue(0);
     if (this.reading === req && !req.bodyComplete) {
       // Answered before its body was read (an early error or an upstream's early response):
       // the unread rest would be taken for the next request, so this connection ends here.
@@ -678,8 +680,7 @@ export class ClientConnection implements TransportSink, Listed {
         this.destroy();
         return;
       }
-      this.queue.splice(this.queue.indexOf(broken), 1);
-      if (this.queue.length === 0) this.queue = NO_REQUESTS;
+      this.unqueue(this.queue.indexOf(broken));
       broken.abort();
     }
     this.pendingError = { status, reason };
