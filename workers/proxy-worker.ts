@@ -6,12 +6,14 @@ import cluster from 'node:cluster';
 import { isPrimaryMessage, type WorkerMessage } from '../src/ipc';
 import { createLogger, type Logger } from '../src/log';
 import { AccessLog } from '../src/ops/access-log';
+import { HEAP_TRIM_DEFAULTS, startHeapTrim } from '../src/ops/heap-trim';
 import { ProxyServer } from '../src/proxy/server';
 
 let server: ProxyServer | null = null;
 let accessLog: AccessLog | null = null;
 let logger: Logger | null = null;
 let drainMs = 30_000;
+let stopHeapTrim: () => void = () => undefined;
 
 function send(message: WorkerMessage): void {
   process.send?.(message);
@@ -19,6 +21,7 @@ function send(message: WorkerMessage): void {
 
 async function drainAndExit(reason: string): Promise<void> {
   if (server === null) process.exit(0);
+  stopHeapTrim();
   logger?.info({ reason }, 'draining');
   await server.drain(drainMs);
   // Every access log line on disk before the process goes, but never wait long on a stuck disk.
@@ -56,6 +59,10 @@ process.on('message', (message: unknown) => {
         send({ type: 'swy:fatal', message: (err as Error).message });
         process.exit(1);
       }
+      stopHeapTrim = startHeapTrim({
+        ...HEAP_TRIM_DEFAULTS,
+        onTrim: (before, after) => logger?.debug({ newSpaceBefore: before, newSpaceAfter: after }, 'idle: young generation trimmed'),
+      });
       server.listen(config.listenAddress.host, config.listenAddress.port).then(
         (addr) => send({ type: 'swy:listening', host: addr.host, port: addr.port }),
         (err: Error) => {

@@ -113,7 +113,9 @@ class Supervisor {
     // per new connection (README, "Performance"), and a worker that dies cannot strand a
     // connection the primary had already handed to it.
     cluster.schedulingPolicy = this.config.schedulingPolicy === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR;
-    cluster.setupPrimary({ exec: WORKER_ENTRY });
+    // --expose-gc: a worker that goes idle runs one collection to give back its grown young
+    // generation (src/ops/heap-trim.ts); nothing else calls gc().
+    cluster.setupPrimary({ exec: WORKER_ENTRY, execArgv: [...process.execArgv, '--expose-gc'] });
     const ready = new Promise<void>((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
     ready.catch(() => undefined);
     const stopped = new Promise<void>((res) => { this.resolveStopped = res; });
