@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import * as http from 'node:http';
 import { delay, httpUpstream, memberPool, rawUpstream, request, startProxy, waitFor } from './support/helpers';
 
@@ -67,6 +68,65 @@ describe('keep-alive pooling to the upstream', () => {
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     for (let i = 0; i < 5; i++) assert.equal((await request(proxy.url)).status, 200);
     assert.equal(served, 5);
+  });
+
+  it('counts a Content-Length body split across reads at any point, then reuses the connection', async () => {
+    // Each part goes out after a pause, so the proxy reads it on its own: the head ends mid-read,
+    // the body starts and ends mid-read, and the next response comes whole in one read.
+    const parts = ['HTTP/1.1 200 OK\r\nContent-Le', 'ngth: 11\r\n\r', '\nhel', 'lo wor', 'ld'];
+    const up = await rawUpstream((socket) => {
+      let n = 0;
+      socket.on('data', async () => {
+        if (n++ > 0) {
+          socket.write('HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond');
+          return;
+        }
+        for (const part of parts) {
+          socket.write(part);
+          await delay(30);
+        }
+      });
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const first = await request(proxy.url);
+    assert.equal(first.status, 200);
+    assert.equal(first.body.toString(), 'hello world');
+    assert.equal((await request(proxy.url)).body.toString(), 'second');
+    assert.equal(up.connections.length, 1);
+  });
+
+  it('delivers each concurrent response whole to its own client, slow readers included', async () => {
+    // Every upstream connection of a worker reads into one shared buffer: each body must be out of
+    // it before the next read lands, whichever connection that read is for, even when the client
+    // is not reading and the chunk waits in the proxy.
+    const bodies = Array.from({ length: 4 }, (_, i) => randomBytes(12 * 1024 * 1024 + i * 1001));
+    const up = await httpUpstream((req, res) => {
+      const body = bodies[Number(req.url!.slice(1))]!;
+      res.setHeader('Content-Length', body.length);
+      // Written in uneven pieces so that reads on different connections interleave.
+      for (let at = 0; at < body.length; at += 7001) res.write(body.subarray(at, at + 7001));
+      res.end();
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const agent = new http.Agent({ keepAlive: true, maxSockets: bodies.length });
+    const fetchSlowly = (i: number): Promise<Buffer> => new Promise((ok, fail) => {
+      http.get(`${proxy.url}/${i}`, { agent }, (res) => {
+        const parts: Buffer[] = [];
+        res.pause();
+        setTimeout(() => res.resume(), 500);
+        res.on('data', (d: Buffer) => parts.push(d));
+        res.on('end', () => ok(Buffer.concat(parts)));
+        res.on('error', fail);
+      }).on('error', fail);
+    });
+    for (let round = 0; round < 2; round++) {
+      const got = await Promise.all(bodies.map((_, i) => fetchSlowly(i)));
+      got.forEach((body, i) => {
+        assert.equal(body.length, bodies[i]!.length, `body ${i} length`);
+        assert.equal(createHash('sha256').update(body).digest('hex'), createHash('sha256').update(bodies[i]!).digest('hex'), `body ${i}`);
+      });
+    }
+    agent.destroy();
   });
 
   it('closes idle pooled connections after pool.keepAliveTimeout', async () => {

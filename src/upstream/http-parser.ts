@@ -4,8 +4,6 @@
  * as driving the parser directly over a pooled socket (measured for the speed issue); it has
  * been exported there, unchanged in shape, since Node 12.
  */
-import type { Socket } from 'node:net';
-
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const common = require('_http_common') as { HTTPParser: HTTPParserConstructor };
 
@@ -16,11 +14,6 @@ export interface HTTPParserInstance {
   /** Signals EOF: completes a read-until-close body, or returns an Error if a message was cut short. */
   finish(): undefined | ParseError;
   close(): void;
-  /** Read directly from a StreamBase handle (a socket's `_handle`) instead of execute(). */
-  consume(handle: object): void;
-  /** During kOnExecute with a consumed handle: the buffer that was just parsed. */
-  getCurrentBuffer(): Buffer;
-  unconsume(): void;
   free(): void;
   remove(): void;
   [key: number]: unknown;
@@ -59,37 +52,6 @@ export type OnHeadersComplete = (
   upgrade: boolean,
   shouldKeepAlive: boolean,
 ) => number;
-
-interface StreamHandle {
-  isStreamBase?: boolean;
-  reading: boolean;
-  readStart(): number;
-  readStop(): number;
-}
-
-/** The libuv stream under a socket, when it is one llhttp can consume. */
-export function streamHandle(socket: Socket): StreamHandle | null {
-  const handle = (socket as unknown as { _handle?: StreamHandle | null })._handle;
-  return handle?.isStreamBase === true ? handle : null;
-}
-
-/**
- * Stop or restart reads. When llhttp consumes the handle nothing flows through the JS stream,
- * so socket.pause() would not stop reads: the handle is stopped directly, keeping net's
- * `reading` flag in step with it.
- */
-export function setReading(socket: Socket, consumed: boolean, on: boolean): void {
-  if (!consumed) {
-    if (on) socket.resume();
-    else socket.pause();
-    return;
-  }
-  const handle = streamHandle(socket);
-  if (handle === null || handle.reading === on) return;
-  handle.reading = on;
-  if (on) handle.readStart();
-  else handle.readStop();
-}
 
 /** Where chunks go: an upstream net.Socket or a client transport (the strings written are ASCII). */
 export interface ChunkOut {
