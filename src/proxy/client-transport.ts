@@ -16,6 +16,7 @@
  */
 import * as net from 'node:net';
 import { streamWrap, UV_EOF } from '../upstream/stream-wrap';
+import { readBuffer } from '../upstream/read-buffer';
 
 /** The connection's side: called by the transport, never re-entered from write(). */
 export interface TransportSink {
@@ -103,14 +104,6 @@ function ownerSlot(handle: TcpHandle): symbol {
   kOwner ??= Object.getOwnPropertySymbols(handle).find((s) => s.description === 'owner_symbol') ?? Symbol('transport');
   return kOwner;
 }
-/**
- * Every connection of the worker reads into this one buffer (useUserBuffer): a read is parsed
- * before the next can happen, and nothing keeps a view of it (llhttp copies body chunks; the
- * bytes after an Upgrade head are copied). By default each read gets its own 64 KiB allocation,
- * shrunk to size and wrapped in an ArrayBuffer for the garbage collector to track: about 1 µs of
- * user CPU per request on /small (10.3–10.9 against 9.2–9.9 µs, interleaved in-process runs).
- */
-const readBuffer = Buffer.allocUnsafeSlow(64 * 1024);
 
 /** Buffer's latin1 decoder, under toString('latin1'), without its argument handling. Not in @types/node. */
 type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };

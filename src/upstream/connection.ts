@@ -4,8 +4,8 @@
  * The request head goes out as one string. llhttp parses each response head (and chunked bodies);
  * a body framed by Content-Length is counted off in JS instead, because Node's llhttp binding
  * copies every body chunk into an ArrayBuffer of its own, and freeing those was over 40% of each
- * scavenge on small responses (README, "Performance"). Plain TCP sockets read into one buffer
- * shared by every upstream connection of the worker. Listeners and parser callbacks are bound once
+ * scavenge on small responses (README, "Performance"). Plain TCP sockets read into the worker's
+ * one read buffer (read-buffer.ts). Listeners and parser callbacks are bound once
  * per connection, not per request, which is most of what makes this cheaper than node:http's client.
  *
  * A connection goes back to the pool only when the exchange ended cleanly: the whole request was
@@ -22,6 +22,7 @@ import {
   HTTPParser, isPlainChunked, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
 } from './http-parser';
 
+import { readBuffer } from './read-buffer';
 import type { UpstreamTarget } from './target';
 import { writeHead } from './stream-wrap';
 
@@ -88,15 +89,9 @@ const LAST_CHUNK = '0\r\n\r\n';
 const HEAD_ONLY_STOP = 2;
 
 /**
- * Where every plain-TCP upstream socket of this worker reads (net's `onread`): a read is parsed
- * and its body bytes copied out before the next read can land, so one buffer serves them all.
- */
-const readBuffer = Buffer.allocUnsafeSlow(64 * 1024);
-
-/**
- * Body bytes from the shared read buffer, copied into memory the sink may keep. allocUnsafe
- * slices Node's 8 KiB pool for anything under 4 KiB: one ArrayBuffer per few hundred small
- * responses instead of one each.
+ * Body bytes from the worker's shared read buffer (read-buffer.ts), copied into memory the sink
+ * may keep. allocUnsafe slices Node's 8 KiB pool for anything under 4 KiB: one ArrayBuffer per
+ * few hundred small responses instead of one each.
  */
 function copyOut(from: Buffer, start: number, length: number): Buffer {
   const chunk = Buffer.allocUnsafe(length);
