@@ -14,7 +14,7 @@ describe('load-tests smoke (npm run load -- --smoke)', function () {
     const r = spawnSync(process.execPath, [resolve(ROOT, 'dist/load-tests/run.js'), '--smoke', '--workers', '1', '--out', out], { encoding: 'utf8' });
     assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
     for (const suite of ['small', '64k', 'upload-1m', 'new-conn', 'c5000']) assert.match(r.stdout, new RegExp(`\\| ${suite} `));
-    assert.match(r.stdout, /idle keep-alive memory, KiB of worker RSS per connection \(500 connections\): -?[\d.]+ on workers that served traffic first; -?[\d.]+ on fresh workers/);
+    assert.match(r.stdout, /idle keep-alive memory, KiB of worker RSS per connection \(500 connections\): -?[\d.]+ on workers that served traffic first; -?[\d.]+ on fresh workers \(-?[\d.]+ once idle 1 s, still open\)/);
     assert.match(r.stdout, /route table lookups[\s\S]*\| 10000 \| \d+ \| \d+ \| \d+ \| \d+ \|/);
     const saved = JSON.parse(readFileSync(out, 'utf8')) as { results: Array<{ target: string; requests: number; errors: number; non2xx: number }>; failed: string[] };
     assert.deepEqual(saved.failed, []);
