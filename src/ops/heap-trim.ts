@@ -31,7 +31,8 @@ export const HEAP_TRIM_DEFAULTS: HeapTrimOptions = {
   intervalMs: 5_000,
   // Under 1% busy is below about 500 small requests per second on one worker.
   maxUtilization: 0.01,
-  // V8 starts new space at 1 MiB (2 × 512 KiB semi-spaces); anything past 4 MiB came from load.
+  // V8 starts new space at 1 MiB and a worker's start-up takes it to 4 (measured through the
+  // admin listener's heap-space gauges); anything past that came from traffic.
   minNewSpaceBytes: 4 * 1024 * 1024,
 };
 
