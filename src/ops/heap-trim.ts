@@ -1,7 +1,7 @@
 /**
  * Gives a worker's young generation back to the OS once the worker has gone quiet.
  *
- * Under load V8 grows new space to twice `--max-semi-space-size` (32 MiB with Node 20's
+ * Under load V8 grows new space up to twice `--max-semi-space-size` (32 MiB with Node 20's
  * defaults), and a burst of connections is enough to get it there. V8 shrinks it only at the end
  * of a full collection that finds the allocation rate low, and a worker that has gone quiet (say
  * 5,000 idle keep-alive connections, or a night without traffic) allocates too little to start one.
