@@ -168,11 +168,7 @@ export class UpstreamConnection implements BodyTarget {
     };
     parser[HTTPParser.kOnHeadersComplete] = ((_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
       this.onHeadersComplete(headers, status, reason, upgrade, keepAlive)) satisfies OnHeadersComplete;
-    parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
-      this.deadline = Date.now() + this.timeouts.idle;
-      const sink = this.sink;
-      if (sink !== null && !this.poisoned && !sink.onData(chunk)) this.pauseReading();
-    };
+    parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.deliver(chunk);
     parser[HTTPParser.kOnMessageComplete] = () => {
       // After HEAD_ONLY_STOP llhttp calls this at once; the body is still to be counted.
       if (this.bodyLeft > 0) return;
@@ -311,10 +307,10 @@ export class UpstreamConnection implements BodyTarget {
       this.informational = true;
       return 0;
     }
-    const framingProblem = responseFramingProblem(raw);
-    if (framingProblem !== null) {
+    const framing = responseFraming(raw);
+    if (typeof framing === 'string') {
       // Checked before anything reaches the client: its framing is not one we can trust.
-      this.fail(new UpstreamProtocolError(framingProblem));
+      this.fail(new UpstreamProtocolError(framing));
       return 1;
     }
     this.headDone = true;
@@ -324,10 +320,16 @@ export class UpstreamConnection implements BodyTarget {
     if (this.skipBody) return 1;
     // 204 and 304 have no body whatever their Content-Length says: llhttp knows those rules.
     if (status === 204 || status === 304) return 0;
-    const length = contentLength(raw);
-    if (length <= 0) return 0;
-    this.bodyLeft = length;
+    if (framing <= 0) return 0;
+    this.bodyLeft = framing;
     return HEAD_ONLY_STOP;
+  }
+
+  /** A body chunk, from llhttp or counted here: on to the sink, or pause reading if it says so. */
+  private deliver(chunk: Buffer): void {
+    this.deadline = Date.now() + this.timeouts.idle;
+    const sink = this.sink;
+    if (sink !== null && !this.poisoned && !sink.onData(chunk)) this.pauseReading();
   }
 
   /**
@@ -349,9 +351,7 @@ export class UpstreamConnection implements BodyTarget {
         at += n;
         this.bodyLeft -= n;
         if (this.bodyLeft === 0) this.responseDone = true;
-        this.deadline = Date.now() + this.timeouts.idle;
-        const sink = this.sink;
-        if (sink !== null && !sink.onData(chunk)) this.pauseReading();
+        this.deliver(chunk);
         // The sink may have aborted the exchange (its client went away).
         if (this.state !== State.Busy) return false;
       } else if (this.responseDone) {
@@ -464,40 +464,33 @@ function closeParser(parser: HTTPParserInstance): void {
 }
 
 /**
- * The response's Content-Length, or -1 for none. llhttp has already refused a malformed or
- * conflicting one. With Transfer-Encoding present, or a value this does not read as plain
- * digits, the body is left to llhttp to frame.
+ * One pass over a final response's fields for its framing. A string: a Transfer-Encoding we
+ * refuse. llhttp accepts repeated or listed ones in responses (`chunked, chunked`); we never send
+ * TE, so the only coding an upstream may use is a single `chunked`, and anything else could frame
+ * the body differently from how we read it, or change what it means. Otherwise a number: the
+ * Content-Length to count in JS, or -1 to leave the body to llhttp (no Content-Length, a
+ * Transfer-Encoding, or a value this does not read as plain digits; llhttp has already refused a
+ * malformed or conflicting one).
  */
-function contentLength(raw: readonly string[]): number {
-  let length = -1;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!;
-    if (n.length === 14 && n.toLowerCase() === 'content-length') {
-      const v = raw[i + 1]!.trim();
-      if (length !== -1 || v.length === 0 || v.length > 15 || !/^[0-9]+$/.test(v)) return -1;
-      length = Number(v);
-    } else if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') {
-      return -1;
-    }
-  }
-  return length;
-}
-
-/**
- * llhttp accepts repeated or listed Transfer-Encoding in responses (`chunked, chunked`). We never
- * send TE, so the only coding an upstream may use is a single `chunked`; anything else could
- * frame the body differently from how we read it, or change what it means.
- */
-function responseFramingProblem(raw: readonly string[]): string | null {
+function responseFraming(raw: readonly string[]): string | number {
   let te: string | null = null;
-  let fields = 0;
+  let teFields = 0;
+  let length = -1;
+  let lengthFields = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
     if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') {
-      fields++;
+      teFields++;
       te = raw[i + 1]!;
+    } else if (n.length === 14 && n.toLowerCase() === 'content-length') {
+      lengthFields++;
+      const v = raw[i + 1]!.trim();
+      length = v.length > 0 && v.length <= 15 && /^[0-9]+$/.test(v) ? Number(v) : -1;
     }
   }
-  if (fields === 0 || isPlainChunked(fields, te)) return null;
-  return `upstream sent Transfer-Encoding ${JSON.stringify(te)}${fields > 1 ? ' more than once' : ''}; only one "chunked" is accepted`;
+  if (teFields > 0) {
+    if (isPlainChunked(teFields, te)) return -1;
+    return `upstream sent Transfer-Encoding ${JSON.stringify(te)}${teFields > 1 ? ' more than once' : ''}; only one "chunked" is accepted`;
+  }
+  return lengthFields === 1 ? length : -1;
 }
