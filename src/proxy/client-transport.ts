@@ -17,6 +17,7 @@
 import * as net from 'node:net';
 import { streamWrap, UV_EOF } from '../upstream/stream-wrap';
 import { readBuffer } from '../upstream/read-buffer';
+import { deferWrite, shouldDefer, SMALL_WRITE, type DeferredWriter } from '../upstream/write-batch';
 
 /** The connection's side: called by the transport, never re-entered from write(). */
 export interface TransportSink {
@@ -32,7 +33,10 @@ export interface TransportSink {
 export interface ClientTransport {
   readonly remoteAddress: string | undefined;
   start(sink: TransportSink): void;
-  /** Writes until the matching uncork() leave as one (writev). Nests. */
+  /**
+   * Writes until the matching uncork() leave as one (writev). Nests. Small writes may also wait
+   * for the end of the loop's I/O phase when it is busy (upstream/write-batch.ts).
+   */
   cork(): void;
   uncork(): void;
   /**
@@ -108,18 +112,18 @@ function ownerSlot(handle: TcpHandle): symbol {
 /** Buffer's latin1 decoder, under toString('latin1'), without its argument handling. Not in @types/node. */
 type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };
 
-/** Corked batches up to this size go out as one string rather than a writev. */
-const SMALL_BATCH = 1024;
-
 /** Past this many bytes queued in the kernel's stead, write() says stop (net.Socket's default). */
 const HIGH_WATER_MARK = 16 * 1024;
 
-export class TcpTransport implements ClientTransport {
+export class TcpTransport implements ClientTransport, DeferredWriter {
   private sink: TransportSink | null = null;
   private address: string | undefined | null = null;
   private corks = 0;
+  /** Writes held back: corked, or small ones waiting for the end of the I/O phase (write-batch.ts). */
   private corked: Array<string | Buffer> | null = null;
   private corkedBytes = 0;
+  /** In write-batch's queue. */
+  private deferred = false;
   /** Writes libuv has not finished yet. */
   private inFlight = 0;
   private needDrain = false;
@@ -151,6 +155,25 @@ export class TcpTransport implements ClientTransport {
 
   uncork(): void {
     if (this.corks === 0 || --this.corks > 0) return;
+    if (this.corked === null) return;
+    if (this.corkedBytes <= SMALL_WRITE && (this.deferred || shouldDefer())) this.defer();
+    else this.writeCorked();
+  }
+
+  private defer(): void {
+    if (this.deferred) return;
+    this.deferred = true;
+    deferWrite(this);
+  }
+
+  /** The end of the I/O phase (write-batch.ts). */
+  flushDeferred(): void {
+    this.deferred = false;
+    if (this.corks === 0) this.writeCorked();
+  }
+
+  /** Everything held back goes out now, as one write. */
+  private writeCorked(): void {
     const chunks = this.corked;
     if (chunks === null) return;
     this.corked = null;
@@ -158,13 +181,13 @@ export class TcpTransport implements ClientTransport {
     this.corkedBytes = 0;
     if (this.closed) return;
     if (chunks.length === 1) {
-      this.write(chunks[0]!);
-    } else if (bytes <= SMALL_BATCH) {
+      this.writeNow(chunks[0]!);
+    } else if (bytes <= SMALL_WRITE) {
       // A head and a small body: one latin1 string. Node's writev copies strings into a
       // buffer of its own anyway, and parses an encoding per chunk.
       let joined = '';
       for (const c of chunks) joined += typeof c === 'string' ? c : (c as LatinBuffer).latin1Slice(0, c.length);
-      this.write(joined);
+      this.writeNow(joined);
     } else {
       let allBuffers = true;
       for (const c of chunks) if (typeof c === 'string') { allBuffers = false; break; }
@@ -189,13 +212,22 @@ export class TcpTransport implements ClientTransport {
 
   write(chunk: string | Buffer): boolean {
     if (this.closed || this.ended) return false;
-    if (this.corks > 0) {
-      (this.corked ??= []).push(chunk);
-      this.corkedBytes += chunk.length;
-      if (this.handle.writeQueueSize + this.corkedBytes < HIGH_WATER_MARK) return true;
-      this.needDrain = true;
-      return false;
+    if (this.corks === 0) {
+      if (this.corkedBytes + chunk.length > SMALL_WRITE || (!this.deferred && !shouldDefer())) {
+        // Too big to wait, or not worth it: what waits goes first, then this, now.
+        this.writeCorked();
+        return this.closed ? false : this.writeNow(chunk);
+      }
+      this.defer();
     }
+    (this.corked ??= []).push(chunk);
+    this.corkedBytes += chunk.length;
+    if (this.handle.writeQueueSize + this.corkedBytes < HIGH_WATER_MARK) return true;
+    this.needDrain = true;
+    return false;
+  }
+
+  private writeNow(chunk: string | Buffer): boolean {
     const req = writeReq(this.handle, this);
     const err = typeof chunk === 'string' ? this.handle.writeLatin1String(req, chunk) : this.handle.writeBuffer(req, chunk);
     return this.afterWrite(req, err, chunk);
@@ -312,10 +344,10 @@ export class TcpTransport implements ClientTransport {
     return socket;
   }
 
+  /** Corked or waiting, it goes out now: ahead of a FIN, or of a tunnel taking the socket. */
   private uncorkAll(): void {
-    if (this.corks === 0) return;
-    this.corks = 1;
-    this.uncork();
+    this.corks = 0;
+    this.writeCorked();
   }
 }
 

@@ -25,6 +25,7 @@ import {
 import { readBuffer } from './read-buffer';
 import type { UpstreamTarget } from './target';
 import { writeHead } from './stream-wrap';
+import { deferWrite, shouldDefer, type DeferredWriter } from './write-batch';
 
 export type { UpstreamTarget };
 
@@ -99,7 +100,7 @@ function copyOut(from: Buffer, start: number, length: number): Buffer {
   return chunk;
 }
 
-export class UpstreamConnection implements BodyTarget {
+export class UpstreamConnection implements BodyTarget, DeferredWriter {
   readonly socket: net.Socket;
   /** Exchanges completed on this connection; > 0 means it came from the pool. */
   completed = 0;
@@ -124,6 +125,8 @@ export class UpstreamConnection implements BodyTarget {
   /** Bytes of a Content-Length body still to come, counted in JS; 0 when llhttp frames the body. */
   private bodyLeft = 0;
   private paused = false;
+  /** A bodiless request's head, waiting for the end of the I/O phase (write-batch.ts). */
+  private pendingHead: string | null = null;
   private readonly plainTcp: boolean;
   /** When the current phase times out (ms since epoch). */
   private deadline = 0;
@@ -198,12 +201,18 @@ export class UpstreamConnection implements BodyTarget {
     this.headerParts = null;
     this.bodyLeft = 0;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
-    // latin1: llhttp gave us the client's header bytes one char per byte; they go out unchanged.
-    writeHead(this.socket, head, this.plainTcp);
     if (body === null) {
       this.requestDone = true;
-      return;
+      // Nothing else can be written before it: no body, and no other exchange until a response.
+      if (!this.connecting && shouldDefer()) {
+        this.pendingHead = head;
+        deferWrite(this);
+        return;
+      }
     }
+    // latin1: llhttp gave us the client's header bytes one char per byte; they go out unchanged.
+    writeHead(this.socket, head, this.plainTcp);
+    if (body === null) return;
     this.body = body;
     this.chunked = framing === 'chunked';
     this.bodyPiped = false;
@@ -233,6 +242,14 @@ export class UpstreamConnection implements BodyTarget {
     this.socket.resume();
   }
 
+  /** The end of the I/O phase (write-batch.ts). */
+  flushDeferred(): void {
+    const head = this.pendingHead;
+    if (head === null) return;
+    this.pendingHead = null;
+    if (this.state === State.Busy) writeHead(this.socket, head, this.plainTcp);
+  }
+
   /** The client went away: the exchange is abandoned and the connection cannot be trusted. */
   abort(): void {
     if (this.state === State.Closed) return;
@@ -244,6 +261,7 @@ export class UpstreamConnection implements BodyTarget {
   close(): void {
     if (this.state === State.Closed) return;
     this.state = State.Closed;
+    this.pendingHead = null;
     this.detachBody();
     this.socket.destroy();
     // close() deletes the C++ parser; it may be mid-execute, so let the stack unwind first.

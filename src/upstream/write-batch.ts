@@ -1,0 +1,79 @@
+/**
+ * Small writes wait for the end of the event loop's I/O phase when the loop is busy, and then go
+ * out together: one write() per socket as before, but back to back instead of spread across the
+ * phase.
+ *
+ * Why: a write to a peer on the same host (a local upstream, a load generator) that is asleep in
+ * epoll_wait wakes it, and the kernel charges the wake-up (an inter-processor interrupt, dearer on
+ * a VM) to the writer. Written as each request is handled, the upstream and the clients are woken
+ * for nearly every write, having gone back to sleep by the time the next request is done; written
+ * together, a peer woken by the first write finds the rest already queued. Measured on /small
+ * with 50 connections and one worker in-process, interleaved with the previous build: the
+ * backend's voluntary context switches fell from 0.155 to 0.061 per request, and the proxy's CPU
+ * from 20.5–20.7 to 17.6–18.0 µs per request (kernel 11.5 → 9.9), p50 from 0.99 to 0.83 ms.
+ *
+ * Only when busy: with a few connections, holding writes back makes the proxy, the upstream and
+ * the client take turns instead of working alongside. With 4 connections, holding back every
+ * write doubled p50 (0.09 → 0.18 ms) and cost 30 µs per request against 22; so a turn of the loop
+ * holds back its small writes only past BATCH_MIN of them, or when the turn before it had that
+ * many. Large writes (past SMALL_WRITE per socket) never wait: they would hold memory, and their
+ * cost is the copy, not the wake-up.
+ */
+
+/** Writes up to this many bytes in all, per socket, wait for the end of the I/O phase. */
+export const SMALL_WRITE = 1024;
+
+/**
+ * A turn of the loop with more small writes than this is busy. Measured in-process: 4 keeps 4
+ * connections at their immediate-write figures (22–23 µs, p50 0.09 ms) and gives 16 connections
+ * and more the batched ones; 2 already put 4 connections in lockstep (28.8 µs, p50 0.18 ms).
+ */
+const BATCH_MIN = 4;
+
+/** Something holding writes back: flushDeferred() sends them, or drops them if it closed meanwhile. */
+export interface DeferredWriter {
+  flushDeferred(): void;
+}
+
+let queue: DeferredWriter[] = [];
+let spare: DeferredWriter[] = [];
+/** Small writes this turn of the loop, held back or not. */
+let writesThisTurn = 0;
+/** The last turn had more than BATCH_MIN: hold back from this turn's first write. */
+let busy = false;
+let scheduled = false;
+
+/** Turns of the loop that held small writes back: for tests, to see that the path ran. */
+export const writeBatchStats = { turnsHeld: 0 };
+
+/**
+ * Called for each small write: whether to hold it back (then pass the writer to deferWrite, once
+ * per batch; the writer keeps its own "already queued" flag) or to write it now.
+ */
+export function shouldDefer(): boolean {
+  if (!scheduled) {
+    scheduled = true;
+    // Immediates run in the check phase, right after the poll phase has run every I/O callback
+    // of this turn of the loop.
+    setImmediate(endOfTurn);
+  }
+  return ++writesThisTurn > BATCH_MIN || busy;
+}
+
+export function deferWrite(writer: DeferredWriter): void {
+  queue.push(writer);
+}
+
+function endOfTurn(): void {
+  scheduled = false;
+  busy = writesThisTurn > BATCH_MIN;
+  writesThisTurn = 0;
+  // A flush can defer more writes (a drain resuming a body): those wait for the next turn.
+  const writers = queue;
+  if (writers.length === 0) return;
+  writeBatchStats.turnsHeld++;
+  queue = spare;
+  for (let i = 0; i < writers.length; i++) writers[i]!.flushDeferred();
+  writers.length = 0;
+  spare = writers;
+}
