@@ -129,6 +129,41 @@ describe('keep-alive pooling to the upstream', () => {
     agent.destroy();
   });
 
+  it('never reuses the memory of a body chunk still queued for a client that stopped reading', async () => {
+    // Large chunks' memory is reused once written (body-chunks.ts): a chunk waiting in libuv's
+    // queue for a stalled client must keep its bytes while other responses stream past. Loopback
+    // buffers take up to 36 MiB here (tcp_rmem 32 MiB + tcp_wmem 4 MiB) before a write has to wait.
+    const stalled = randomBytes(64 * 1024 * 1024);
+    const fast = Array.from({ length: 4 }, (_, i) => randomBytes(2 * 1024 * 1024 + i * 999));
+    const up = await httpUpstream((req, res) => {
+      const body = req.url === '/stalled' ? stalled : fast[Number(req.url!.slice(1))]!;
+      res.setHeader('Content-Length', body.length);
+      for (let at = 0; at < body.length; at += 60_000) res.write(body.subarray(at, at + 60_000));
+      res.end();
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const fetch = (path: string, holdMs: number): Promise<Buffer> => new Promise((ok, fail) => {
+      http.get(`${proxy.url}${path}`, { agent: false }, (res) => {
+        const parts: Buffer[] = [];
+        if (holdMs > 0) {
+          res.pause();
+          setTimeout(() => res.resume(), holdMs);
+        }
+        res.on('data', (d: Buffer) => parts.push(d));
+        res.on('end', () => ok(Buffer.concat(parts)));
+        res.on('error', fail);
+      }).on('error', fail);
+    });
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    const slow = fetch('/stalled', 1500);
+    await delay(300);
+    for (let round = 0; round < 3; round++) {
+      const got = await Promise.all(fast.map((_, i) => fetch(`/${i}`, 0)));
+      got.forEach((body, i) => assert.equal(sha(body), sha(fast[i]!), `fast body ${i}, round ${round}`));
+    }
+    assert.equal(sha(await slow), sha(stalled), 'the stalled client\'s body');
+  });
+
   it('closes idle pooled connections after pool.keepAliveTimeout', async () => {
     const up = await httpUpstream((_req, res) => res.end('x'));
     const proxy = await startProxy({ upstreams: [{ url: up.url }], pool: { keepAliveTimeout: 100 } });

@@ -16,6 +16,7 @@
  */
 import * as net from 'node:net';
 import { streamWrap, UV_EOF } from '../upstream/stream-wrap';
+import { giveBack } from '../upstream/body-chunks';
 import { readBuffer } from '../upstream/read-buffer';
 import { deferWrite, shouldDefer, SMALL_WRITE, type DeferredWriter } from '../upstream/write-batch';
 
@@ -202,6 +203,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
       }
       const req = writeReq(this.handle, this);
       this.afterWrite(req, this.handle.writev(req, list, allBuffers), list);
+      if (req.keep === null) for (const c of chunks) if (typeof c !== 'string') giveBack(c);
     }
     // write() said stop while corked, and the whole batch went out at once: say go on.
     if (this.needDrain && this.inFlight === 0 && !this.closed) {
@@ -229,8 +231,10 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
 
   private writeNow(chunk: string | Buffer): boolean {
     const req = writeReq(this.handle, this);
-    const err = typeof chunk === 'string' ? this.handle.writeLatin1String(req, chunk) : this.handle.writeBuffer(req, chunk);
-    return this.afterWrite(req, err, chunk);
+    if (typeof chunk === 'string') return this.afterWrite(req, this.handle.writeLatin1String(req, chunk), chunk);
+    const ok = this.afterWrite(req, this.handle.writeBuffer(req, chunk), chunk);
+    if (req.keep === null) giveBack(chunk);
+    return ok;
   }
 
   private afterWrite(req: WriteReq, err: number, keep: unknown): boolean {
@@ -361,7 +365,11 @@ function writeReq(handle: TcpHandle, transport: TcpTransport): WriteReq {
 }
 
 function onWriteComplete(this: WriteReq, status: number): void {
+  // Finished or cancelled, libuv is done with the bytes.
+  const keep = this.keep;
   this.keep = null;
+  if (Buffer.isBuffer(keep)) giveBack(keep);
+  else if (Array.isArray(keep)) for (const c of keep) if (Buffer.isBuffer(c)) giveBack(c);
   this.transport.writeDone(status);
 }
 

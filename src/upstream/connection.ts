@@ -22,6 +22,7 @@ import {
   HTTPParser, isPlainChunked, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
 } from './http-parser';
 
+import { LARGE_CHUNK, takeChunk } from './body-chunks';
 import { readBuffer } from './read-buffer';
 import type { UpstreamTarget } from './target';
 import { writeHead } from './stream-wrap';
@@ -91,11 +92,12 @@ const HEAD_ONLY_STOP = 2;
 
 /**
  * Body bytes from the worker's shared read buffer (read-buffer.ts), copied into memory the sink
- * may keep. allocUnsafe slices Node's 8 KiB pool for anything under 4 KiB: one ArrayBuffer per
- * few hundred small responses instead of one each.
+ * may keep. allocUnsafe slices Node's 8 KiB pool for anything up to 4 KiB: one ArrayBuffer per
+ * few hundred small responses instead of one each. Larger chunks take memory that the client
+ * transport gives back once written (body-chunks.ts).
  */
 function copyOut(from: Buffer, start: number, length: number): Buffer {
-  const chunk = Buffer.allocUnsafe(length);
+  const chunk = length > LARGE_CHUNK ? takeChunk(length) : Buffer.allocUnsafe(length);
   from.copy(chunk, 0, start, start + length);
   return chunk;
 }
