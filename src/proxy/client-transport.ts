@@ -203,7 +203,6 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
       }
       const req = writeReq(this.handle, this);
       this.afterWrite(req, this.handle.writev(req, list, allBuffers), list);
-      if (req.keep === null) for (const c of chunks) if (typeof c !== 'string') giveBack(c);
     }
     // write() said stop while corked, and the whole batch went out at once: say go on.
     if (this.needDrain && this.inFlight === 0 && !this.closed) {
@@ -231,10 +230,8 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
 
   private writeNow(chunk: string | Buffer): boolean {
     const req = writeReq(this.handle, this);
-    if (typeof chunk === 'string') return this.afterWrite(req, this.handle.writeLatin1String(req, chunk), chunk);
-    const ok = this.afterWrite(req, this.handle.writeBuffer(req, chunk), chunk);
-    if (req.keep === null) giveBack(chunk);
-    return ok;
+    const err = typeof chunk === 'string' ? this.handle.writeLatin1String(req, chunk) : this.handle.writeBuffer(req, chunk);
+    return this.afterWrite(req, err, chunk);
   }
 
   private afterWrite(req: WriteReq, err: number, keep: unknown): boolean {
@@ -245,6 +242,8 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     if (streamBaseState[kLastWriteWasAsync] !== 0) {
       req.keep = keep;
       this.inFlight++;
+    } else {
+      giveBackAll(keep);
     }
     if (this.handle.writeQueueSize < HIGH_WATER_MARK) return true;
     this.needDrain = true;
@@ -366,11 +365,15 @@ function writeReq(handle: TcpHandle, transport: TcpTransport): WriteReq {
 
 function onWriteComplete(this: WriteReq, status: number): void {
   // Finished or cancelled, libuv is done with the bytes.
-  const keep = this.keep;
+  giveBackAll(this.keep);
   this.keep = null;
-  if (Buffer.isBuffer(keep)) giveBack(keep);
-  else if (Array.isArray(keep)) for (const c of keep) if (Buffer.isBuffer(c)) giveBack(c);
   this.transport.writeDone(status);
+}
+
+/** What a write took (a chunk, or writev's list), once libuv is done with it (body-chunks.ts). */
+function giveBackAll(written: unknown): void {
+  if (Buffer.isBuffer(written)) giveBack(written);
+  else if (Array.isArray(written)) for (const c of written) if (Buffer.isBuffer(c)) giveBack(c);
 }
 
 function onShutdown(this: ShutdownReq, status: number): void {

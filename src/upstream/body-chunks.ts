@@ -22,17 +22,14 @@ export const LARGE_CHUNK = 4 * 1024;
 const MAX_FREE = 16;
 
 const free: ArrayBuffer[] = [];
-/** Ours, and whether in `free` now (a second give-back of one chunk must not list it twice). */
-const state = new WeakMap<ArrayBuffer, { free: boolean }>();
+const ours = new WeakSet<ArrayBuffer>();
 
 /** Memory for `length` (LARGE_CHUNK < length ≤ 64 KiB) body bytes. */
 export function takeChunk(length: number): Buffer {
   let memory = free.pop();
   if (memory === undefined) {
     memory = new ArrayBuffer(CHUNK_BYTES);
-    state.set(memory, { free: false });
-  } else {
-    state.get(memory)!.free = false;
+    ours.add(memory);
   }
   return Buffer.from(memory, 0, length);
 }
@@ -41,8 +38,7 @@ export function takeChunk(length: number): Buffer {
 export function giveBack(chunk: Buffer): void {
   if (chunk.length <= LARGE_CHUNK || chunk.byteOffset !== 0) return;
   const memory = chunk.buffer as ArrayBuffer;
-  const s = state.get(memory);
-  if (s === undefined || s.free || free.length >= MAX_FREE) return;
-  s.free = true;
+  // Listed twice, one block would back two chunks at once.
+  if (!ours.has(memory) || free.length >= MAX_FREE || free.includes(memory)) return;
   free.push(memory);
 }
