@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { writeBatchStats } from '../src/upstream/write-batch';
+import { deferWrite, shouldDefer, writeBatchStats, type DeferredWriter } from '../src/upstream/write-batch';
 import { httpUpstream, startProxy } from './support/helpers';
 
 const CLIENTS = 64;
@@ -63,6 +63,25 @@ describe('small writes held back to the end of a busy turn', () => {
       assert.match(responses[3]!.head, /\r\nConnection: close/i);
     });
     assert.ok(writeBatchStats.turnsHeld > before, 'some turns held small writes back');
+  });
+
+  it('sends what it holds without waiting for the end of the turn once 64 sockets wait', async () => {
+    // Under overload one poll phase can run tens of thousands of callbacks; held writes must not
+    // wait for all of them. Here the writers are plain recorders, in one synchronous stretch.
+    const flushed: number[] = [];
+    const writer = (id: number): DeferredWriter => ({ flushDeferred: () => flushed.push(id) });
+    await new Promise((r) => setImmediate(r)); // a fresh turn: nothing counted yet
+    const early: number[] = [];
+    for (let id = 0; id < 100; id++) {
+      if (shouldDefer()) deferWrite(writer(id));
+      else flushed.push(-1); // written at once (the first few of a quiet turn)
+      if (id === 80) early.push(...flushed);
+    }
+    const atOnce = flushed.filter((id) => id === -1).length;
+    // The first 64 held were sent as the 64th was queued, before the turn ended.
+    assert.deepEqual(early.filter((id) => id >= 0), Array.from({ length: 64 }, (_, i) => i + atOnce));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(flushed.filter((id) => id >= 0), Array.from({ length: 100 - atOnce }, (_, i) => i + atOnce));
   });
 
   it('writes at once for one client at a time', async () => {

@@ -213,16 +213,16 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
 
   write(chunk: string | Buffer): boolean {
     if (this.closed || this.ended) return false;
-    if (this.corks === 0) {
-      if (this.corkedBytes + chunk.length > SMALL_WRITE || (!this.deferred && !shouldDefer())) {
-        // Too big to wait, or not worth it: what waits goes first, then this, now.
-        this.writeCorked();
-        return this.closed ? false : this.writeNow(chunk);
-      }
-      this.defer();
+    const holding = this.corks > 0;
+    if (!holding && (this.corkedBytes + chunk.length > SMALL_WRITE || (!this.deferred && !shouldDefer()))) {
+      // Too big to wait, or not worth it: what waits goes first, then this, now.
+      this.writeCorked();
+      return this.closed ? false : this.writeNow(chunk);
     }
     (this.corked ??= []).push(chunk);
     this.corkedBytes += chunk.length;
+    // Queued with the chunk in place: deferWrite may flush at once.
+    if (!holding) this.defer();
     if (this.handle.writeQueueSize + this.corkedBytes < HIGH_WATER_MARK) return true;
     this.needDrain = true;
     return false;
