@@ -43,7 +43,6 @@ export interface DeferredWriter {
 }
 
 let queue: DeferredWriter[] = [];
-let spare: DeferredWriter[] = [];
 /** Small writes this turn of the loop, held back or not. */
 let writesThisTurn = 0;
 /** The last turn had more than BATCH_MIN: hold back from this turn's first write. */
@@ -86,10 +85,8 @@ function endOfTurn(): void {
 }
 
 function flushHeld(): void {
-  // A flush can defer more writes (a drain resuming a body): those go in the other list.
+  // Writes deferred while these flush (none today; a drain's resume would) start a list of their own.
   const writers = queue;
-  queue = spare;
+  queue = [];
   for (let i = 0; i < writers.length; i++) writers[i]!.flushDeferred();
-  writers.length = 0;
-  spare = writers;
 }
