@@ -157,8 +157,13 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   uncork(): void {
     if (this.corks === 0 || --this.corks > 0) return;
     if (this.corked === null) return;
-    if (this.corkedBytes <= SMALL_WRITE && (this.deferred || shouldDefer())) this.defer();
+    if (this.mayWait(this.corkedBytes)) this.defer();
     else this.writeCorked();
+  }
+
+  /** Whether `bytes` held for this socket may wait for the end of the turn (write-batch.ts). */
+  private mayWait(bytes: number): boolean {
+    return bytes <= SMALL_WRITE && (this.deferred || shouldDefer());
   }
 
   private defer(): void {
@@ -214,7 +219,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   write(chunk: string | Buffer): boolean {
     if (this.closed || this.ended) return false;
     const holding = this.corks > 0;
-    if (!holding && (this.corkedBytes + chunk.length > SMALL_WRITE || (!this.deferred && !shouldDefer()))) {
+    if (!holding && !this.mayWait(this.corkedBytes + chunk.length)) {
       // Too big to wait, or not worth it: what waits goes first, then this, now.
       this.writeCorked();
       return this.closed ? false : this.writeNow(chunk);
