@@ -46,6 +46,9 @@ describe('admin listener: /metrics, /healthz, /readyz', function () {
     assert.equal(metricValue(metrics, `switchyard_upstream_requests_pending{pool="default",upstream="${up.url}"}`), 0);
     assert.ok(metrics.includes('switchyard_client_connections '));
     assert.ok(metrics.includes('process_cpu_seconds_total'));
+    assert.ok(metrics.includes('nodejs_heap_space_size_used_bytes'));
+    // Left out on purpose: its gc PerformanceObserver costs busy workers latency (ops/metrics.ts).
+    assert.ok(!metrics.includes('nodejs_gc_duration_seconds'));
     assert.equal(metricValue(metrics, 'switchyard_worker_restarts_total'), 0);
 
     process.kill(cli.workerPids()[0]!, 'SIGKILL');
