@@ -8,7 +8,6 @@
  * Each request is one ProxyExchange object that is also the upstream connection's ResponseSink;
  * its only per-request closures are the three callbacks it hands out (connection, drain, abort).
  */
-import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { validRequestId, type AccessLog } from '../ops/access-log';
@@ -20,6 +19,7 @@ import type { Waiter } from '../upstream/pool';
 import { findHeader, type ClientRequest } from './client-connection';
 import { buildRequestHead, buildResponseHead, TrustedProxies, type HeaderEdit } from './headers';
 import { checkRequest } from './request-checks';
+import { newRequestId } from './request-id';
 import { normalizePath, type Route, type Router } from './router';
 import { planBody, type BodyContext, type BodyFilter, type FilterSink } from './response-body';
 import { openTunnel } from './upgrade';
@@ -150,8 +150,7 @@ export class ProxyHandler {
       requestId, method: req.method, path, rawHeaders: req.rawHeaders,
       host: this.preserveHost ? (req.facts.host ?? target.authority) : target.authority,
       clientAddress, clientTrusted: this.trusted.has(clientAddress), proto: this.proto, bodyLength, edit,
-      ...(this.extra !== undefined ? { extra: this.extra } : {}),
-      ...(upgrade !== undefined ? { upgrade } : {}),
+      extra: this.extra, upgrade,
     });
   }
 
@@ -281,7 +280,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
   /** The client's response head from upstream-style fields, with the route's edits. */
   writeHead(status: number, reason: string, raw: string[]): void {
     const route = this.route;
-    const head = buildResponseHead(raw, route.responseEdit, route.rewriteLocation ? this.rewriteLocation : null);
+    const head = buildResponseHead(raw, route.responseEdit, route.rewriteLocation ? (v) => this.rewriteLocation(v) : null);
     this.req.writeHead(status, reason, head.lines, head.contentLength);
   }
 
@@ -362,7 +361,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
    * rewriteLocation: a redirect to the member itself (`http://10.0.0.5:3000/x`) becomes one to the
    * host the client asked for, with the route's path rewrite undone.
    */
-  private readonly rewriteLocation = (value: string): string => {
+  private rewriteLocation(value: string): string {
     const origin = this.member!.target.origin;
     let path: string;
     if (value.startsWith(origin) && (value.length === origin.length || '/?#'.includes(value[origin.length]!))) {
@@ -375,7 +374,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
     }
     const host = this.req.facts.host ?? this.member!.target.authority;
     return `${this.handler.proto}://${host}${this.route.unrewritePath(path)}`;
-  };
+  }
 
   private readonly onClientDrain = (): void => {
     if (this.filter !== null) this.filter.clientDrained();
@@ -505,7 +504,7 @@ function requestBodyLength(req: ClientRequest): number | 'chunked' | null {
 /** The client's X-Request-Id when it is plain and short, otherwise a new one. */
 function requestIdFor(req: ClientRequest): string {
   const given = req.facts.requestId;
-  return validRequestId(given) ? given : randomUUID();
+  return validRequestId(given) ? given : newRequestId();
 }
 
 function micros(ms: number): number {
