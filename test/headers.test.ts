@@ -45,6 +45,23 @@ describe('request headers', () => {
     assert.equal(h['x-kept'], '3');
   });
 
+  it('knows field names in any case, and only those names: a one-character miss is an ordinary field', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const raw = 'GET /x HTTP/1.1\r\nhOST: a.example\r\ncONNECTION: X-SECRET\r\nX-SECRET: 1\r\nKEEP-ALIVE: timeout=5\r\n'
+      + 'tE: trailers\r\nX-FORWARDED-FOR: 6.6.6.6\r\nVIA: 1.0 other\r\n'
+      + 'Connectiom: a\r\nKeep_Alive: b\r\nX-Forwarded-Fo1: c\r\nVib: d\r\nTf: e\r\n\r\n';
+    const got = await rawExchange(proxy.port, raw, completeResponse);
+    assert.match(got, /^HTTP\/1\.1 200 /);
+    const h = seen[0]!.headers;
+    for (const name of ['connection', 'x-secret', 'keep-alive', 'te']) assert.equal(h[name], undefined, `${name} must not reach the upstream`);
+    assert.equal(h['x-forwarded-for'], '127.0.0.1');
+    assert.equal(h['x-forwarded-host'], 'a.example');
+    assert.equal(h.via, '1.0 other, 1.1 switchyard');
+    assert.equal(h.host, `127.0.0.1:${up.port}`);
+    assert.deepEqual([h.connectiom, h.keep_alive, h['x-forwarded-fo1'], h.vib, h.tf], ['a', 'b', 'c', 'd', 'e']);
+  });
+
   it('removes hop-by-hop headers from the response, and names listed in its Connection', async () => {
     const up = await rawUpstream((socket) => {
       socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n'
@@ -86,6 +103,16 @@ describe('request headers', () => {
     const res = await request(proxy.url);
     assert.equal(res.headers['x-hop'], undefined);
     assert.equal(res.headers['x-end'], 'kept');
+  });
+
+  it('sends a new version 4 UUID as X-Request-Id, a different one for each request', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    // More than one batch of IDs (request-id.ts cuts them 128 at a time).
+    for (let i = 0; i < 300; i++) assert.equal((await request(proxy.url)).status, 200);
+    const ids = seen.map((s) => s.headers['x-request-id']);
+    for (const id of ids) assert.match(String(id), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.equal(new Set(ids).size, 300);
   });
 
   it('replaces X-Forwarded-* from an untrusted client', async () => {

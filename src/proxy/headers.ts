@@ -35,36 +35,34 @@ const enum Field {
  */
 function fieldOf(name: string): Field {
   switch (name.length) {
-    case 2: return name.toLowerCase() === 'te' ? Field.HopByHop : Field.Other;
-    case 3: return name.toLowerCase() === 'via' ? Field.Via : Field.Other;
-    case 4: {
-      const l = name.toLowerCase();
-      return l === 'host' ? Field.Host : l === 'date' ? Field.Date : Field.Other;
-    }
-    case 6: return name.toLowerCase() === 'expect' ? Field.Expect : Field.Other;
-    case 7: {
-      const l = name.toLowerCase();
-      return l === 'trailer' || l === 'upgrade' ? Field.HopByHop : Field.Other;
-    }
-    case 8: return name.toLowerCase() === 'location' ? Field.Location : Field.Other;
-    case 10: {
-      const l = name.toLowerCase();
-      return l === 'connection' || l === 'keep-alive' ? Field.HopByHop : Field.Other;
-    }
-    case 12: return name.toLowerCase() === 'x-request-id' ? Field.XRequestId : Field.Other;
-    case 14: return name.toLowerCase() === 'content-length' ? Field.ContentLength : Field.Other;
-    case 15: return name.toLowerCase() === 'x-forwarded-for' ? Field.XForwardedFor : Field.Other;
-    case 16: {
-      const l = name.toLowerCase();
-      return l === 'proxy-connection' ? Field.HopByHop : l === 'x-forwarded-host' ? Field.XForwardedHost
-        : l === 'content-location' ? Field.Location : Field.Other;
-    }
-    case 17: {
-      const l = name.toLowerCase();
-      return l === 'transfer-encoding' ? Field.HopByHop : l === 'x-forwarded-proto' ? Field.XForwardedProto : Field.Other;
-    }
+    case 2: return is(name, 'te') ? Field.HopByHop : Field.Other;
+    case 3: return is(name, 'via') ? Field.Via : Field.Other;
+    case 4: return is(name, 'host') ? Field.Host : is(name, 'date') ? Field.Date : Field.Other;
+    case 6: return is(name, 'expect') ? Field.Expect : Field.Other;
+    case 7: return is(name, 'trailer') || is(name, 'upgrade') ? Field.HopByHop : Field.Other;
+    case 8: return is(name, 'location') ? Field.Location : Field.Other;
+    case 10: return is(name, 'connection') || is(name, 'keep-alive') ? Field.HopByHop : Field.Other;
+    case 12: return is(name, 'x-request-id') ? Field.XRequestId : Field.Other;
+    case 14: return is(name, 'content-length') ? Field.ContentLength : Field.Other;
+    case 15: return is(name, 'x-forwarded-for') ? Field.XForwardedFor : Field.Other;
+    case 16: return is(name, 'proxy-connection') ? Field.HopByHop : is(name, 'x-forwarded-host') ? Field.XForwardedHost
+      : is(name, 'content-location') ? Field.Location : Field.Other;
+    case 17: return is(name, 'transfer-encoding') ? Field.HopByHop : is(name, 'x-forwarded-proto') ? Field.XForwardedProto : Field.Other;
     default: return Field.Other;
   }
+}
+
+/**
+ * `name` is `lower` (lower-case letters and '-', of the same length) in any case. Compared in
+ * place: toLowerCase() makes a new string of every name with a capital, which is most of them.
+ */
+function is(name: string, lower: string): boolean {
+  for (let i = 0; i < lower.length; i++) {
+    const c = name.charCodeAt(i);
+    const t = lower.charCodeAt(i);
+    if (c !== t && (t < 0x61 || c !== t - 0x20)) return false;
+  }
+  return true;
 }
 
 export const VIA = '1.1 switchyard';
@@ -95,7 +93,7 @@ function connectionTokens(raw: readonly string[]): Set<string> | null {
   let names: Set<string> | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
-    if (n.length === 10 && n.toLowerCase() === 'connection') {
+    if (n.length === 10 && is(n, 'connection')) {
       const value = raw[i + 1]!;
       if (value.indexOf(',') === -1) names = addToken(names, value);
       else for (const t of value.split(',')) names = addToken(names, t);
