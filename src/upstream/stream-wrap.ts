@@ -61,10 +61,24 @@ export function writeHead(socket: Socket, head: string, plainTcp: boolean): void
     socket.write(head, 'latin1');
     return;
   }
-  const req = new streamWrap.WriteWrap();
+  let req = spareReq;
+  if (req === null) {
+    req = new streamWrap.WriteWrap();
+    req.oncomplete = ignoreCompletion;
+  } else {
+    spareReq = null;
+  }
   req.handle = handle;
-  req.oncomplete = ignoreCompletion;
   // A pooled connection the upstream already closed: destroying it surfaces as a reset, which
   // the exchange reports as a stale connection to retry.
-  if (handle.writeLatin1String(req, head) !== 0) socket.destroy();
+  const err = handle.writeLatin1String(req, head);
+  if (err !== 0) {
+    socket.destroy();
+    return;
+  }
+  // Node wraps the request object only for a write that has to wait: one that went out at once
+  // leaves it free for the next head (a new one is young garbage of every request).
+  if (streamWrap.streamBaseState[streamWrap.kLastWriteWasAsync] === 0) spareReq = req;
 }
+
+let spareReq: StreamReq | null = null;
