@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,19 @@ describe('cluster (the CLI as a real cluster)', function () {
     const res = await request(`http://127.0.0.1:${cli.port}/x`);
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), 'hello /x');
+  });
+
+  it('runs workers with an 8 MiB semi-space unless the operator chose a size, and with --expose-gc', async () => {
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const argsOf = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    const ours = await startCli(['--upstream', up.url, '--workers', '1']);
+    const args = argsOf(ours.workerPids()[0]!);
+    assert.ok(args.includes('--max-semi-space-size=8'), args.join(' '));
+    assert.ok(args.includes('--expose-gc'));
+    const theirs = await startCli(['--upstream', up.url, '--workers', '1'], { NODE_OPTIONS: '--max-semi-space-size=32' });
+    const given = argsOf(theirs.workerPids()[0]!);
+    assert.ok(!given.some((a) => a.includes('semi-space')), given.join(' '));
+    assert.equal((await request(`http://127.0.0.1:${theirs.port}/`)).status, 200);
   });
 
   it('serves the demo page through the proxy when no upstream is configured', async () => {
