@@ -32,7 +32,7 @@ function parseResponses(raw: Buffer): Array<{ status: number; head: string; body
 }
 
 describe('small writes held back to the end of a busy turn', () => {
-  it('gives 64 clients sending at once their own responses, in order, whole, then closes each', async () => {
+  it('gives 64 clients sending at once their own responses, in order, whole, then closes each (the FIN after the response)', async () => {
     const up = await httpUpstream((req, res) => {
       const body = bodyFor(req.url!);
       res.setHeader('content-length', Buffer.byteLength(body));
@@ -40,6 +40,7 @@ describe('small writes held back to the end of a busy turn', () => {
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const before = writeBatchStats.turnsHeld;
+    const finsBefore = writeBatchStats.finsHeld;
     // Twice: in the second burst the upstream connections come from the pool, so the request
     // heads are held too (a connection still connecting writes at once).
     for (let round = 0; round < 2; round++) {
@@ -67,6 +68,8 @@ describe('small writes held back to the end of a busy turn', () => {
       });
     }
     assert.ok(writeBatchStats.turnsHeld > before, 'some turns held small writes back');
+    // The closing responses are small: their FINs waited with them, and still came after them.
+    assert.ok(writeBatchStats.finsHeld > finsBefore, 'some FINs waited with their responses');
   });
 
   it('sends what it holds without waiting for the end of the turn once 64 sockets wait', async () => {

@@ -18,7 +18,7 @@ import * as net from 'node:net';
 import { streamWrap, UV_EOF } from '../upstream/stream-wrap';
 import { giveBack } from '../upstream/body-chunks';
 import { readBuffer } from '../upstream/read-buffer';
-import { deferWrite, shouldDefer, SMALL_WRITE, type DeferredWriter } from '../upstream/write-batch';
+import { deferWrite, shouldDefer, SMALL_WRITE, writeBatchStats, type DeferredWriter } from '../upstream/write-batch';
 
 /** The connection's side: called by the transport, never re-entered from write(). */
 export interface TransportSink {
@@ -129,6 +129,8 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   private inFlight = 0;
   private needDrain = false;
   private ended = false;
+  /** end() waits for the held writes it follows: the FIN goes out after them, and close after it when true. */
+  private endHeld: boolean | null = null;
   private closed = false;
 
   constructor(private readonly handle: TcpHandle) {
@@ -176,6 +178,11 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   flushDeferred(): void {
     this.deferred = false;
     if (this.corks === 0) this.writeCorked();
+    const thenClose = this.endHeld;
+    if (thenClose !== null) {
+      this.endHeld = null;
+      if (!this.closed) this.shutdown(thenClose);
+    }
   }
 
   /** Everything held back goes out now, as one write. */
@@ -284,9 +291,22 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
 
   end(thenClose: boolean): void {
     if (this.closed || this.ended) return;
+    this.ended = true;
+    // A response held for the end of the turn takes its FIN along: written at once, a closing
+    // response woke its client on its own (write-batch.ts), and with a connection per request
+    // every response closes. Measured that way (wrk --close, 50 connections, in-process):
+    // 39.4–41.3 → 38.4–38.9 µs per request, nearly all of it kernel time, p99 3.6–3.9 → 3.1–3.3 ms.
+    if (this.deferred && this.corks === 0) {
+      this.endHeld = thenClose;
+      writeBatchStats.finsHeld++;
+      return;
+    }
     // Whatever is still corked goes out ahead of the FIN.
     this.uncorkAll();
-    this.ended = true;
+    this.shutdown(thenClose);
+  }
+
+  private shutdown(thenClose: boolean): void {
     const req = new ShutdownWrap();
     req.handle = this.handle;
     req.oncomplete = onShutdown;

@@ -49,8 +49,11 @@ let writesThisTurn = 0;
 let busy = false;
 let scheduled = false;
 
-/** Turns of the loop that held small writes back, and flushes for MAX_HELD: for tests, to see that the paths ran. */
-export const writeBatchStats = { turnsHeld: 0, heldPastMax: 0 };
+/**
+ * Turns of the loop that held small writes back, flushes for MAX_HELD, and FINs held with a
+ * closing response (proxy/client-transport.ts): for tests, to see that the paths ran.
+ */
+export const writeBatchStats = { turnsHeld: 0, heldPastMax: 0, finsHeld: 0 };
 
 /**
  * Called for each small write: whether to hold it back (then pass the writer to deferWrite, once
