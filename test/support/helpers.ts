@@ -178,9 +178,12 @@ export interface Cli {
   workerPids: () => number[];
 }
 
-/** Start `switchyard` as a real cluster; resolves once it logs that it listens. */
-export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Cli> {
-  const child = spawn(process.execPath, [CLI, '--listen', '127.0.0.1:0', ...args], {
+/**
+ * Start `switchyard` as a real cluster; resolves once it logs that it listens. `nodeFlags` go to
+ * the primary's node, and from it to every worker.
+ */
+export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []): Promise<Cli> {
+  const child = spawn(process.execPath, [...nodeFlags, CLI, '--listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
   });
   const logs: Array<Record<string, unknown>> = [];
