@@ -37,8 +37,8 @@ describe('idle heap trim (the CLI as a real cluster)', function () {
     // Idle connections must outlive the wait: the default keep-alive timeout is 5 s.
     const config = join(mkdtempSync(join(tmpdir(), 'swy-trim-')), 'switchyard.yaml');
     writeFileSync(config, `upstreams:\n  - url: ${up.url}\nserver:\n  keepAliveTimeout: 120000\nlog:\n  level: debug\n`);
-    // V8's own memory reducer may shrink new space first (15–30 s after a burst, sooner on a slow
-    // machine), and then there is nothing left to trim: switched off, only the trim can.
+    // V8's own memory reducer may shrink new space first (15–30 s after a burst in the runs
+    // measured), and then there is nothing left to trim: switched off, only the trim can.
     const cli = await startCli(['--config', config, '--workers', '1', '--admin', '127.0.0.1:0'], {}, ['--no-memory-reducer']);
     const admin = `http://${String((await waitFor(() => cli.logs.find((l) => typeof l.admin === 'string'))).admin)}`;
     const metrics = async (): Promise<string> => (await request(`${admin}/metrics`)).body.toString();
