@@ -11,7 +11,7 @@ import * as net from 'node:net';
 import { HTTPParser, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
 import type { Listed } from './client-list';
-import type { ClientTransport, TransportSink } from './client-transport';
+import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
 import { httpDate } from './date';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -365,6 +365,11 @@ export class ClientConnection implements TransportSink, Listed {
   private state = State.Open;
   /** No further request will be read (upgrade, CONNECT, parse error, HTTP/1.0 close). */
   private noMore = false;
+  /**
+   * The last request said Connection: close (or was HTTP/1.0 without keep-alive): the client
+   * sends nothing after it. Not set by a broken request, whose client may still be sending.
+   */
+  private saidClose = false;
   private readPaused = false;
   /** An error answer owed after the queued requests (see failRequest). */
   private pendingError: { status: number; reason: string } | null = null;
@@ -625,7 +630,10 @@ export class ClientConnection implements TransportSink, Listed {
       this.pendingUpgrade = req;
       return 0;
     } else {
-      if (!keepAlive) this.noMore = true;
+      if (!keepAlive) {
+        this.noMore = true;
+        this.saidClose = true;
+      }
       // A request that declares no body (RFC 9112 §6.3) is complete with its head, so an answer
       // given right away is not an early one that would leave body bytes unread.
       if (!req.declaresBody) this.onMessageComplete();
@@ -669,6 +677,7 @@ export class ClientConnection implements TransportSink, Listed {
    */
   private failRequest(status: number, reason: string): void {
     this.noMore = true;
+    this.saidClose = false;
     this.pauseReading();
     // Only a request whose head completed is in the queue; a broken head never got there.
     const broken = this.phase === Phase.Body ? this.reading : null;
@@ -717,10 +726,11 @@ export class ClientConnection implements TransportSink, Listed {
     this.reading = null;
     this.uncork();
     if (!mayBeSending) {
-      this.transport.end(true);
+      // A client that said close and was read to the end sends nothing more: no half-close step.
+      this.transport.end(this.saidClose && this.phase === Phase.Done ? EndHow.Close : EndHow.FinThenClose);
       return;
     }
-    this.transport.end(false);
+    this.transport.end(EndHow.Fin);
     this.deadline = Date.now() + LINGER_MS;
     this.resumeReading();
   }

@@ -50,10 +50,11 @@ let busy = false;
 let scheduled = false;
 
 /**
- * Turns of the loop that held small writes back, flushes for MAX_HELD, and FINs held with a
- * closing response (proxy/client-transport.ts): for tests, to see that the paths ran.
+ * Turns of the loop that held small writes back, flushes for MAX_HELD, FINs held with a closing
+ * response, and connections closed without a half-close first (proxy/client-transport.ts): for
+ * tests, to see that the paths ran.
  */
-export const writeBatchStats = { turnsHeld: 0, heldPastMax: 0, finsHeld: 0 };
+export const writeBatchStats = { turnsHeld: 0, heldPastMax: 0, finsHeld: 0, closedAtOnce: 0 };
 
 /**
  * Called for each small write: whether to hold it back (then pass the writer to deferWrite, once
