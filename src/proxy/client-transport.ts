@@ -65,8 +65,9 @@ export const enum EndHow {
    * the half-close step (a shutdown request, its callback, then close) cut a connection per
    * request from 44.9–46.2 to 39.2–39.8 µs in-process (wrk --close, access log and metrics on),
    * and p99 from 4.5 to 2.6 ms: nginx closes the same way when nothing is left to read. A client
-   * that writes anyway (autocannon does, after a close response) meets a reset; what it had
-   * been sent was already read.
+   * that writes anyway meets a reset: autocannon, which writes its next request once it has read
+   * the response, loses only that request; one that wrote before reading could lose the
+   * response too, as it could with nginx.
    */
   Close,
 }
