@@ -357,8 +357,8 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   }
 
   /**
-   * Closed from here (a failure, or the close after end(true)): the connection learns of it at
-   * once from libuv's callbacks, and on the next tick when a call of its own failed, so that a
+   * Closed from here (a failure, or the close end() asked for): the connection learns of it at
+   * once from libuv's callbacks, and on the next tick when a call of its own led here, so that a
    * write failing inside the handler's write() does not run the abort path under it. (Deferring
    * every close cost 3.5 µs per new connection, measured.)
    */
