@@ -46,6 +46,8 @@ function honourClose(client: autocannon.Client): void {
   // (@types/autocannon calls it the headers; it is the parser's whole info object.)
   c.on('headers', (info) => { closing = (info as { shouldKeepAlive?: boolean }).shouldKeepAlive === false; });
   const doRequest = c._doRequest;
+  // A private method of autocannon 8's client (lib/httpClient.js): say so if a new version lost it.
+  if (typeof doRequest !== 'function') throw new Error('new-conn: autocannon\'s client has no _doRequest; update honourClose for this version');
   c._doRequest = function (this: typeof c, ...args: unknown[]): unknown {
     if (closing) {
       closing = false;
