@@ -23,6 +23,12 @@ describe('load-tests smoke (npm run load -- --smoke)', function () {
       .find((x) => x.suite === suite && x.target === 'proxy')!.bytesPerRequest;
     assert.ok(perRequest('64k') > 65_536 && perRequest('64k') < 66_000, `64k suite fetched ${perRequest('64k')} B per request`);
     assert.ok(perRequest('small') < 400, `small suite fetched ${perRequest('small')} B per request`);
+    // The smoke run sends 2,000 requests on new connections: each must be answered (autocannon
+    // writing its next request on a connection that said close once left half unanswered).
+    for (const target of ['direct', 'proxy']) {
+      const newConn = saved.results.find((x) => (x as unknown as { suite: string }).suite === 'new-conn' && x.target === target)!;
+      assert.equal(newConn.requests, 2000, `new-conn ${target}: answers`);
+    }
     assert.match(r.stdout, /transforms on one worker[\s\S]*\| pool \|[\s\S]*\| inline \|/);
     assert.equal(proxied.length, 5);
     for (const x of proxied) {
