@@ -726,8 +726,9 @@ export class ClientConnection implements TransportSink, Listed {
     this.reading = null;
     this.uncork();
     if (!mayBeSending) {
-      // A client that said close and was read to the end sends nothing more: no half-close step.
-      this.transport.end(this.saidClose && this.phase === Phase.Done ? EndHow.Close : EndHow.FinThenClose);
+      // A client that said close (and, not sending, was read to the end) sends nothing more: no
+      // half-close step.
+      this.transport.end(this.saidClose ? EndHow.Close : EndHow.FinThenClose);
       return;
     }
     this.transport.end(EndHow.Fin);
