@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
+import { acceptHandles, EndHow, handleTransportAvailable, TcpTransport } from '../src/proxy/client-transport';
 import { writeBatchStats } from '../src/upstream/write-batch';
-import { httpUpstream, startProxy, waitFor } from './support/helpers';
+import { httpUpstream, onCleanup, startProxy, waitFor } from './support/helpers';
 
 interface Ending {
   received: Buffer;
@@ -71,6 +72,38 @@ describe('how a client connection ends', () => {
     assert.equal(got.how, 'end');
     assert.equal(bodyOf(got.received).length, big.length);
     assert.ok(bodyOf(got.received).equals(big), 'every byte');
+  });
+
+  it('on a socket still writing when the close is asked for, sends every byte, then the FIN', async function () {
+    if (!handleTransportAvailable) this.skip();
+    // Straight on the transport: a response the peer is not reading leaves libuv holding the
+    // rest, which close() would cancel.
+    const big = Buffer.alloc(32 * 1024 * 1024, 'z');
+    const server = net.createServer();
+    onCleanup(() => server.close());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    let queued = false;
+    acceptHandles(server, (err, handle) => {
+      assert.equal(err, 0);
+      const t = new TcpTransport(handle);
+      t.start({ onData: () => undefined, onEnd: () => undefined, onClose: () => undefined, onDrain: () => undefined });
+      queued = !t.write(big);
+      t.end(EndHow.Close);
+    });
+    const got = await new Promise<{ length: number; how: string }>((resolve) => {
+      let length = 0;
+      let how = '';
+      const s = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+      s.pause();
+      setTimeout(() => s.resume(), 200);
+      s.on('data', (d: Buffer) => { length += d.length; });
+      s.on('end', () => { how ||= 'end'; });
+      s.on('error', (e: NodeJS.ErrnoException) => { how ||= e.code ?? e.message; });
+      s.on('close', () => resolve({ length, how }));
+    });
+    assert.ok(queued, 'the write was still queued when the close was asked for');
+    assert.equal(got.length, big.length, 'every byte');
+    assert.equal(got.how, 'end');
   });
 
   it('lingers when the client said close but is still sending its body: the early answer is read whole, without a reset', async () => {
