@@ -58,6 +58,12 @@ describe('configuration', () => {
     assert.deepEqual(c.pool, { maxConnections: 256, queueTimeout: 30000, maxQueue: 10000, keepAliveTimeout: 4000 });
   });
 
+  it('loads the config load-tests/peers.sh gives its access-log-off row', () => {
+    // A schema change that broke it would only show as a benchmark row that never starts.
+    const c = loadConfig(join(ROOT, 'load-tests/bench-nolog.yaml'), { upstreams: ['http://127.0.0.1:9001'] });
+    assert.equal(c.accessLog.enabled, false);
+  });
+
   it('reads YAML, lets flags override it, and freezes the result', () => {
     const file = yamlFile('listen: 0.0.0.0:9000\nworkers: 3\nupstreams:\n  - url: http://10.0.0.5:3000\npool:\n  maxConnections: 8\n');
     const c = loadConfig(file, { listen: '127.0.0.1:9001', upstreams: ['https://a.example', 'http://b.example:81'] });
