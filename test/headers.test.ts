@@ -130,6 +130,18 @@ describe('request headers', () => {
     assert.equal(h.via, '1.1 switchyard');
   });
 
+  it('gives each connection its own client address in X-Forwarded-For, clients from three addresses at once', async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const from = ['127.0.0.2', '127.0.0.3', '127.0.0.4'];
+    // A new connection per request (the helper's agent: false), the three addresses interleaved.
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(from.map((localAddress) => request(`${proxy.url}/${localAddress}`, { localAddress })));
+    }
+    assert.equal(seen.length, 9);
+    for (const s of seen) assert.equal(s.headers['x-forwarded-for'], s.url.slice(1));
+  });
+
   it('appends to X-Forwarded-For from a trusted proxy and keeps its proto and host', async () => {
     const { up, seen } = await echoHeaders();
     const proxy = await startProxy({ upstreams: [{ url: up.url }], trustedProxies: ['127.0.0.0/8'] });
