@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import * as net from 'node:net';
 import { completeResponse, delay, httpUpstream, memberPool, rawExchange, rawUpstream, startProxy, waitFor } from './support/helpers';
 
@@ -155,6 +156,65 @@ describe('client side of the protocol', () => {
     const up = await httpUpstream((_req, res) => res.end('no'));
     const proxy = await startProxy({ upstreams: [{ url: up.url }], server: { headersTimeout: 150 } });
     const got = await rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ');
+    assert.match(got, /^HTTP\/1\.1 408 Request Timeout\r\n/);
+  });
+
+  it('answers 408 when a head pipelined behind a complete request in the same write stalls', async () => {
+    // The second request begins inside llhttp, after the first completed: its head's clock must
+    // start there, not wait for the keep-alive timeout (5 s, past this exchange's 3 s limit).
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], server: { headersTimeout: 150 } });
+    const got = await rawExchange(proxy.port, 'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nX-Slow: ', undefined, 3000);
+    const parts = responses(got);
+    assert.equal(parts[0]?.body, 'ok');
+    assert.match(parts[1]?.head ?? '', /^HTTP\/1\.1 408 Request Timeout\r\n/);
+  });
+
+  it('relays bodies of requests pipelined around one without a body, each to its own request', async () => {
+    const up = await httpUpstream(async (req, res) => {
+      let body = '';
+      for await (const chunk of req) body += String(chunk);
+      res.end(`${req.url}:${body}`);
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const raw = 'POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello'
+      + 'GET /2 HTTP/1.1\r\nHost: a\r\n\r\n'
+      + 'POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n'
+      + 'GET /4 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n';
+    const got = await rawExchange(proxy.port, raw, (r) => responses(r).length === 4);
+    assert.deepEqual(responses(got).map((r) => r.body), ['/1:hello', '/2:', '/3:abc', '/4:']);
+  });
+
+  it('skips a CRLF before a keep-alive request, and lets a lone CRLF idle out silently', async () => {
+    const up = await httpUpstream((req, res) => res.end(`body of ${req.url}`));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], server: { headersTimeout: 100, keepAliveTimeout: 400 } });
+    const socket = net.connect(proxy.port, '127.0.0.1');
+    let got = '';
+    socket.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+    const closed = once(socket, 'close');
+    socket.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\n');
+    await waitFor(() => responses(got).length === 1);
+    socket.write('\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n');
+    await waitFor(() => responses(got).length === 2);
+    // A blank line is no request (llhttp skips it): no 408 after headersTimeout, only the
+    // keep-alive timeout's close.
+    socket.write('\r\n');
+    await closed;
+    assert.deepEqual(responses(got).map((r) => r.body), ['body of /1', 'body of /2']);
+  });
+
+  it('starts the head clock for a request behind a CRLF on a parser a cut-off head left behind', async () => {
+    // Parsers are pooled: the one a client left mid-head goes to the next connection.
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], server: { headersTimeout: 150 } });
+    const cut = net.connect(proxy.port, '127.0.0.1');
+    cut.on('error', () => undefined);
+    cut.write('GET / HTTP/1.1\r\nHost: a\r\nX-Partial: ');
+    await waitFor(() => proxy.server.connections === 1);
+    await delay(20);
+    cut.destroy();
+    await waitFor(() => proxy.server.connections === 0);
+    const got = await rawExchange(proxy.port, '\r\nGET / HTTP/1.1\r\nHost: a\r\nX-Slow: ', undefined, 3000);
     assert.match(got, /^HTTP\/1\.1 408 Request Timeout\r\n/);
   });
 

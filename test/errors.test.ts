@@ -133,6 +133,23 @@ describe('errors map to the status a user expects', () => {
     assert.equal(up.connections.length, 2);
   });
 
+  for (const [what, response, body] of [
+    ['a chunked response', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n', 'ok'],
+    ['a 204', 'HTTP/1.1 204 No Content\r\n\r\n', ''],
+  ] as const) {
+    it(`never delivers bytes an upstream sends after ${what} (parsed to its end by llhttp) to anyone`, async () => {
+      const up = await rawUpstream((socket) => {
+        socket.on('data', () => socket.write(`${response}HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled`));
+      });
+      const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+      const first = await request(proxy.url);
+      const second = await request(proxy.url);
+      assert.equal(first.body.toString(), body);
+      assert.equal(second.body.toString(), body);
+      assert.equal(up.connections.length, 2);
+    });
+  }
+
   it('ignores a 1xx and relays the final response', async () => {
     const up = await rawUpstream((socket) => socket.once('data', () => socket.write(
       'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone')));

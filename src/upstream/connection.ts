@@ -108,6 +108,15 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
   completed = 0;
 
   private readonly parser: HTTPParserInstance;
+  /**
+   * llhttp's message-complete and message-begin callbacks, each in the parser's slot only while
+   * it has something to say: Node calls into JS for every slot that holds a function, and on a
+   * response whose body is counted here neither does (a begin matters only after the final
+   * response, as a byte nobody asked for). See allocParser in proxy/client-connection.ts for what
+   * leaving the slots empty saved, on both sides.
+   */
+  private readonly onMessageComplete: () => void;
+  private readonly onStrayMessage: () => void;
   private state = State.Busy;
   private connecting = true;
   private sink: ResponseSink | null = null;
@@ -163,10 +172,8 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
 
     const parser = new HTTPParser();
     parser.initialize(HTTPParser.RESPONSE, {}, MAX_RESPONSE_HEADER_SIZE, 0);
-    parser[HTTPParser.kOnMessageBegin] = () => {
-      // A message starting after the final response completed is a byte nobody asked for.
-      if (this.responseDone || this.state !== State.Busy) this.poisoned = true;
-    };
+    // Set only once the final response is complete (see below); a fresh connection waits for one.
+    parser[HTTPParser.kOnMessageBegin] = undefined;
     parser[HTTPParser.kOnHeaders] = (headers: string[]) => {
       // Heads with more than 32 fields arrive in parts before onHeadersComplete.
       (this.headerParts ??= []).push(...headers);
@@ -174,12 +181,20 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     parser[HTTPParser.kOnHeadersComplete] = ((_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
       this.onHeadersComplete(headers, status, reason, upgrade, keepAlive)) satisfies OnHeadersComplete;
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.deliver(chunk);
-    parser[HTTPParser.kOnMessageComplete] = () => {
-      // After HEAD_ONLY_STOP llhttp calls this at once; the body is still to be counted.
-      if (this.bodyLeft > 0) return;
-      if (this.informational) this.informational = false;
-      else if (this.headDone) this.responseDone = true;
+    this.onMessageComplete = () => {
+      if (this.bodyLeft > 0) return; // counted here (HEAD_ONLY_STOP), which unsets this callback
+      if (this.informational) {
+        this.informational = false;
+      } else if (this.headDone) {
+        this.responseDone = true;
+        // A message starting after it, in the same read, is bytes nobody asked for.
+        parser[HTTPParser.kOnMessageBegin] = this.onStrayMessage;
+      }
     };
+    this.onStrayMessage = () => {
+      this.poisoned = true;
+    };
+    parser[HTTPParser.kOnMessageComplete] = this.onMessageComplete;
     this.parser = parser;
   }
 
@@ -202,6 +217,8 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     this.bodyStarted = false;
     this.headerParts = null;
     this.bodyLeft = 0;
+    this.parser[HTTPParser.kOnMessageBegin] = undefined;
+    this.parser[HTTPParser.kOnMessageComplete] = this.onMessageComplete;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
     if (body === null) {
       this.requestDone = true;
@@ -342,6 +359,9 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     if (status === 204 || status === 304) return 0;
     if (framing <= 0) return 0;
     this.bodyLeft = framing;
+    // llhttp calls message-complete at once after HEAD_ONLY_STOP: the body is counted here, and
+    // onBytes completes the response.
+    this.parser[HTTPParser.kOnMessageComplete] = undefined;
     return HEAD_ONLY_STOP;
   }
 
