@@ -630,8 +630,9 @@ export class ClientConnection implements TransportSink, Listed {
     const req = new ClientRequest(this, method, target, raw, major, minor, keepAlive, upgrade);
     // A request without a body is complete with its head (below), and llhttp's message-complete
     // callback for it would find nothing to do.
+    const hasBody = req.declaresBody;
     const parser = this.parser;
-    if (parser !== null) parser[HTTPParser.kOnMessageComplete] = !upgrade && req.declaresBody ? parserOnMessageComplete : undefined;
+    if (parser !== null) parser[HTTPParser.kOnMessageComplete] = !upgrade && hasBody ? parserOnMessageComplete : undefined;
     this.reading = req;
     if (this.queue === NO_REQUESTS) this.queue = [req];
     else this.queue.push(req);
@@ -651,7 +652,7 @@ export class ClientConnection implements TransportSink, Listed {
       }
       // A request that declares no body (RFC 9112 §6.3) is complete with its head, so an answer
       // given right away is not an early one that would leave body bytes unread.
-      if (!req.declaresBody) this.onMessageComplete();
+      if (!hasBody) this.onMessageComplete();
     }
     if (this.queue.length === 1) this.dispatchNext();
     else if (this.queue.length >= MAX_PIPELINED) this.pauseReading();
