@@ -181,8 +181,8 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     parser[HTTPParser.kOnHeadersComplete] = ((_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
       this.onHeadersComplete(headers, status, reason, upgrade, keepAlive)) satisfies OnHeadersComplete;
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.deliver(chunk);
+    // Not called for a body counted here: HEAD_ONLY_STOP unsets it (onHeadersComplete).
     this.onMessageComplete = () => {
-      if (this.bodyLeft > 0) return; // counted here (HEAD_ONLY_STOP), which unsets this callback
       if (this.informational) {
         this.informational = false;
       } else if (this.headDone) {
