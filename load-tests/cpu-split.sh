@@ -1,0 +1,70 @@
+#!/bin/bash
+# Where each proxy's run spends the machine: the busy share of both CPUs in peers.sh's layout (the
+# proxy alone on CPU 1; wrk and the backend on CPU 0), and each CPU's time per request.
+#
+# Why: with a new connection per request (--close) both CPUs run near their limit, and wrk's
+# latency then depends on which one saturates first. A proxy that leaves CPU 1 idle part of the
+# time (nginx) lets requests queue on CPU 0, much of it before wrk starts a request's clock; one
+# that saturates CPU 1 holds the queue itself, inside the measured latency (README, Performance).
+# peers.sh reports only the proxy's own CPU; this shows the other side of it. A CPU's time here is
+# all of it (interrupts included), so CPU 1's runs a little above peers.sh's figure for the proxy.
+#
+# usage: load-tests/cpu-split.sh [--path /small] [--close] [--rounds 3] [--secs 8] [--only NAMES]
+# Rows (as load-tests/peers.sh starts them, one worker each): nginx, nginx-log, switchyard,
+# switchyard-nolog. Needs the configs a run of load-tests/peers.sh leaves in $BENCH_DIR
+# (/tmp/switchyard-bench), and its backend (started here if it is not running).
+set -u
+path=/small close= rounds=3 secs=8 only=
+while [ $# -gt 0 ]; do case $1 in
+  --path) path=$2; shift 2;; --close) close=1; shift;; --rounds) rounds=$2; shift 2;;
+  --secs) secs=$2; shift 2;; --only) only=$2; shift 2;;
+  *) echo "load-tests/cpu-split.sh: unknown option $1" >&2; exit 2;; esac; done
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=${BENCH_DIR:-/tmp/switchyard-bench}
+for f in nginx-backend.conf nginx-proxy.conf nginx-proxy-log.conf; do
+  [ -f "$work/$f" ] || { echo "load-tests/cpu-split.sh: no $work/$f: run load-tests/peers.sh once first" >&2; exit 2; }
+done
+(cd "$root" && npm run build --silent) || exit 1
+if ! { [ -s "$work/backend.pid" ] && kill -0 "$(cat "$work/backend.pid")" 2>/dev/null; }; then
+  taskset -c 0 nginx -c "$work/nginx-backend.conf" >/dev/null 2>&1 & sleep 0.7; fi
+cli="node $root/dist/src/cli.js --upstream http://127.0.0.1:9001 --workers 1"
+specs=("nginx=9100:nginx -c $work/nginx-proxy.conf"
+  "nginx-log=9105:nginx -c $work/nginx-proxy-log.conf"
+  "switchyard=9200:$cli --listen 127.0.0.1:9200"
+  "switchyard-nolog=9201:$cli --listen 127.0.0.1:9201 --config $root/load-tests/bench-nolog.yaml")
+hdr=(); [ -n "$close" ] && hdr=(-H 'Connection: close')
+names=() ports=() pids=()
+for spec in "${specs[@]}"; do
+  name=${spec%%=*} rest=${spec#*=} port=${rest%%:*} cmd=${rest#*:}
+  [ -n "$only" ] && [[ ",$only," != *",$name,"* ]] && continue
+  setsid taskset -c 1 bash -c "exec $cmd" >"$work/$name.split.log" 2>&1 & pid=$!
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.2; done
+  names+=("$name") ports+=("$port") pids+=("$pid")
+done
+trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done; rm -f "$work"/*.split.log "$work/nginx-access.log"' EXIT
+# jiffies (busy, total) of cpu0 and cpu1 from /proc/stat
+ticks() { awk '$1=="cpu0"||$1=="cpu1"{t=0; for(i=2;i<=NF;i++) t+=$i; printf "%d %d ", t-$5-$6, t}' /proc/stat; }
+hz=$(getconf CLK_TCK)
+echo "path=$path close=${close:-0} secs=$secs rounds=$rounds (proxy on CPU 1; backend + wrk on CPU 0)"
+declare -A rows
+for round in $(seq "$rounds"); do
+  for i in "${!names[@]}"; do
+    url=http://127.0.0.1:${ports[$i]}$path
+    taskset -c 0 wrk -t1 -c50 -d2s "${hdr[@]}" "$url" >/dev/null 2>&1
+    a=$(ticks)
+    out=$(taskset -c 0 wrk -t1 -c50 -d"${secs}s" --latency "${hdr[@]}" "$url" 2>&1)
+    b=$(ticks)
+    n=$(awk '/requests in/{print $1}' <<<"$out") rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
+    p99=$(awk '$1=="99%"{print $2}' <<<"$out")
+    grep -qE 'Non-2xx|Socket errors' <<<"$out" && echo "! ${names[$i]} round $round: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
+    rows[${names[$i]}]+=$(echo "$a $b" | awk -v n="${n:-0}" -v hz="$hz" -v rps="${rps:-0}" -v p99="${p99:--}" '{
+      b0=$5-$1; t0=$6-$2; b1=$7-$3; t1=$8-$4; if (n == 0 || t0 == 0 || t1 == 0) { print "0 - 0 0 0 0|"; exit }
+      printf "%s %s %.1f %.1f %.1f %.1f|", rps, p99, b0/t0*100, b0/hz*1e6/n, b1/t1*100, b1/hz*1e6/n }')
+  done
+done
+# the median round of each row, by CPU 1's time per request
+printf "%-18s %9s %8s %11s %13s %11s %13s\n" proxy req/s p99 "cpu0 busy" "cpu0 us/req" "cpu1 busy" "cpu1 us/req"
+for name in "${names[@]}"; do
+  tr '|' '\n' <<<"${rows[$name]}" | sed '/^$/d' | sort -g -k6 \
+    | awk -v n="$name" '{a[NR]=$0} END{split(a[int((NR+1)/2)],f," "); printf "%-18s %9s %8s %10s%% %13s %10s%% %13s\n", n, f[1], f[2], f[3], f[4], f[5], f[6]}'
+done
