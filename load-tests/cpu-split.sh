@@ -4,7 +4,7 @@
 #
 # Why: with a new connection per request (--close) both CPUs run near their limit, and wrk's
 # latency then depends on which one saturates first. A proxy that leaves CPU 1 idle part of the
-# time (nginx) lets requests queue on CPU 0, much of it before wrk starts a request's clock; one
+# time (nginx) lets requests queue on CPU 0, part of it before wrk starts a request's clock; one
 # that saturates CPU 1 holds the queue itself, inside the measured latency (README, Performance).
 # peers.sh reports only the proxy's own CPU; this shows the other side of it. A CPU's time here is
 # all of it (interrupts included), so CPU 1's runs a little above peers.sh's figure for the proxy.
@@ -42,8 +42,9 @@ for spec in "${specs[@]}"; do
   names+=("$name") ports+=("$port") pids+=("$pid")
 done
 trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done; rm -f "$work"/*.split.log "$work/nginx-access.log"' EXIT
-# jiffies (busy, total) of cpu0 and cpu1 from /proc/stat
-ticks() { awk '$1=="cpu0"||$1=="cpu1"{t=0; for(i=2;i<=NF;i++) t+=$i; printf "%d %d ", t-$5-$6, t}' /proc/stat; }
+# jiffies (busy, total) of cpu0 and cpu1 from /proc/stat: busy is user, nice, system, irq and
+# softirq; the total adds idle, iowait and steal (guest time is already counted in user and nice)
+ticks() { awk '$1=="cpu0"||$1=="cpu1"{b=$2+$3+$4+$7+$8; printf "%d %d ", b, b+$5+$6+$9}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 echo "path=$path close=${close:-0} secs=$secs rounds=$rounds (proxy on CPU 1; backend + wrk on CPU 0)"
 declare -A rows
