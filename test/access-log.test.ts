@@ -81,6 +81,42 @@ describe('access log', () => {
     assert.deepEqual(lines.map((l) => (JSON.parse(l) as { path: string }).path), paths);
   });
 
+  it('writes exactly what JSON.stringify would, for plain and escaped paths and upstreams that change', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'swy-access-')), 'access.log');
+    const log = new AccessLog({ format: 'json', file, worker: 3 });
+    // Paths arrive as latin1: control characters, DEL, quotes, backslashes and bytes past ASCII
+    // must be escaped or encoded; plain ones go between quotes as they are.
+    const paths = ['/plain?a=1&b=%20', '/q"uote', '/back\\slash', '/tab\there', '/del\x7f', '/nul\x00', '/\u00e9t\u00e9', '/ ~!#$[]{}', ''];
+    const upstreams = ['http://10.0.0.1:80', 'http://10.0.0.2:80', undefined, 'http://10.0.0.2:80'];
+    const expected: Array<Record<string, unknown>> = [];
+    for (let i = 0; i < 60; i++) {
+      const upstream = upstreams[i % upstreams.length];
+      const entry = {
+        reqId: `r${i}`, remote: i % 5 === 0 ? undefined : '127.0.0.1', method: 'GET', path: paths[i % paths.length]!, httpMinor: 1,
+        status: 200 + (i % 3), bytesIn: i, bytesOut: 2 * i, durationUs: 5 + i, upstreamUs: i % 7 === 0 ? undefined : 4,
+        upstream, error: i % 11 === 0 ? 'SWY_ERR_UPSTREAM_RESET' : undefined, referer: undefined, userAgent: undefined,
+      };
+      log.log(entry);
+      expected.push({
+        worker: 3, reqId: entry.reqId, remote: entry.remote ?? '', method: 'GET', path: entry.path, status: entry.status,
+        bytesIn: entry.bytesIn, bytesOut: entry.bytesOut, durationUs: entry.durationUs, upstreamUs: entry.upstreamUs,
+        upstream: entry.upstream, error: entry.error,
+      });
+      // Across milliseconds too.
+      if (i % 20 === 19) await delay(3);
+    }
+    await log.close();
+    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    assert.equal(lines.length, expected.length);
+    let lastTime = 0;
+    lines.forEach((line, i) => {
+      const time = Number(/^\{"time":(\d+),/.exec(line)?.[1]);
+      assert.ok(time >= lastTime && Math.abs(time - Date.now()) < 60_000, `line ${i}: time ${time}`);
+      lastTime = time;
+      assert.equal(line, JSON.stringify({ time, ...expected[i] }), `line ${i}`);
+    });
+  });
+
   it('writes the combined format', async () => {
     const up = await httpUpstream((_req, res) => res.end('twelve bytes'));
     const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'combined');
