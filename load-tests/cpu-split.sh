@@ -37,6 +37,8 @@ names=() ports=() pids=()
 for spec in "${specs[@]}"; do
   name=${spec%%=*} rest=${spec#*=} port=${rest%%:*} cmd=${rest#*:}
   [ -n "$only" ] && [[ ",$only," != *",$name,"* ]] && continue
+  # Both CPUs are measured whole: a leftover proxy on the port would be measured in this one's name.
+  curl -s -o /dev/null "http://127.0.0.1:$port/" && { echo "load-tests/cpu-split.sh: port $port is already in use" >&2; exit 2; }
   setsid taskset -c 1 bash -c "exec $cmd" >"$work/$name.split.log" 2>&1 & pid=$!
   for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.2; done
   names+=("$name") ports+=("$port") pids+=("$pid")
