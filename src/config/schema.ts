@@ -294,7 +294,7 @@ export const ConfigSchema = z.strictObject({
   accessLog: z.strictObject({
     enabled: z.boolean().default(true).describe('Write one line per request. Default true.'),
     format: z.enum(['json', 'common', 'combined']).default('json')
-      .describe('json (pino), or the NCSA common / combined formats. Default json.'),
+      .describe('json (one object per line), or the NCSA common / combined formats. Default json.'),
     file: z.string().min(1).optional()
       .describe('Append to this file instead of stdout; SIGUSR1 reopens it (logrotate). Default: stdout.'),
   }).prefault({}),
