@@ -102,7 +102,8 @@ describe('access log', () => {
         bytesIn: entry.bytesIn, bytesOut: entry.bytesOut, durationUs: entry.durationUs, upstreamUs: entry.upstreamUs,
         upstream: entry.upstream, error: entry.error,
       });
-      // Across milliseconds too.
+      // Some lines a few milliseconds apart: a serializer that kept the line's start per millisecond
+      // (README, Performance) would have to change it between them.
       if (i % 20 === 19) await delay(3);
     }
     await log.close();
