@@ -746,7 +746,7 @@ export class ClientConnection implements TransportSink, Listed {
     if (!mayBeSending) {
       // A client that said close (and, not sending, was read to the end) sends nothing more: no
       // half-close step.
-      this.transport.end(this.saidClose ? EndHow.Close : EndHow.FinThenClose);
+      if (this.transport.end(this.saidClose ? EndHow.Close : EndHow.FinThenClose)) this.onClose();
       return;
     }
     this.transport.end(EndHow.Fin);

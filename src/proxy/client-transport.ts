@@ -46,8 +46,11 @@ export interface ClientTransport {
    */
   write(chunk: Buffer | string): boolean;
   setReading(on: boolean): void;
-  /** Once queued writes are out: FIN, or close (see EndHow). */
-  end(how: EndHow): void;
+  /**
+   * Once queued writes are out: FIN, or close (see EndHow). True when the connection closed within
+   * the call, cleanly: then no onClose follows, and the caller finishes its own close.
+   */
+  end(how: EndHow): boolean;
   destroy(): void;
   /** Give the socket to someone else (an Upgrade tunnel) as a net.Socket; this transport is done. */
   detach(): net.Socket;
@@ -314,8 +317,8 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     if ((on ? h.readStart() : h.readStop()) !== 0 && on) this.fail(true);
   }
 
-  end(how: EndHow): void {
-    if (this.closed || this.ended) return;
+  end(how: EndHow): boolean {
+    if (this.closed || this.ended) return false;
     this.ended = true;
     // A response held for the end of the turn takes its FIN along: written at once, a closing
     // response woke its client on its own (write-batch.ts), and with a connection per request
@@ -324,11 +327,21 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     if (this.deferred && this.corks === 0) {
       this.endHeld = how;
       writeBatchStats.finsHeld++;
-      return;
+      return false;
     }
     // Whatever is still corked goes out ahead of the FIN.
     this.uncorkAll();
+    if (how === EndHow.Close && this.inFlight === 0 && !this.closed) {
+      // The close the caller asked for, done here: it learns so from the return value rather
+      // than from onClose on the next tick. A tick per connection (half of all `--close`
+      // requests came this way, the rest close from the end-of-turn flush) ran node's tick and
+      // microtask processing once more for each.
+      writeBatchStats.closedAtOnce++;
+      this.destroy();
+      return true;
+    }
     this.finish(how, true);
+    return false;
   }
 
   private finish(how: EndHow, inCall: boolean): void {
@@ -519,9 +532,10 @@ export class SocketTransport implements ClientTransport {
     else this.socket.pause();
   }
 
-  end(how: EndHow): void {
+  end(how: EndHow): boolean {
     if (how !== EndHow.Fin) this.socket.destroySoon();
     else this.socket.end();
+    return false;
   }
 
   destroy(): void {
