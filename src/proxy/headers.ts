@@ -88,9 +88,13 @@ export class TrustedProxies {
   }
 }
 
-/** Comma-separated tokens of every Connection header, lower-cased; null when none matters. */
-function connectionTokens(raw: readonly string[]): Set<string> | null {
-  let names: Set<string> | null = null;
+/**
+ * Lower-cased tokens of every Connection header, keep-alive left out; null when there are none.
+ * An array, not a Set: it holds one token ("close") or none nearly always, and the fields it
+ * nominates are found by comparing names in place (see nominates).
+ */
+function connectionTokens(raw: readonly string[]): string[] | null {
+  let names: string[] | null = null;
   for (let i = 0; i < raw.length; i += 2) {
     const n = raw[i]!;
     if (n.length === 10 && is(n, 'connection')) {
@@ -102,14 +106,27 @@ function connectionTokens(raw: readonly string[]): Set<string> | null {
   return names;
 }
 
-/**
- * `keep-alive` is hop-by-hop in both directions already, so naming it removes nothing more; most
- * upstream responses say just that, and then no set is built for them.
- */
-function addToken(names: Set<string> | null, t: string): Set<string> | null {
+/** Whether `name` is one of `tokens` (lower-case), in any case. */
+function nominates(tokens: readonly string[], name: string): boolean {
+  for (const t of tokens) {
+    if (t.length !== name.length) continue;
+    let i = 0;
+    for (; i < t.length; i++) {
+      let c = name.charCodeAt(i);
+      if (c >= 0x41 && c <= 0x5a) c += 0x20;
+      if (c !== t.charCodeAt(i)) break;
+    }
+    if (i === t.length) return true;
+  }
+  return false;
+}
+
+function addToken(names: string[] | null, t: string): string[] | null {
   const token = t.trim().toLowerCase();
   if (token === '' || token === 'keep-alive') return names;
-  return (names ?? new Set<string>()).add(token);
+  if (names === null) return [token];
+  names.push(token);
+  return names;
 }
 
 /** A route's header edits, compiled once: names to drop (lower-case), and lines to append. */
@@ -191,11 +208,8 @@ export function buildRequestHead(input: RequestHeadInput): string {
       case Field.Via: via = via === undefined ? value : `${via}, ${value}`; continue;
       default: break;
     }
-    if (nominated !== null || edit !== null) {
-      const lower = name.toLowerCase();
-      if (nominated !== null && nominated.has(lower)) continue;
-      if (edit !== null && edit.drop.has(lower)) continue;
-    }
+    if (nominated !== null && nominates(nominated, name)) continue;
+    if (edit !== null && edit.drop.has(name.toLowerCase())) continue;
     head += `${name}: ${value}\r\n`;
   }
   // A route's edits may remove or replace the proxy's own fields too (null: no edits).
@@ -241,13 +255,12 @@ export function buildResponseHead(
     const name = raw[i]!;
     const field = fieldOf(name);
     if (field === Field.HopByHop) continue;
-    const lower = nominated !== null || edit !== null ? name.toLowerCase() : '';
-    if (nominated !== null && nominated.has(lower)) continue;
+    if (nominated !== null && nominates(nominated, name)) continue;
     if (field === Field.Via) {
       via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
       continue;
     }
-    if (edit !== null && edit.drop.has(lower)) continue;
+    if (edit !== null && edit.drop.has(name.toLowerCase())) continue;
     if (field === Field.ContentLength) contentLength = true;
     else if (field === Field.Date) date = true;
     else if (location !== null && field === Field.Location) {
