@@ -121,6 +121,10 @@ function nominates(tokens: readonly string[], name: string): boolean {
   return false;
 }
 
+/**
+ * `keep-alive` is hop-by-hop in both directions already, so naming it removes nothing more; most
+ * upstream responses say just that, and then no array is built for them.
+ */
 function addToken(names: string[] | null, t: string): string[] | null {
   const token = t.trim().toLowerCase();
   if (token === '' || token === 'keep-alive') return names;
