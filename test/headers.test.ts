@@ -50,6 +50,17 @@ describe('request headers', () => {
     assert.equal(h['x-kept'], '3');
   });
 
+  it('removes a field named in Connection whatever the case of its letters, and only that field', async () => {
+    // '^' is '~' less 0x20, as 'A' is 'a' less 0x20: only letters have a case.
+    const raw = 'GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close, x-1~\r\n'
+      + 'X-1~: gone\r\nX-1^: kept\r\nx-1~: gone too\r\nClose: gone as well\r\n\r\n';
+    const { response, headers: h } = await upstreamHeadersFor(raw);
+    assert.match(response, /^HTTP\/1\.1 200 /);
+    assert.equal(h['x-1~'], undefined);
+    assert.equal(h.close, undefined);
+    assert.equal(h['x-1^'], 'kept');
+  });
+
   it('knows field names in any case, and only those names: a one-character miss is an ordinary field', async () => {
     const raw = 'GET /x HTTP/1.1\r\nhOST: a.example\r\ncONNECTION: X-SECRET\r\nX-SECRET: 1\r\nKEEP-ALIVE: timeout=5\r\n'
       + 'tE: trailers\r\nX-FORWARDED-FOR: 6.6.6.6\r\nVIA: 1.0 other\r\n'

@@ -53,14 +53,15 @@ function fieldOf(name: string): Field {
 }
 
 /**
- * `name` is `lower` (lower-case letters and '-', of the same length) in any case. Compared in
- * place: toLowerCase() makes a new string of every name with a capital, which is most of them.
+ * `name` is `lower` (lower-case, of the same length) with its ASCII letters in any case, anything
+ * else exactly. Compared in place: toLowerCase() makes a new string of every name with a capital,
+ * which is most of them.
  */
 function is(name: string, lower: string): boolean {
   for (let i = 0; i < lower.length; i++) {
     const c = name.charCodeAt(i);
     const t = lower.charCodeAt(i);
-    if (c !== t && (t < 0x61 || c !== t - 0x20)) return false;
+    if (c !== t && (t < 0x61 || t > 0x7a || c !== t - 0x20)) return false;
   }
   return true;
 }
@@ -108,16 +109,7 @@ function connectionTokens(raw: readonly string[]): string[] | null {
 
 /** Whether `name` is one of `tokens` (lower-case), in any case. */
 function nominates(tokens: readonly string[], name: string): boolean {
-  for (const t of tokens) {
-    if (t.length !== name.length) continue;
-    let i = 0;
-    for (; i < t.length; i++) {
-      let c = name.charCodeAt(i);
-      if (c >= 0x41 && c <= 0x5a) c += 0x20;
-      if (c !== t.charCodeAt(i)) break;
-    }
-    if (i === t.length) return true;
-  }
+  for (const t of tokens) if (t.length === name.length && is(name, t)) return true;
   return false;
 }
 
