@@ -331,25 +331,26 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     }
     // Whatever is still corked goes out ahead of the FIN.
     this.uncorkAll();
-    if (how === EndHow.Close && this.inFlight === 0 && !this.closed) {
-      // The close the caller asked for, done here: it learns so from the return value rather
-      // than from onClose on the next tick. A tick per connection (half of all `--close`
-      // requests came this way, the rest close from the end-of-turn flush) ran node's tick and
-      // microtask processing once more for each.
-      writeBatchStats.closedAtOnce++;
-      this.destroy();
-      return true;
-    }
-    this.finish(how, true);
-    return false;
+    return this.finish(how, true);
   }
 
-  private finish(how: EndHow, inCall: boolean): void {
+  /**
+   * `inCall`: from the caller's own end(). A close done at once is then reported by the return
+   * value rather than by onClose on the next tick; a tick per connection (half of all `--close`
+   * connections ended this way, the rest from the end-of-turn flush) ran node's tick and
+   * microtask processing once more for each.
+   */
+  private finish(how: EndHow, inCall: boolean): boolean {
     // A write libuv still holds would be cancelled by close(): only the shutdown waits for it.
     if (how === EndHow.Close && this.inFlight === 0) {
+      if (this.closed) return false;
       writeBatchStats.closedAtOnce++;
-      this.fail(inCall);
-      return;
+      if (!inCall) {
+        this.fail();
+        return false;
+      }
+      this.destroy();
+      return true;
     }
     const thenClose = how !== EndHow.Fin;
     const req = new ShutdownWrap();
@@ -360,6 +361,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     const err = this.handle.shutdown(req);
     // 1: done at once; anything else non-zero: the peer is gone (ENOTCONN) and nothing can follow.
     if (err !== 0 && (thenClose || err !== 1)) this.fail(true);
+    return false;
   }
 
   /** From the shutdown request. */
