@@ -8,6 +8,9 @@
 # that saturates CPU 1 holds the queue itself, inside the measured latency (README, Performance).
 # peers.sh reports only the proxy's own CPU; this shows the other side of it. A CPU's time here is
 # all of it (interrupts included), so CPU 1's runs a little above peers.sh's figure for the proxy.
+# With perf, it also counts the inter-processor interrupts each CPU sends per request: a write that
+# wakes a peer asleep on the other CPU, or one that preempts what runs there, sends one, and on a
+# VM each costs the sender far more than the write (README, Performance). Without perf: "-".
 #
 # usage: load-tests/cpu-split.sh [--path /small] [--close] [--rounds 3] [--secs 8] [--only NAMES]
 # Rows (as load-tests/peers.sh starts them, one worker each): nginx, nginx-log, switchyard,
@@ -43,31 +46,42 @@ for spec in "${specs[@]}"; do
   for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.2; done
   names+=("$name") ports+=("$port") pids+=("$pid")
 done
-trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done; rm -f "$work"/*.split.log "$work/nginx-access.log"' EXIT
+trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done; rm -f "$work"/*.split.log "$work/nginx-access.log"; trap_ipis' EXIT
 # jiffies (busy, total) of cpu0 and cpu1 from /proc/stat: busy is user, nice, system, irq and
 # softirq; the total adds idle, iowait and steal (guest time is already counted in user and nice)
 ticks() { awk '$1=="cpu0"||$1=="cpu1"{b=$2+$3+$4+$7+$8; printf "%d %d ", b, b+$5+$6+$9}' /proc/stat; }
 hz=$(getconf CLK_TCK)
+# perf stat counting the IPIs sent from each CPU while the measured wrk runs, if this machine lets it.
+ipis=$(mktemp); trap_ipis() { rm -f "$ipis"; }
+perf_ok=; perf stat -a -A -C 0,1 -e ipi:ipi_send_cpu -x, -o "$ipis" -- true >/dev/null 2>&1 && perf_ok=1
 echo "path=$path close=${close:-0} secs=$secs rounds=$rounds (proxy on CPU 1; backend + wrk on CPU 0)"
 declare -A rows
 for round in $(seq "$rounds"); do
   for i in "${!names[@]}"; do
     url=http://127.0.0.1:${ports[$i]}$path
     taskset -c 0 wrk -t1 -c50 -d2s "${hdr[@]}" "$url" >/dev/null 2>&1
+    : > "$ipis"
     a=$(ticks)
-    out=$(taskset -c 0 wrk -t1 -c50 -d"${secs}s" --latency "${hdr[@]}" "$url" 2>&1)
+    if [ -n "$perf_ok" ]; then
+      out=$(perf stat -a -A -C 0,1 -e ipi:ipi_send_cpu -x, -o "$ipis" -- taskset -c 0 wrk -t1 -c50 -d"${secs}s" --latency "${hdr[@]}" "$url" 2>&1)
+    else
+      out=$(taskset -c 0 wrk -t1 -c50 -d"${secs}s" --latency "${hdr[@]}" "$url" 2>&1)
+    fi
     b=$(ticks)
+    i0=$(awk -F, '$1=="CPU0"{print $2}' "$ipis") i1=$(awk -F, '$1=="CPU1"{print $2}' "$ipis")
     n=$(awk '/requests in/{print $1}' <<<"$out") rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
     p99=$(awk '$1=="99%"{print $2}' <<<"$out")
     grep -qE 'Non-2xx|Socket errors' <<<"$out" && echo "! ${names[$i]} round $round: $(grep -E 'Non-2xx|Socket errors' <<<"$out" | tr '\n' ' ')"
-    rows[${names[$i]}]+=$(echo "$a $b" | awk -v n="${n:-0}" -v hz="$hz" -v rps="${rps:-0}" -v p99="${p99:--}" '{
-      b0=$5-$1; t0=$6-$2; b1=$7-$3; t1=$8-$4; if (n == 0 || t0 == 0 || t1 == 0) { print "0 - 0 0 0 0|"; exit }
-      printf "%s %s %.1f %.1f %.1f %.1f|", rps, p99, b0/t0*100, b0/hz*1e6/n, b1/t1*100, b1/hz*1e6/n }')
+    rows[${names[$i]}]+=$(echo "$a $b" | awk -v n="${n:-0}" -v hz="$hz" -v rps="${rps:-0}" -v p99="${p99:--}" -v i0="${i0:-}" -v i1="${i1:-}" '{
+      b0=$5-$1; t0=$6-$2; b1=$7-$3; t1=$8-$4; if (n == 0 || t0 == 0 || t1 == 0) { print "0 - 0 0 0 0 - -|"; exit }
+      q0 = (i0 ~ /^[0-9]+$/) ? sprintf("%.3f", i0/n) : "-"; q1 = (i1 ~ /^[0-9]+$/) ? sprintf("%.3f", i1/n) : "-"
+      printf "%s %s %.1f %.1f %.1f %.1f %s %s|", rps, p99, b0/t0*100, b0/hz*1e6/n, b1/t1*100, b1/hz*1e6/n, q0, q1 }')
   done
 done
 # the median round of each row, by CPU 1's time per request
-printf "%-18s %9s %8s %11s %13s %11s %13s\n" proxy req/s p99 "cpu0 busy" "cpu0 us/req" "cpu1 busy" "cpu1 us/req"
+printf "%-18s %9s %8s %11s %13s %11s %13s %10s %10s\n" proxy req/s p99 "cpu0 busy" "cpu0 us/req" "cpu1 busy" "cpu1 us/req" "cpu0 ipi" "cpu1 ipi"
 for name in "${names[@]}"; do
   tr '|' '\n' <<<"${rows[$name]}" | sed '/^$/d' | sort -g -k6 \
-    | awk -v n="$name" '{a[NR]=$0} END{split(a[int((NR+1)/2)],f," "); printf "%-18s %9s %8s %10s%% %13s %10s%% %13s\n", n, f[1], f[2], f[3], f[4], f[5], f[6]}'
+    | awk -v n="$name" '{a[NR]=$0} END{split(a[int((NR+1)/2)],f," "); printf "%-18s %9s %8s %10s%% %13s %10s%% %13s %10s %10s\n", n, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]}'
 done
+if [ -n "$perf_ok" ]; then echo "(ipi: inter-processor interrupts sent from that CPU per request, perf's ipi:ipi_send_cpu)"; fi
