@@ -103,7 +103,7 @@ describe('access log', () => {
         upstream: entry.upstream, error: entry.error,
       });
       // Some lines a few milliseconds apart: a serializer that kept the line's start per millisecond
-      // (README, Performance) would have to change it between them.
+      // (load-tests/PERFORMANCE.md) would have to change it between them.
       if (i % 20 === 19) await delay(3);
     }
     await log.close();

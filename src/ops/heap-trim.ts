@@ -3,7 +3,7 @@
  *
  * Under load V8 grows new space up to twice `--max-semi-space-size` (32 MiB with Node 20's
  * defaults); a burst of 5,000 connections takes a fresh worker's from 4 to 16 MiB, about 12 MB of
- * RSS, more than 2 KiB for each of them (README, "Performance"). V8 shrinks it only at the end of a
+ * RSS, more than 2 KiB for each of them (load-tests/PERFORMANCE.md). V8 shrinks it only at the end of a
  * full collection that finds the allocation rate low, and a worker that has gone quiet (idle
  * keep-alive connections, a night without traffic) allocates too little to start one. V8's memory
  * reducer gets there when a full collection has armed it: 15–30 s after a burst in the runs

@@ -4,7 +4,7 @@
  * The request head goes out as one string. llhttp parses each response head (and chunked bodies);
  * a body framed by Content-Length is counted off in JS instead, because Node's llhttp binding
  * copies every body chunk into an ArrayBuffer of its own, and freeing those was over 40% of each
- * scavenge on small responses (README, "Performance"). Plain TCP sockets read into the worker's
+ * scavenge on small responses (load-tests/PERFORMANCE.md). Plain TCP sockets read into the worker's
  * one read buffer (read-buffer.ts). Listeners and parser callbacks are bound once
  * per connection, not per request, which is most of what makes this cheaper than node:http's client.
  *
