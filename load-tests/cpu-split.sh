@@ -11,6 +11,8 @@
 # With perf, it also counts the inter-processor interrupts each CPU sends per request: a write that
 # wakes a peer asleep on the other CPU, or one that preempts what runs there, sends one, and on a
 # VM each costs the sender far more than the write (load-tests/PERFORMANCE.md). Without perf: "-".
+# Last, each row's p99 round by round and its ratio to nginx's in the same round, with the median
+# of those ratios: the latency comparison that one peers.sh run (one round's p99) cannot make.
 #
 # usage: load-tests/cpu-split.sh [--path /small] [--close] [--rounds 3] [--secs 8] [--only NAMES]
 # Rows (as load-tests/peers.sh starts them, one worker each): nginx, nginx-log, switchyard,
@@ -85,3 +87,24 @@ for name in "${names[@]}"; do
     | awk -v n="$name" '{a[NR]=$0} END{split(a[int((NR+1)/2)],f," "); printf "%-18s %9s %8s %10s%% %13s %10s%% %13s %10s %10s\n", n, f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]}'
 done
 if [ -n "$perf_ok" ]; then echo "(ipi: inter-processor interrupts sent from that CPU per request, perf's ipi:ipi_send_cpu)"; fi
+# p99 round by round, and its ratio to nginx's in the same round: one round's p99 is one 8 s sample
+# of the tail, and the host's load moves every proxy's from round to round (nginx's /small p99 has
+# measured 1.18 ms in one run and 5.54 in the next), so the ratio is taken where the rows ran side
+# by side, and its median over the rounds is the figure to compare with a latency target.
+ms() { awk '{ v=$1; if (v ~ /us$/) v/=1000; else if (v ~ /ms$/) v+=0; else if (v ~ /s$/) v*=1000; else { print "-"; next }; printf "%.2f\n", v }'; }
+declare -A p99s
+for name in "${names[@]}"; do
+  p99s[$name]=$(tr '|' '\n' <<<"${rows[$name]}" | sed '/^$/d' | awk '{print $2}' | ms | tr '\n' ' ')
+done
+printf "%-18s %-40s %12s %s\n" proxy "p99 by round, ms" "median" "p99 / nginx's, median of the rounds (each round)"
+ref=${p99s[nginx]:-}
+for name in "${names[@]}"; do
+  echo "${p99s[$name]}|$ref" | awk -v n="$name" -F'|' '
+    function median(a, k,   t, i, j) { for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
+    { k = split($1, v, " "); m = split($2, r, " "); c = 0; nw = 0; each = ""
+      for (i = 1; i <= k; i++) if (v[i] != "-") {
+        w[++nw] = v[i]; if (i <= m && r[i] > 0) { q[++c] = v[i] / r[i]; each = each sprintf(" %.2f", v[i] / r[i]) } }
+      med = nw > 0 ? sprintf("%9.2f ms", median(w, nw)) : "-"; rat = c > 0 ? sprintf("%.2fx (%s)", median(q, c), substr(each, 2)) : "-"
+      printf "%-18s %-40s %12s %s\n", n, $1, med, rat }'
+done
