@@ -187,7 +187,7 @@ function formatTable(run: RunResult, previous?: RunResult): string {
     const ratio = r.target === 'proxy' && direct && direct.rps > 0 ? `${(r.rps / direct.rps).toFixed(2)}x` : '';
     const prev = previous?.results.find((p) => p.suite === r.suite && p.target === r.target);
     const delta = prev && prev.rps > 0 ? `${r.rps >= prev.rps ? '+' : ''}${(((r.rps - prev.rps) / prev.rps) * 100).toFixed(1)}%` : previous ? 'n/a' : undefined;
-    // autocannon counts each timeout among its errors too: adding the two counted timeouts twice.
+    // autocannon counts each timeout among its errors already: adding timeouts here counted each one twice.
     rows.push([r.suite, r.target, r.rps.toFixed(0), String(r.p50), String(r.p99), String(r.max), String(r.errors), String(r.non2xx), ratio, ...(delta !== undefined ? [delta] : [])]);
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => (row[c] ?? '').length)));
