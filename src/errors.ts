@@ -136,6 +136,34 @@ export class PoolClosedError extends SwitchyardError {
   }
 }
 
+/** Framing or fields a proxy must refuse; the connection closes after the answer. */
+export class BadRequestError extends SwitchyardError {
+  constructor(message: string) {
+    super('SWY_ERR_BAD_REQUEST', 400, message);
+  }
+}
+
+/** A request body over server.maxBodySize, declared or counted as it arrives. */
+export class BodyTooLargeError extends SwitchyardError {
+  constructor(limit: number) {
+    super('SWY_ERR_BODY_TOO_LARGE', 413, `request body larger than server.maxBodySize (${limit} bytes)`);
+  }
+}
+
+/** A request head over server.maxHeaderSize. */
+export class HeadersTooLargeError extends SwitchyardError {
+  constructor(limit: number) {
+    super('SWY_ERR_HEADERS_TOO_LARGE', 431, `request head larger than server.maxHeaderSize (${limit} bytes)`);
+  }
+}
+
+/** The client took longer than server.headersTimeout for its head, or server.requestTimeout in all. */
+export class RequestTimeoutError extends SwitchyardError {
+  constructor(what: 'head' | 'request', ms: number) {
+    super('SWY_ERR_REQUEST_TIMEOUT', 408, `the client sent no complete ${what} within ${ms} ms`);
+  }
+}
+
 /** The client went away before the exchange finished; nobody is left to answer (nginx's 499). */
 export class ClientAbortedError extends SwitchyardError {
   constructor() {
@@ -160,4 +188,20 @@ export function toSwitchyardError(err: unknown): SwitchyardError {
   }
   if (code.startsWith('HPE_')) return new UpstreamProtocolError(msg, { cause: err });
   return new UpstreamResetError(msg, { cause: err });
+}
+
+/** Reason phrases of the statuses switchyard answers with itself. */
+export const STATUS_TEXT: Readonly<Record<number, string>> = {
+  400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Content Too Large',
+  417: 'Expectation Failed', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/**
+ * The body of every answer switchyard gives itself: the status and the stable code, and for a
+ * 404 which request found no route (the operator's first question). Nothing internal.
+ */
+export function errorBody(err: SwitchyardError): string {
+  const detail = err.status === 404 ? `: ${err.message}` : '';
+  return `${err.status} ${STATUS_TEXT[err.status] ?? 'Error'} (${err.code})${detail}\n`;
 }

@@ -43,7 +43,7 @@ describe('client side of the protocol', () => {
     const raw = 'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n';
     const got = await rawExchange(proxy.port, raw);
     const parts = responses(got);
-    assert.deepEqual(parts.map((p) => p.body), ['body of /1', 'body of /2', '400 Bad Request\n']);
+    assert.deepEqual(parts.map((p) => p.body), ['body of /1', 'body of /2', '400 Bad Request (SWY_ERR_BAD_REQUEST)\n']);
     assert.match(parts[2]!.head, /Connection: close/);
     assert.deepEqual(seen, ['/1', '/2']);
   });

@@ -286,6 +286,9 @@ export const ConfigSchema = z.strictObject({
       .describe('Client connections one worker holds at once; past it, new connections are closed at accept. Default 10000.'),
     maxBodySize: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0)
       .describe('Largest request body in bytes, declared or chunked (413 past it); 0 for no limit. Default 0.'),
+    upgradeProtocols: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected a protocol name such as websocket'))
+      .default(['websocket'])
+      .describe('Upgrade protocols that may become tunnels to the upstream (case-insensitive). A request asking for any other (h2c, say) is proxied as an ordinary request without its Upgrade. Default [websocket].'),
   }).prefault({}),
   admin: z.strictObject({
     listen: hostPort.optional()

@@ -8,7 +8,10 @@
  * coalesced with the first body bytes into one write.
  */
 import * as net from 'node:net';
-import { HTTPParser, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
+import {
+  BadRequestError, BodyTooLargeError, errorBody, HeadersTooLargeError, RequestTimeoutError, STATUS_TEXT, type SwitchyardError,
+} from '../errors';
+import { createParser, HTTPParser, initParser, writeChunk, type Parser, type ParseError } from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
 import type { Listed } from './client-list';
 import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
@@ -24,6 +27,8 @@ export interface ClientLimits {
   readonly headersTimeout: number;
   readonly requestTimeout: number;
   readonly maxHeaderSize: number;
+  /** Upgrade protocols that may become tunnels (lower-case names); any other is refused. */
+  readonly upgradeProtocols: readonly string[];
 }
 
 /** What the server does with each request; called once per request, in order. */
@@ -129,7 +134,13 @@ export class ClientRequest implements RequestBody {
   readonly httpMinor: number;
   /** llhttp's verdict from version and Connection header. */
   readonly clientKeepAlive: boolean;
+  /**
+   * An Upgrade (or CONNECT) request that llhttp stopped after: nothing more is read on this
+   * connection. For an Upgrade, `upgradeTo` says whether it may become a tunnel.
+   */
   readonly isUpgrade: boolean;
+  /** The Upgrade protocols asked for that server.upgradeProtocols allows, as sent; null: none. */
+  upgradeTo: string | null = null;
   readonly facts: HeaderFacts;
   headersSent = false;
   finished = false;
@@ -271,6 +282,12 @@ export class ClientRequest implements RequestBody {
     this.conn.writeHead(`HTTP/1.1 ${status} ${reason}\r\n${headerLines}${framing}${connection}\r\n`);
   }
 
+  /** An interim (1xx) response, before the final head; `headerLines` as for writeHead. */
+  writeInterim(status: number, reason: string, headerLines: string): void {
+    if (this.headersSent || this.aborted) return;
+    this.conn.writeRaw(`HTTP/1.1 ${status} ${reason}\r\n${headerLines}\r\n`);
+  }
+
   /** Returns false when the client is not keeping up; `onDrain` follows. */
   write(chunk: Buffer): boolean {
     if (this.aborted || chunk.length === 0) return true;
@@ -360,8 +377,10 @@ export class ClientConnection implements TransportSink, Listed {
   private reading: ClientRequest | null = null;
   /** An Upgrade request whose head was just parsed: dispatched once its read is done. */
   private pendingUpgrade: ClientRequest | null = null;
-  private headerParts: string[] | null = null;
-  private urlPart = '';
+  /** The start of an incomplete head's request line, until its end is seen (checkRequestLine). */
+  private partialLine: string | null = null;
+  /** A request framed by Content-Length completed in the current read. */
+  private lengthBodyEnded = false;
   private state = State.Open;
   /** No further request will be read (upgrade, CONNECT, parse error, HTTP/1.0 close). */
   private noMore = false;
@@ -372,7 +391,7 @@ export class ClientConnection implements TransportSink, Listed {
   private saidClose = false;
   private readPaused = false;
   /** An error answer owed after the queued requests (see failRequest). */
-  private pendingError: { status: number; reason: string } | null = null;
+  private pendingError: SwitchyardError | null = null;
   private corked = false;
 
   constructor(
@@ -398,9 +417,11 @@ export class ClientConnection implements TransportSink, Listed {
     if (parser === null) {
       parser = allocParser();
       parser[kConnection] = this;
-      parser.initialize(HTTPParser.REQUEST, {}, this.limits.maxHeaderSize, 0);
+      initParser(parser, 'request', this.limits.maxHeaderSize);
       this.parser = parser;
     }
+    const continuesHead = this.phase === Phase.Head;
+    this.lengthBodyEnded = false;
     if (this.phase === Phase.Idle) {
       // Between requests, a byte other than CR or LF starts the next one: llhttp would say so
       // through its message-begin callback, at a cost (allocParser says what it saves).
@@ -416,7 +437,40 @@ export class ClientConnection implements TransportSink, Listed {
     const ret = parser.execute(data);
     this.executing = false;
     this.afterExecute(ret, data);
+    // A head still incomplete at the end of a read (never on the fast path): see checkRequestLine.
+    if (this.phase === Phase.Head && this.state === State.Open && typeof ret === 'number') this.checkRequestLine(data, continuesHead);
     this.releaseParserIfIdle();
+  }
+
+  /**
+   * llhttp takes a request line without a version (`GET /path`) for HTTP/0.9 and then waits for
+   * header lines that such a client never sends: it would hang until server.headersTimeout.
+   * Once the line of an incomplete head is in, a missing version is answered with 400 at once.
+   * The line is found after the last blank line of this read (the end of the head before it) or
+   * carried over from earlier reads; after a request with a Content-Length body completed in the
+   * same read, where the line starts is unknown, and the head timeout still applies.
+   */
+  private checkRequestLine(data: Buffer, continuesHead: boolean): void {
+    let text: string;
+    if (continuesHead) {
+      if (this.partialLine === null) return; // this head's line was already checked
+      text = this.partialLine + data.toString('latin1', 0, this.limits.maxHeaderSize);
+    } else {
+      if (this.lengthBodyEnded) return;
+      const blank = data.lastIndexOf('\r\n\r\n');
+      const from = blank === -1 ? 0 : blank + 4;
+      text = data.toString('latin1', from, from + this.limits.maxHeaderSize);
+    }
+    let start = 0;
+    while (start < text.length && (text.charCodeAt(start) === 13 || text.charCodeAt(start) === 10)) start++;
+    const eol = text.indexOf('\n', start);
+    if (eol === -1) {
+      this.partialLine = text.slice(start);
+      return;
+    }
+    this.partialLine = null;
+    const line = text.slice(start, text.charCodeAt(eol - 1) === 13 ? eol - 1 : eol);
+    if (!/ [A-Za-z]+\/\d\.\d$/.test(line)) this.failRequest(new BadRequestError('request line without an HTTP version'));
   }
 
   /**
@@ -448,7 +502,9 @@ export class ClientConnection implements TransportSink, Listed {
         return;
       case Phase.Head:
       case Phase.Body:
-        this.failRequest(408, 'Request Timeout');
+        this.failRequest(this.phase === Phase.Head
+          ? new RequestTimeoutError('head', this.limits.headersTimeout)
+          : new RequestTimeoutError('request', this.limits.requestTimeout));
         return;
       case Phase.Done:
         return;
@@ -490,7 +546,7 @@ export class ClientConnection implements TransportSink, Listed {
   bodyTooLarge(req: ClientRequest): boolean {
     const max = this.limits.maxBodySize;
     if (max === 0 || req.bytesIn <= max || this.reading !== req) return false;
-    this.failRequest(413, 'Content Too Large');
+    this.failRequest(new BodyTooLargeError(max));
     return true;
   }
 
@@ -596,7 +652,7 @@ export class ClientConnection implements TransportSink, Listed {
    */
   private releaseParserIfIdle(): void {
     if (this.parser !== null && !this.executing && this.phase === Phase.Idle
-      && this.pendingUpgrade === null && this.headerParts === null) {
+      && this.pendingUpgrade === null) {
       this.releaseParser();
     }
   }
@@ -613,21 +669,19 @@ export class ClientConnection implements TransportSink, Listed {
   // Parsing.
 
   private onHeadersComplete(
-    major: number, minor: number, headers: string[] | undefined, methodIndex: number | undefined,
-    url: string | undefined, upgrade: boolean, keepAlive: boolean,
+    major: number, minor: number, raw: string[], methodIndex: number | undefined, target: string, upgrade: boolean, keepAlive: boolean,
   ): number {
-    let raw = headers ?? [];
-    if (this.headerParts !== null) {
-      raw = headers === undefined ? this.headerParts : this.headerParts.concat(headers);
-      this.headerParts = null;
-    }
-    const target = this.urlPart + (url ?? '');
-    this.urlPart = '';
     if (this.state !== State.Open) return 1;
     const method = METHODS[methodIndex ?? -1] ?? 'GET';
     this.phase = Phase.Body;
     this.deadline = this.phaseStart + this.limits.requestTimeout;
     const req = new ClientRequest(this, method, target, raw, major, minor, keepAlive, upgrade);
+    if (upgrade && req.facts.upgrade !== null) {
+      req.upgradeTo = allowedUpgrade(req.facts.upgrade, this.limits.upgradeProtocols);
+      // Not allowed (h2c, say): proxied as an ordinary request without its Upgrade, so no
+      // protocol switch can slip past routing and header rules (h2c smuggling).
+      if (req.upgradeTo === null) return this.ordinaryAfterUpgrade(req);
+    }
     // A request without a body is complete with its head (below), and llhttp's message-complete
     // callback for it would find nothing to do.
     const hasBody = req.declaresBody;
@@ -659,6 +713,22 @@ export class ClientConnection implements TransportSink, Listed {
     return 0;
   }
 
+  /**
+   * A request llhttp stops after (it saw Upgrade) that is not tunnelled: read its body as any
+   * other, then nothing more; the connection closes after the answer.
+   */
+  private ordinaryAfterUpgrade(req: ClientRequest): number {
+    const hasBody = req.declaresBody;
+    if (this.parser !== null) this.parser[HTTPParser.kOnMessageComplete] = hasBody ? parserOnMessageComplete : undefined;
+    this.reading = req;
+    if (this.queue === NO_REQUESTS) this.queue = [req];
+    else this.queue.push(req);
+    this.noMore = true;
+    if (!hasBody) this.onMessageComplete();
+    if (this.queue.length === 1) this.dispatchNext();
+    return 0;
+  }
+
   private onMessageComplete(): void {
     if (this.state !== State.Open) return;
     const req = this.reading;
@@ -667,6 +737,7 @@ export class ClientConnection implements TransportSink, Listed {
     this.deadline = Date.now() + this.limits.keepAliveTimeout;
     // A request pipelined behind this one in the same read begins inside llhttp: it must say so.
     if (this.parser !== null) this.parser[HTTPParser.kOnMessageBegin] = parserOnMessageBegin;
+    if (req.facts.contentLength !== null && req.facts.transferEncoding === null) this.lengthBodyEnded = true;
     req.bodyEnd();
   }
 
@@ -685,15 +756,16 @@ export class ClientConnection implements TransportSink, Listed {
       this.pauseReading();
       return;
     }
-    const tooLarge = ret.code === 'HPE_HEADER_OVERFLOW';
-    this.failRequest(tooLarge ? 431 : 400, tooLarge ? 'Request Header Fields Too Large' : 'Bad Request');
+    this.failRequest(ret.code === 'HPE_HEADER_OVERFLOW'
+      ? new HeadersTooLargeError(this.limits.maxHeaderSize)
+      : new BadRequestError(`invalid request: ${ret.reason ?? ret.code}`));
   }
 
   /**
    * The client broke the protocol, or was too slow. Requests already complete and queued ahead
    * of the broken one are still answered, in order; then the error answer, then close.
    */
-  private failRequest(status: number, reason: string): void {
+  private failRequest(err: SwitchyardError): void {
     this.noMore = true;
     this.saidClose = false;
     this.pauseReading();
@@ -710,7 +782,7 @@ export class ClientConnection implements TransportSink, Listed {
       this.unqueue(this.queue.indexOf(broken));
       broken.abort();
     }
-    this.pendingError = { status, reason };
+    this.pendingError = err;
     if (this.queue.length === 0) this.dispatchNext();
   }
 
@@ -721,10 +793,10 @@ export class ClientConnection implements TransportSink, Listed {
       return;
     }
     if (this.pendingError !== null) {
-      const { status, reason } = this.pendingError;
+      const err = this.pendingError;
       this.pendingError = null;
-      const body = `${status} ${reason}\n`;
-      this.transport.write(`HTTP/1.1 ${status} ${reason}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
+      const body = errorBody(err);
+      this.transport.write(`HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]!}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
     }
     if (this.noMore) this.endConnection();
   }
@@ -770,20 +842,15 @@ export class ClientConnection implements TransportSink, Listed {
   static onMessageBegin(conn: ClientConnection): void {
     if (conn.state !== State.Open) return;
     conn.phase = Phase.Head;
+    conn.partialLine = null;
     conn.phaseStart = Date.now();
     conn.deadline = conn.phaseStart + conn.limits.headersTimeout;
   }
 
   /** @internal */
-  static onHeaders(conn: ClientConnection, headers: string[], url: string): void {
-    (conn.headerParts ??= []).push(...headers);
-    conn.urlPart += url;
-  }
-
-  /** @internal */
   static onHeadersComplete(
-    conn: ClientConnection, maj: number, min: number, headers: string[] | undefined, method: number | undefined,
-    url: string | undefined, upgrade: boolean, keepAlive: boolean,
+    conn: ClientConnection, maj: number, min: number, headers: string[], method: number | undefined,
+    url: string, upgrade: boolean, keepAlive: boolean,
   ): number {
     return conn.onHeadersComplete(maj, min, headers, method, url, upgrade, keepAlive);
   }
@@ -800,7 +867,7 @@ export class ClientConnection implements TransportSink, Listed {
 }
 
 const kConnection = Symbol('connection');
-type PooledParser = HTTPParserInstance & { [kConnection]: ClientConnection | null };
+type PooledParser = Parser & { [kConnection]: ClientConnection | null };
 
 /**
  * Parsers are pooled, as node:http's server pools its own: a new connection then costs no C++
@@ -818,22 +885,19 @@ type PooledParser = HTTPParserInstance & { [kConnection]: ClientConnection | nul
  * messages), and the complete slot for each request that has a body.
  */
 const freeParsers: PooledParser[] = [];
+/** A pooled parser is initialised again, with its connection's limit, each time it is taken. */
+const MAX_HEADER_SIZE_UNSET = 16 * 1024;
 const MAX_FREE_PARSERS = 1000;
 
 function allocParser(): PooledParser {
   const pooled = freeParsers.pop();
   if (pooled !== undefined) return pooled;
-  const parser = new HTTPParser() as PooledParser;
+  const parser = createParser('request', MAX_HEADER_SIZE_UNSET, function (maj, min, headers, method, url, _s, _r, upgrade, keepAlive) {
+    const conn = (this as PooledParser)[kConnection];
+    return conn === null ? 1 : ClientConnection.onHeadersComplete(conn, maj, min, headers, method, url, upgrade, keepAlive);
+  }) as PooledParser;
   parser[kConnection] = null;
   parser[HTTPParser.kOnMessageBegin] = parserOnMessageBegin;
-  parser[HTTPParser.kOnHeaders] = function (this: PooledParser, headers: string[], url: string) {
-    const conn = this[kConnection];
-    if (conn !== null) ClientConnection.onHeaders(conn, headers, url);
-  };
-  parser[HTTPParser.kOnHeadersComplete] = function (this: PooledParser, maj, min, headers, method, url, _s, _r, upgrade, keepAlive) {
-    const conn = this[kConnection];
-    return conn === null ? 1 : ClientConnection.onHeadersComplete(conn, maj, min, headers, method, url, upgrade, keepAlive);
-  } satisfies OnHeadersComplete;
   parser[HTTPParser.kOnBody] = function (this: PooledParser, chunk: Buffer) {
     const conn = this[kConnection];
     if (conn !== null) ClientConnection.onBody(conn, chunk);
@@ -852,7 +916,7 @@ function parserOnMessageComplete(this: PooledParser): void {
   if (conn !== null) ClientConnection.onMessageComplete(conn);
 }
 
-function releaseParser(parser: HTTPParserInstance): void {
+function releaseParser(parser: Parser): void {
   const pooled = parser as PooledParser;
   pooled[kConnection] = null;
   if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(pooled);
@@ -862,6 +926,21 @@ function releaseParser(parser: HTTPParserInstance): void {
 /** The header lines of every answer the proxy gives itself: a short, uncacheable text body. */
 function plainTextHeaders(length: number): string {
   return `Date: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${length}\r\nCache-Control: no-store\r\n`;
+}
+
+/**
+ * The protocols of an Upgrade field that `allowed` names (RFC 9110 §7.8: a list of
+ * `name[/version]`, names compared case-insensitively), as sent; null when none is allowed.
+ */
+export function allowedUpgrade(value: string, allowed: readonly string[]): string | null {
+  const kept: string[] = [];
+  for (const item of value.split(',')) {
+    const protocol = item.trim();
+    const slash = protocol.indexOf('/');
+    const name = (slash === -1 ? protocol : protocol.slice(0, slash)).toLowerCase();
+    if (name !== '' && allowed.includes(name)) kept.push(protocol);
+  }
+  return kept.length === 0 ? null : kept.join(', ');
 }
 
 export function findHeader(raw: readonly string[], lower: string): string | null {

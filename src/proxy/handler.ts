@@ -12,12 +12,14 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { validRequestId, type AccessLog } from '../ops/access-log';
 import type { RequestMetrics } from '../ops/metrics';
-import { ClientAbortedError, NoHealthyUpstreamError, NoRouteError, PoolClosedError, PoolQueueFullError, SwitchyardError } from '../errors';
+import {
+  ClientAbortedError, errorBody, NoHealthyUpstreamError, NoRouteError, PoolClosedError, PoolQueueFullError, STATUS_TEXT, SwitchyardError,
+} from '../errors';
 import { RetryHint, type BodyFraming, type ResponseSink, type UpstreamConnection, type UpstreamTarget } from '../upstream/connection';
 import type { Member, UpstreamGroup } from '../upstream/group';
 import type { Waiter } from '../upstream/pool';
 import { findHeader, type ClientRequest } from './client-connection';
-import { buildRequestHead, buildResponseHead, TrustedProxies, type HeaderEdit } from './headers';
+import { buildInterimHead, buildRequestHead, buildResponseHead, TrustedProxies, type HeaderEdit } from './headers';
 import { checkRequest } from './request-checks';
 import { newRequestId } from './request-id';
 import { normalizePath, type Route, type Router } from './router';
@@ -99,7 +101,7 @@ export class ProxyHandler {
       return;
     }
     const upstreamPath = route.rewritePath(path);
-    if (req.isUpgrade && req.facts.upgrade !== null) {
+    if (req.upgradeTo !== null) {
       this.upgrade(req, route, upstreamPath);
       return;
     }
@@ -126,7 +128,7 @@ export class ProxyHandler {
     }
     openTunnel(req, {
       target: member.target,
-      head: this.requestHead(req, member.target, path, reqId, null, route.requestEdit, req.facts.upgrade!),
+      head: this.requestHead(req, member.target, path, reqId, null, route.requestEdit, req.upgradeTo!),
       ...this.tunnel,
       onError: (err) => respondError(req, err, true),
       onDone: (status, err) => {
@@ -182,6 +184,8 @@ class ProxyExchange implements ResponseSink, FilterSink {
   private readonly body: ClientRequest | null;
   private readonly framing: BodyFraming | null;
   private replays = 0;
+  /** An interim response reached the client: another member's answer cannot follow it. */
+  private interimSent = false;
   private done = false;
   private readonly startedAt = performance.now();
   private headAt = 0;
@@ -258,6 +262,13 @@ class ProxyExchange implements ResponseSink, FilterSink {
   };
 
   // relay response
+  onInformational(status: number, reason: string, rawHeaders: string[]): void {
+    // HTTP/1.0 clients know no interim responses (RFC 9110 §15.2).
+    if (this.req.httpMinor === 0) return;
+    this.interimSent = true;
+    this.req.writeInterim(status, reason, buildInterimHead(rawHeaders));
+  }
+
   onHead(status: number, reason: string, rawHeaders: string[]): void {
     // llhttp has already refused heads with bytes that may not appear in a field, so the
     // upstream's lines go to the client as they came, less the hop-by-hop ones.
@@ -336,6 +347,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
 
   /** The member for another try, or null when this failure must reach the client. */
   private retryOn(member: Member, hint: RetryHint): Member | null {
+    if (this.interimSent) return null;
     switch (hint) {
       case RetryHint.Never:
         return null;
@@ -452,18 +464,10 @@ function cookieValue(raw: readonly string[], name: string): string | null {
  */
 function respondError(req: ClientRequest, err: SwitchyardError, close = false): void {
   if (err.status === 499) return;
-  const text = STATUS_TEXT[err.status] ?? 'Error';
-  // A 404 says which request found no route: that is the operator's first question.
-  const detail = err.status === 404 ? `: ${err.message}` : '';
   const extra = err.status === 405 ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n'
     : err.retryAfter !== null ? `Retry-After: ${err.retryAfter}\r\n` : '';
-  req.respond(err.status, text, `${err.status} ${text} (${err.code})${detail}\n`, extra, close);
+  req.respond(err.status, STATUS_TEXT[err.status] ?? 'Error', errorBody(err), extra, close);
 }
-
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 413: 'Content Too Large', 417: 'Expectation Failed', 502: 'Bad Gateway', 503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
 
 /**
  * The request target to send upstream, or the error to answer with. Absolute-form targets

@@ -228,6 +228,21 @@ export function buildRequestHead(input: RequestHeadInput): string {
   return `${head}\r\n`;
 }
 
+/**
+ * Header lines of an interim (1xx) response for the client: the upstream's fields less the
+ * hop-by-hop ones. No Date or Via: the final response carries those.
+ */
+export function buildInterimHead(raw: readonly string[]): string {
+  const nominated = connectionTokens(raw);
+  let lines = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (fieldOf(name) === Field.HopByHop || (nominated !== null && nominates(nominated, name))) continue;
+    lines += `${name}: ${raw[i + 1]!}\r\n`;
+  }
+  return lines;
+}
+
 /** Header lines for the client's response head, and whether they carry a Content-Length. */
 export interface ResponseHead {
   lines: string;

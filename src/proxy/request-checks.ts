@@ -3,21 +3,9 @@
  * request reaches an upstream. Each failure is answered and the connection closed, since
  * whatever framing follows cannot be trusted. See the README's hardening table.
  */
-import { SwitchyardError } from '../errors';
+import { BadRequestError, BodyTooLargeError, type SwitchyardError } from '../errors';
 import { isPlainChunked } from '../upstream/http-parser';
 import type { ClientRequest } from './client-connection';
-
-export class BadRequestError extends SwitchyardError {
-  constructor(message: string) {
-    super('SWY_ERR_BAD_REQUEST', 400, message);
-  }
-}
-
-export class BodyTooLargeError extends SwitchyardError {
-  constructor(limit: number) {
-    super('SWY_ERR_BODY_TOO_LARGE', 413, `request body larger than server.maxBodySize (${limit} bytes)`);
-  }
-}
 
 /** The first problem with `req`, or null. `maxBodySize` 0 means no limit. */
 export function checkRequest(req: ClientRequest, maxBodySize: number): SwitchyardError | null {

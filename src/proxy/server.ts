@@ -121,6 +121,7 @@ export class ProxyServer implements ConnectionOwner {
       headersTimeout: config.server.headersTimeout,
       requestTimeout: config.server.requestTimeout,
       maxHeaderSize: config.server.maxHeaderSize,
+      upgradeProtocols: config.server.upgradeProtocols.map((p) => p.toLowerCase()),
     };
     this.maxConnections = config.server.maxConnections;
     this.onHandles = !config.tls && handleTransportAvailable && options.clientSockets !== 'net';

@@ -15,7 +15,7 @@ import {
   SwitchyardError, TunnelIdleError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamProtocolError,
   toSwitchyardError,
 } from '../errors';
-import { HTTPParser, type OnHeadersComplete, type ParseError } from '../upstream/http-parser';
+import { createParser, HTTPParser, type ParseError } from '../upstream/http-parser';
 import type { UpstreamTarget } from '../upstream/connection';
 import { findHeader, type ClientRequest } from './client-connection';
 import { buildResponseHead } from './headers';
@@ -89,13 +89,10 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     upstream.setTimeout(o.responseHeaderTimeout);
   });
 
-  const parser = new HTTPParser();
-  parser.initialize(HTTPParser.RESPONSE, {}, 64 * 1024, 0);
   let status = 0;
   let relaying = false;
-  parser[HTTPParser.kOnHeadersComplete] = ((_maj, _min, headers, _m, _u, code, reason) => {
+  const parser = createParser('response', 64 * 1024, (_maj, _min, raw, _m, _u, code, reason) => {
     status = code;
-    const raw = headers ?? [];
     if (code === 101) {
       const accept = findHeader(raw, 'sec-websocket-accept');
       if (findHeader(raw, 'upgrade') === null || (wsKey !== null && accept !== websocketAccept(wsKey))) {
@@ -115,7 +112,7 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     const lines = head.lines.replace(/^(content-length|transfer-encoding):[^\r]*\r\n/gim, '');
     socket.write(`HTTP/1.1 ${code} ${reason}\r\n${lines}Connection: close\r\n\r\n`, 'latin1');
     return 0;
-  }) satisfies OnHeadersComplete;
+  });
   parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
     if (relaying && client !== null) client.write(chunk);
   };

@@ -19,7 +19,7 @@ import {
   UpstreamProtocolError, UpstreamResetError, toSwitchyardError,
 } from '../errors';
 import {
-  HTTPParser, isPlainChunked, writeChunk, type HTTPParserInstance, type OnHeadersComplete, type ParseError,
+  createParser, HTTPParser, initParser, isPlainChunked, writeChunk, type HTTPParserInstance, type Parser, type ParseError,
 } from './http-parser';
 
 import { LARGE_CHUNK, takeChunk } from './body-chunks';
@@ -53,6 +53,8 @@ export interface RequestBody {
 
 /** The receiving side of one exchange (the proxy handler implements it). */
 export interface ResponseSink {
+  /** An interim response (1xx other than 100 and 101), before the final one. */
+  onInformational(status: number, reason: string, rawHeaders: string[]): void;
   /** The final (non-1xx) response head. */
   onHead(status: number, reason: string, rawHeaders: string[]): void;
   /** A body chunk. Return false to stop reading from the upstream until `resume()`. */
@@ -107,7 +109,12 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
   /** Exchanges completed on this connection; > 0 means it came from the pool. */
   completed = 0;
 
-  private readonly parser: HTTPParserInstance;
+  private readonly parser: Parser;
+  /**
+   * The last head was answered with HEAD_ONLY_STOP, which leaves llhttp's upgrade flag set: the
+   * parser must be initialised again before the next response (see initParser).
+   */
+  private parserStopped = false;
   /**
    * llhttp's message-complete and message-begin callbacks, each in the parser's slot only while
    * it has something to say: Node calls into JS for every slot that holds a function, and on a
@@ -132,7 +139,6 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
   private skipBody = false;
   private informational = false;
   private poisoned = false;
-  private headerParts: string[] | null = null;
   /** Bytes of a Content-Length body still to come, counted in JS; 0 when llhttp frames the body. */
   private bodyLeft = 0;
   private paused = false;
@@ -170,16 +176,10 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     socket.on('close', () => this.fail(new UpstreamResetError('upstream closed the connection')));
     socket.on('drain', () => this.body?.resume());
 
-    const parser = new HTTPParser();
-    parser.initialize(HTTPParser.RESPONSE, {}, MAX_RESPONSE_HEADER_SIZE, 0);
+    const parser = createParser('response', MAX_RESPONSE_HEADER_SIZE, (_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
+      this.onHeadersComplete(headers, status, reason, upgrade, keepAlive));
     // Set only once the final response is complete (see below); a fresh connection waits for one.
     parser[HTTPParser.kOnMessageBegin] = undefined;
-    parser[HTTPParser.kOnHeaders] = (headers: string[]) => {
-      // Heads with more than 32 fields arrive in parts before onHeadersComplete.
-      (this.headerParts ??= []).push(...headers);
-    };
-    parser[HTTPParser.kOnHeadersComplete] = ((_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
-      this.onHeadersComplete(headers, status, reason, upgrade, keepAlive)) satisfies OnHeadersComplete;
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.deliver(chunk);
     // Not called for a body counted here: HEAD_ONLY_STOP unsets it (onHeadersComplete).
     this.onMessageComplete = () => {
@@ -215,8 +215,11 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     this.responseDone = false;
     this.informational = false;
     this.bodyStarted = false;
-    this.headerParts = null;
     this.bodyLeft = 0;
+    if (this.parserStopped) {
+      this.parserStopped = false;
+      initParser(this.parser, 'response', MAX_RESPONSE_HEADER_SIZE);
+    }
     this.parser[HTTPParser.kOnMessageBegin] = undefined;
     this.parser[HTTPParser.kOnMessageComplete] = this.onMessageComplete;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
@@ -325,23 +328,19 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     body.resume();
   }
 
-  private onHeadersComplete(
-    headers: string[] | undefined, status: number, reason: string, upgrade: boolean, keepAlive: boolean,
-  ): number {
+  private onHeadersComplete(raw: string[], status: number, reason: string, upgrade: boolean, keepAlive: boolean): number {
     const sink = this.sink;
-    let raw = headers ?? [];
-    if (this.headerParts !== null) {
-      raw = headers === undefined ? this.headerParts : this.headerParts.concat(headers);
-      this.headerParts = null;
-    }
     if (sink === null || this.state !== State.Busy || this.poisoned) return 1;
     if (status < 200) {
       if (status === 101 || upgrade) {
         this.fail(new UpstreamProtocolError('upstream switched protocols without being asked to'));
         return 1;
       }
-      // 100 Continue and 103 Early Hints: the client waits for the final response.
+      // An interim response: the final one follows on the same exchange. 100 Continue is this
+      // hop's business (the proxy answers the client's Expect itself); 103 Early Hints and the
+      // rest are relayed (RFC 9110 §15.2).
       this.informational = true;
+      if (status !== 100) sink.onInformational(status, reason, raw);
       return 0;
     }
     const framing = responseFraming(raw);
@@ -362,6 +361,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     // llhttp calls message-complete at once after HEAD_ONLY_STOP: the body is counted here, and
     // onBytes completes the response.
     this.parser[HTTPParser.kOnMessageComplete] = undefined;
+    this.parserStopped = true;
     return HEAD_ONLY_STOP;
   }
 

@@ -40,6 +40,75 @@ export interface HTTPParserConstructor {
 
 export const HTTPParser: HTTPParserConstructor = common.HTTPParser;
 
+/** The parser's type: a client's requests, or an upstream's responses. */
+export type ParserKind = 'request' | 'response';
+
+const kParts = Symbol('headerParts');
+const kUrl = Symbol('urlPart');
+
+/** A parser made by createParser: it joins the batches of a long head (see there). */
+export type Parser = HTTPParserInstance & { [kParts]: string[] | null; [kUrl]: string };
+
+/**
+ * The whole head, in one call: `headers` holds every field and `url` the whole target
+ * (requests; undefined for responses). `this` is the parser.
+ */
+export type OnHead = (
+  this: Parser,
+  versionMajor: number,
+  versionMinor: number,
+  headers: string[],
+  method: number | undefined,
+  url: string,
+  statusCode: number,
+  statusMessage: string,
+  upgrade: boolean,
+  shouldKeepAlive: boolean,
+) => number;
+
+/**
+ * The one llhttp set-up, for client requests, upstream responses and upgrade answers alike.
+ * llhttp hands a head with more than 32 fields over in batches (kOnHeaders, with the URL read so
+ * far) before its final call; every parser made here joins them, so `onHead` always sees the
+ * whole head. A parser that skipped this was how a 101 with 33 fields became a 502.
+ */
+export function createParser(kind: ParserKind, maxHeaderSize: number, onHead: OnHead): Parser {
+  const parser = new HTTPParser() as Parser;
+  parser[HTTPParser.kOnHeaders] = collectHeaders;
+  parser[HTTPParser.kOnHeadersComplete] = function (this: Parser, maj, min, headers, method, url, status, reason, upgrade, keepAlive) {
+    let raw = headers ?? [];
+    let target = url ?? '';
+    const parts = this[kParts];
+    if (parts !== null) {
+      raw = headers === undefined ? parts : parts.concat(headers);
+      target = this[kUrl] + target;
+      this[kParts] = null;
+      this[kUrl] = '';
+    }
+    return onHead.call(this, maj, min, raw, method, target, status, reason, upgrade, keepAlive);
+  } satisfies OnHeadersComplete;
+  initParser(parser, kind, maxHeaderSize);
+  return parser;
+}
+
+/**
+ * (Re)start a parser on a new message stream. Also what clears llhttp's upgrade flag, which a
+ * head callback's "stop here" answer sets: while it is set, Node's binding reports a parse error
+ * as a bare byte count instead of an Error, so a malformed message would go unnoticed.
+ */
+export function initParser(parser: Parser, kind: ParserKind, maxHeaderSize: number): void {
+  parser.initialize(kind === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE, {}, maxHeaderSize, 0);
+  parser[kParts] = null;
+  parser[kUrl] = '';
+}
+
+function collectHeaders(this: Parser, headers: string[], url: string | undefined): void {
+  const parts = this[kParts];
+  if (parts === null) this[kParts] = headers;
+  else for (const h of headers) parts.push(h);
+  if (url !== undefined) this[kUrl] += url;
+}
+
 /** llhttp's callback for a complete head; the return value tells it whether a body follows. */
 export type OnHeadersComplete = (
   versionMajor: number,
