@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from './errors';
 import { loadConfig, type ConfigOverrides } from './config/load';
 import { createLogger } from './log';
-import { runPrimary } from './primary/supervisor';
+import { ListenError, runPrimary } from './primary/supervisor';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../../package.json') as { version: string };
@@ -93,7 +93,14 @@ async function main(argv: string[]): Promise<number> {
   const logger = createLogger('primary', config.log.level);
   const { file, overrides } = parsed;
   // A reload re-reads the same file with the same flags on top, as at start.
-  const primary = await runPrimary(config, logger, { reload: () => loadConfig(file, overrides) });
+  let primary;
+  try {
+    primary = await runPrimary(config, logger, { reload: () => loadConfig(file, overrides) });
+  } catch (err) {
+    if (!(err instanceof ListenError)) throw err;
+    process.stderr.write(`switchyard: ${err.message}\n`);
+    return 2;
+  }
   process.on('SIGTERM', () => primary.stop('SIGTERM'));
   process.on('SIGINT', () => primary.stop('SIGINT'));
   process.on('SIGHUP', () => void primary.reload());
@@ -101,8 +108,9 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGUSR1', () => primary.reopenLogs());
   try {
     await primary.ready;
-  } catch {
-    // The reason was logged; the primary is already stopping with a non-zero code.
+  } catch (err) {
+    // Logged too; the primary is already stopping with a non-zero code.
+    process.stderr.write(`switchyard: ${(err as Error).message}\n`);
   }
   await primary.stopped;
   return process.exitCode === undefined ? 0 : Number(process.exitCode);

@@ -15,7 +15,8 @@ export type PrimaryMessage =
 
 export type WorkerMessage =
   | { type: 'swy:listening'; host: string; port: number }
-  | { type: 'swy:fatal'; message: string }
+  /** The worker cannot run; `exitCode` 2 when the cause is the configuration or the environment (a port in use). */
+  | { type: 'swy:fatal'; message: string; exitCode?: number }
   /** A request to this member failed in a way the passive health check counts. */
   | { type: 'swy:upstream-failure'; pool: string; url: string };
 

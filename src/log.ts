@@ -14,5 +14,47 @@ export function createLogger(role: string, level: LevelWithSilent, extra: Record
     formatters: { level: (label) => ({ level: label }) },
     // Synchronous writes: lines stay whole and in order across processes sharing stdout, and
     // none is lost when a process exits right after logging.
-  }, pino.destination({ dest: 1, sync: true }));
+    // maxWrite: lines that wait for a full pipe leave in writes of at most PIPE_BUF, which a pipe
+    // takes whole, so a process killed mid-write never leaves half a line (access-log.ts).
+  }, pino.destination({ dest: 1, sync: true, maxWrite: 4096 }));
+}
+
+/** A listen() failure in one line: `EADDRINUSE: address already in use 127.0.0.1:80`. */
+export function listenFailure(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  const text = String(e?.message ?? err).replace(/^listen \w+: /, '');
+  return e?.code === undefined ? text : `${e.code}: ${text}`;
+}
+
+/** An error as a log field: its code and message, never a second `msg`. */
+export function errField(err: unknown): { code: string | undefined; message: string } {
+  const e = err as { code?: unknown; message?: unknown; cause?: { code?: unknown } } | null;
+  // A SwitchyardError's own code is logged beside it; the cause's (ECONNREFUSED) says more.
+  const code = typeof e?.cause?.code === 'string' ? e.cause.code : e?.code;
+  return {
+    code: typeof code === 'string' ? code : undefined,
+    message: typeof e?.message === 'string' ? e.message : String(err),
+  };
+}
+
+/**
+ * At most one line a second per kind, counting the rest into the next (`alsoSinceLastLine`): an
+ * outage or a connection flood must not become a log flood.
+ */
+export class RarelyLogged {
+  private readonly last = new Map<string, { at: number; since: number }>();
+
+  constructor(private readonly logger: Logger, private readonly intervalMs = 1000) {}
+
+  warn(kind: string, fields: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    const last = this.last.get(kind);
+    if (last !== undefined && now - last.at < this.intervalMs) {
+      last.since++;
+      return;
+    }
+    const more = last === undefined || last.since === 0 ? {} : { alsoSinceLastLine: last.since };
+    this.last.set(kind, { at: now, since: 0 });
+    this.logger.warn({ ...fields, ...more }, msg);
+  }
 }

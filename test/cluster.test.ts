@@ -113,11 +113,11 @@ describe('cluster (the CLI as a real cluster)', function () {
     assert.deepEqual(exit, { code: 0, signal: null });
   });
 
-  it('exits non-zero when the port is taken, naming the address', async () => {
+  it('exits 2 when the port is taken, naming the key and the address', async () => {
     const up = await httpUpstream((_req, res) => res.end('ok'));
     const first = await startCli(['--upstream', up.url, '--workers', '1']);
     const taken = `127.0.0.1:${first.port}`;
     await assert.rejects(startCli(['--upstream', up.url, '--workers', '1', '--listen', taken]),
-      (err: Error) => err.message.includes('"code":1') && err.message.includes(`cannot listen on ${taken}`) && err.message.includes('EADDRINUSE'));
+      (err: Error) => err.message.includes('"code":2') && err.message.includes(`switchyard: listen: cannot listen on ${taken}`) && err.message.includes('EADDRINUSE'));
   });
 });

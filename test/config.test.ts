@@ -76,7 +76,7 @@ describe('configuration', () => {
   });
 
   it('resolves file paths relative to the config file', () => {
-    const file = yamlFile(`tls:\n  cert: ${join(FIXTURES, 'server.pem')}\n  key: ${join(FIXTURES, 'server-key.pem')}\n`);
+    const file = yamlFile(`upstreams: [{ url: "http://127.0.0.1:3000" }]\ntls:\n  cert: ${join(FIXTURES, 'server.pem')}\n  key: ${join(FIXTURES, 'server-key.pem')}\n`);
     assert.equal(loadConfig(file).tls!.cert, join(FIXTURES, 'server.pem'));
     const dir = mkdtempSync(join(tmpdir(), 'swy-relative-'));
     copyFileSync(join(FIXTURES, 'ca.pem'), join(dir, 'ca.pem'));

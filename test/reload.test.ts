@@ -67,7 +67,7 @@ describe('zero-downtime reload (SIGHUP)', function () {
     writeFileSync(file, 'upstreams:\n  - url: ftp://nope\n');
     cli.child.kill('SIGHUP');
     const failed = await waitFor(() => cli.logs.find((l) => String(l.msg).startsWith('reload failed')));
-    assert.match(String(failed.err), /upstreams\[0\]\.url: got "ftp:\/\/nope"/);
+    assert.match(String((failed.err as { message: string }).message), /upstreams\[0\]\.url: got "ftp:\/\/nope"/);
     assert.deepEqual(cli.workerPids(), before);
     assert.equal((await request(`http://127.0.0.1:${cli.port}/`)).body.toString(), 'A');
   });

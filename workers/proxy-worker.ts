@@ -4,7 +4,8 @@
  */
 import cluster from 'node:cluster';
 import { isPrimaryMessage, type WorkerMessage } from '../src/ipc';
-import { createLogger, type Logger } from '../src/log';
+import { createLogger, listenFailure, type Logger } from '../src/log';
+import { capabilities } from '../src/node-internals';
 import { AccessLog } from '../src/ops/access-log';
 import { HEAP_TRIM_DEFAULTS, startHeapTrim } from '../src/ops/heap-trim';
 import { ProxyServer } from '../src/proxy/server';
@@ -19,7 +20,18 @@ function send(message: WorkerMessage): void {
   process.send?.(message);
 }
 
-async function drainAndExit(reason: string): Promise<void> {
+/**
+ * Stop once, whoever asks first: a terminal's Ctrl-C signals every process of the group, so a
+ * worker hears its own SIGINT and then the primary's drain request. Each later ask waits on the
+ * same drain (one drain, one close of the access log, exit 0).
+ */
+let stopping: Promise<void> | null = null;
+function drainAndExit(reason: string): Promise<void> {
+  stopping ??= drainOnce(reason);
+  return stopping;
+}
+
+async function drainOnce(reason: string): Promise<void> {
   if (server === null) process.exit(0);
   stopHeapTrim();
   logger?.info({ reason }, 'draining');
@@ -31,6 +43,22 @@ async function drainAndExit(reason: string): Promise<void> {
   setImmediate(() => process.exit(0));
 }
 
+/** A failing access log is counted every time and logged at most once a minute, never thrown. */
+let accessLogErrorLoggedAt = 0;
+let accessLogErrorsUnlogged = 0;
+function accessLogFailed(err: NodeJS.ErrnoException, file: string | undefined): void {
+  server?.handler.metrics?.countAccessLogError();
+  const now = Date.now();
+  if (now - accessLogErrorLoggedAt < 60_000) {
+    accessLogErrorsUnlogged++;
+    return;
+  }
+  accessLogErrorLoggedAt = now;
+  logger?.error({ event: 'access-log-error', file: file ?? 'stdout', err: { code: err.code, message: err.message },
+    alsoSinceLastLine: accessLogErrorsUnlogged }, 'access log: a write failed; its lines are lost');
+  accessLogErrorsUnlogged = 0;
+}
+
 process.on('message', (message: unknown) => {
   if (!isPrimaryMessage(message)) return;
   switch (message.type) {
@@ -39,11 +67,15 @@ process.on('message', (message: unknown) => {
       const id = cluster.worker?.id ?? 0;
       logger = createLogger('worker', config.log.level, { worker: id });
       drainMs = config.timeouts.drain;
+      const fast = capabilities();
+      logger.info({ event: 'node-internals', node: process.version, ...fast },
+        Object.values(fast).every(Boolean) ? 'node internals: every fast path on' : 'node internals: some fast paths off, public-API fallbacks in use');
       try {
         if (config.accessLog.enabled) {
           accessLog = new AccessLog({
             format: config.accessLog.format, file: config.accessLog.file, worker: id,
             onDrop: (lines) => logger?.warn({ lines, file: config.accessLog.file }, 'access log: lines dropped, the disk is not keeping up'),
+            onError: (err) => accessLogFailed(err, config.accessLog.file),
           });
         }
         server = new ProxyServer(config, logger, {
@@ -66,7 +98,8 @@ process.on('message', (message: unknown) => {
       server.listen(config.listenAddress.host, config.listenAddress.port).then(
         (addr) => send({ type: 'swy:listening', host: addr.host, port: addr.port }),
         (err: Error) => {
-          send({ type: 'swy:fatal', message: `cannot listen on ${config.listen}: ${err.message}` });
+          const code = (err as NodeJS.ErrnoException).code;
+          send({ type: 'swy:fatal', message: `listen: cannot listen on ${config.listen}: ${listenFailure(err)}`, exitCode: code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' ? 2 : 1 });
           process.exit(1);
         },
       );

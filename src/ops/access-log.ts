@@ -13,6 +13,7 @@
  */
 import { fstatSync, statSync } from 'node:fs';
 import pino from 'pino';
+import { utf8Write } from '../node-internals';
 
 export type AccessLogFormat = 'json' | 'common' | 'combined';
 
@@ -23,6 +24,8 @@ export interface AccessLogOptions {
   worker: number;
   /** Told, at most once a second, how many lines a stalled disk made us drop. */
   onDrop?: (lines: number) => void;
+  /** A write failed (disk full, EIO): the lines of that write are lost; writing goes on. */
+  onError?: (err: NodeJS.ErrnoException) => void;
 }
 
 export interface AccessEntry {
@@ -48,11 +51,6 @@ export interface AccessEntry {
 
 type Destination = ReturnType<typeof pino.destination>;
 
-/**
- * Buffer's own UTF-8 encoder, under buf.write(): write() spends as long normalising its
- * arguments as encoding a log line (1.3% of a worker's CPU, measured). Not in @types/node.
- */
-type BufferWithUtf8Write = Buffer & { utf8Write(s: string, offset: number): number };
 
 /** Writes of up to PIPE_BUF bytes to a pipe are atomic: lines from several workers never mix. */
 const PIPE_BUF = 4096;
@@ -61,8 +59,11 @@ const PIPE_BUF = 4096;
  * size, so files take bigger batches: a sixteenth of the syscalls.
  */
 const FILE_BATCH_BYTES = 64 * 1024;
-/** Lines waiting for a stalled disk, past which new ones are dropped (and counted) rather than kept. */
-const FILE_MAX_BUFFERED = 64 * 1024 * 1024;
+/**
+ * Lines waiting for a stalled disk or a failing destination, past which new ones are dropped
+ * (and counted) rather than kept: memory stays bounded whatever the disk does.
+ */
+const MAX_BUFFERED = 64 * 1024 * 1024;
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
@@ -77,6 +78,8 @@ export class AccessLog {
   /** Lines are written once this many bytes are pending. */
   private readonly batchBytes: number;
   private dropped = 0;
+  private readonly timer: NodeJS.Timeout;
+  private closing: Promise<void> | null = null;
 
   constructor(options: AccessLogOptions) {
     this.format = options.format;
@@ -89,15 +92,21 @@ export class AccessLog {
     // take milliseconds) must not stall every request of the worker. To a pipe (journald), a
     // reader that falls behind slows the worker instead, and memory stays flat.
     this.destination = pino.destination({
-      dest: options.file ?? 1, sync: !this.toFile, mkdir: true, append: true, contentMode: 'buffer',
-      ...(this.toFile ? { maxLength: FILE_MAX_BUFFERED } : {}),
+      dest: options.file ?? 1, sync: !this.toFile, mkdir: true, append: true, contentMode: 'buffer', maxLength: MAX_BUFFERED,
+      // Batches that wait (a full pipe) are merged into one write of at most this: to a pipe, a
+      // write over PIPE_BUF could go out in part, and a worker killed meanwhile would leave half a
+      // line for the next process's line to run into.
+      maxWrite: this.toFile ? 16 * FILE_BATCH_BYTES : PIPE_BUF,
     });
+    // Without a listener a failed write would throw from inside sonic-boom and take the worker down.
+    const onError = options.onError;
+    this.destination.on('error', (err: NodeJS.ErrnoException) => onError?.(err));
     this.destination.on('drop', (data: Buffer) => {
       for (let i = data.indexOf(10); i !== -1; i = data.indexOf(10, i + 1)) this.dropped++;
     });
     const onDrop = options.onDrop;
     // Lines still pending when the worker stops are written by close(); a timer covers quiet times.
-    setInterval(() => {
+    this.timer = setInterval(() => {
       this.flush();
       if (this.dropped > 0 && onDrop !== undefined) {
         onDrop(this.dropped);
@@ -107,6 +116,7 @@ export class AccessLog {
   }
 
   log(e: AccessEntry): void {
+    if (this.closing !== null) return;
     if (this.format === 'json') {
       // Only the path is free text from the client. The method is an llhttp token, the address an
       // IP, the upstream an origin from the config, the request id checked by validRequestId.
@@ -144,7 +154,7 @@ export class AccessLog {
         return;
       }
     }
-    this.batchLength += (this.batch as BufferWithUtf8Write).utf8Write(line, this.batchLength);
+    this.batchLength += utf8Write(this.batch, line, this.batchLength);
   }
 
   private flushPending(): void {
@@ -165,12 +175,13 @@ export class AccessLog {
   reopen(): void {
     // Lines logged before the rotation belong in the old file.
     this.flushPending();
-    if (this.file === undefined) return;
+    if (this.file === undefined || this.closing !== null) return;
     this.destination.reopen();
   }
 
   /** Hand pending lines to the destination (to a file they are written as soon as it can). */
   flush(): void {
+    if (this.closing !== null) return;
     this.flushPending();
     if (this.toFile) return;
     try {
@@ -180,14 +191,17 @@ export class AccessLog {
     }
   }
 
-  /** The worker is stopping: every line written, the file closed. */
+  /** The worker is stopping: every line written, the file closed. Idempotent. */
   close(): Promise<void> {
+    if (this.closing !== null) return this.closing;
     this.flushPending();
-    return new Promise((resolve) => {
+    clearInterval(this.timer);
+    this.closing = new Promise((resolve) => {
       this.destination.once('close', () => resolve());
       this.destination.once('error', () => resolve());
       this.destination.end();
     });
+    return this.closing;
   }
 }
 

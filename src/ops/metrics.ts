@@ -8,6 +8,7 @@
  * Prometheus scrapes.
  */
 import * as client from 'prom-client';
+import { promDefaultMetric } from '../node-internals';
 
 export interface PoolView {
   origin: string;
@@ -136,12 +137,14 @@ export class PlainHistogram extends PlainMetric<HistogramSeries> {
  * lib/metrics (the package has no exports map), named in `metricsList`.
  */
 function collectProcessMetrics(): void {
-  type Collect = (register: client.Registry | undefined, config: object) => void;
-  for (const name of client.collectDefaultMetrics.metricsList) {
-    if (name === 'gc') continue;
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    (require(`prom-client/lib/metrics/${name}`) as Collect)(undefined, { eventLoopMonitoringPrecision: 10 });
+  const names = client.collectDefaultMetrics.metricsList.filter((name) => name !== 'gc');
+  const collectors = names.map(promDefaultMetric);
+  if (collectors.some((c) => c === null)) {
+    // The package's layout changed: all of them, the GC observer included, rather than none.
+    client.collectDefaultMetrics({ eventLoopMonitoringPrecision: 10 });
+    return;
   }
+  for (const collect of collectors) collect!(undefined, { eventLoopMonitoringPrecision: 10 });
 }
 
 export class RequestMetrics {
@@ -150,6 +153,7 @@ export class RequestMetrics {
   private readonly upstreamDuration: PlainHistogram;
   private readonly byUpstream = new Map<string, { classes: Array<{ value: number }>; timing: HistogramSeries }>();
   private readonly transforms: client.Counter<'outcome'>;
+  private readonly accessLogErrors: client.Counter;
 
   /** `pools`: read at each scrape, since members come and go (DNS, reloads). */
   constructor(pools: () => readonly PoolView[], clientConnections: () => number) {
@@ -188,6 +192,10 @@ export class RequestMetrics {
       help: 'Response bodies that met a transform, by outcome (transformed, unchanged, too_large, overload_pass, overload_reject, failed, undecodable).',
       labelNames: ['outcome'],
     });
+    this.accessLogErrors = new client.Counter({
+      name: 'switchyard_access_log_errors_total',
+      help: 'Access log writes that failed (disk full, I/O error); their lines are lost.',
+    });
     new client.Gauge({
       name: 'switchyard_client_connections',
       help: 'Client connections open.',
@@ -206,6 +214,10 @@ export class RequestMetrics {
       this.byUpstream.set(upstream, u);
     }
     return u;
+  }
+
+  countAccessLogError(): void {
+    this.accessLogErrors.inc();
   }
 
   countTransform(outcome: string): void {

@@ -6,7 +6,7 @@
  */
 import * as http from 'node:http';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import type { Logger } from '../log';
+import { errField, type Logger } from '../log';
 import type { MembershipSnapshot } from '../upstream/membership';
 
 export interface Readiness {
@@ -86,7 +86,7 @@ export class AdminServer {
           const own = await this.own.metrics();
           send(200, `${workers}\n${own}`, this.aggregator.contentType);
         } catch (err) {
-          this.logger.warn({ err: (err as Error).message }, 'metrics: collecting from the workers failed');
+          this.logger.warn({ err: errField(err) }, 'metrics: collecting from the workers failed');
           send(500, `metrics unavailable: ${(err as Error).message}\n`);
         }
         return;

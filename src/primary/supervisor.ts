@@ -13,10 +13,13 @@ import { resolve } from 'node:path';
 import { withDemoPool, type ResolvedConfig } from '../config/load';
 import { parseHostPort } from '../config/schema';
 import { isWorkerMessage, type PrimaryMessage } from '../ipc';
-import type { Logger } from '../log';
+import { errField, listenFailure, type Logger } from '../log';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { AdminServer } from './admin';
 import { SystemdNotifier } from './systemd';
+
+/** A listener could not open (address in use, not permitted): the CLI says so in one line and exits 2. */
+export class ListenError extends Error {}
 
 const WORKER_ENTRY = resolve(__dirname, '../../workers/proxy-worker.js');
 const DEMO_ORIGIN_ENTRY = resolve(__dirname, '../demo/origin.js');
@@ -34,6 +37,8 @@ interface Slot {
   startedAt: number;
   failures: number;
   listening: boolean;
+  /** During a reload: the old worker, still serving, until its replacement listens. */
+  standIn: Worker | null;
   timer: NodeJS.Timeout | null;
 }
 
@@ -74,7 +79,14 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger, option
   if (initial.admin.listen !== undefined) {
     admin = new AdminServer(() => supervisor.readiness(), () => supervisor.members(), logger);
     const { host, port } = parseHostPort(initial.admin.listen)!;
-    const address = await admin.listen(host, port);
+    let address: string;
+    try {
+      address = await admin.listen(host, port);
+    } catch (err) {
+      demo?.kill('SIGTERM');
+      supervisor.stopMembership();
+      throw new ListenError(`admin.listen: cannot listen on ${initial.admin.listen}: ${listenFailure(err)}`);
+    }
     supervisor.admin = admin;
     logger.info({ admin: address }, `admin listener on http://${address} (/metrics, /healthz, /readyz, /upstreams)`);
   }
@@ -152,6 +164,10 @@ class Supervisor {
     this.membership = await this.newMembership(this.config);
   }
 
+  stopMembership(): void {
+    this.membership?.stop();
+  }
+
   private get statusLine(): string {
     return `serving ${this.config.tls ? 'https' : 'http'}://${this.config.listen} with ${this.slots.length} worker(s)`;
   }
@@ -185,7 +201,7 @@ class Supervisor {
           // respawning cannot fix it, so stop and say so.
           if (!this.everReady) {
             this.rejectReady(new Error(m.message));
-            this.stop('a worker could not start', 1);
+            this.stop('a worker could not start', m.exitCode ?? 1);
           }
         }
       });
@@ -251,7 +267,7 @@ class Supervisor {
       if (this.reloadConfig === undefined) throw new Error('no configuration source to reload from');
       next = this.withDemo(this.reloadConfig());
     } catch (err) {
-      this.logger.error({ err: (err as Error).message }, 'reload failed: the new configuration was rejected; still running the old one');
+      this.logger.error({ err: errField(err) }, 'reload failed: the new configuration was rejected; still running the old one');
       this.notifier.ready(`${this.statusLine}; last reload failed: ${(err as Error).message.split('\n').join(' ')}`);
       return;
     }
@@ -279,7 +295,9 @@ class Supervisor {
         slot.timer = null;
       }
       const old = slot.worker;
+      slot.standIn = old !== null && slot.listening ? old : null;
       const listening = await this.spawn(slot);
+      slot.standIn = null;
       if (!listening) {
         this.logger.error({ slot: i }, 'reload failed: a new worker did not start; keeping the old workers');
         if (old !== null && slot.worker === null) {
@@ -321,7 +339,8 @@ class Supervisor {
   /** For /readyz: every worker listens, and the cluster is not stopping. */
   readiness(): { ready: boolean; detail: string } {
     if (this.stopping) return { ready: false, detail: 'stopping' };
-    const listening = this.slots.filter((s) => s.listening).length;
+    // A slot whose replacement is starting is still served by its old worker (a reload).
+    const listening = this.slots.filter((s) => s.listening || (s.standIn !== null && !s.standIn.isDead())).length;
     const ready = this.everReady && listening === this.slots.length;
     return { ready, detail: `${listening}/${this.slots.length} workers listening${this.reloading !== null ? ', reloading' : ''}` };
   }
@@ -362,7 +381,7 @@ class Supervisor {
 }
 
 function newSlot(index: number): Slot {
-  return { index, worker: null, startedAt: 0, failures: 0, listening: false, timer: null };
+  return { index, worker: null, startedAt: 0, failures: 0, listening: false, standIn: null, timer: null };
 }
 
 /** The demo origin runs in a child process of its own, so the primary still serves nothing. */

@@ -4,7 +4,7 @@
  * unix datagram sockets, so the small `unix-dgram` addon sends it (it builds with node-gyp, no
  * libsystemd needed). Without $NOTIFY_SOCKET every call is a no-op.
  */
-import type { Logger } from '../log';
+import { errField, type Logger } from '../log';
 
 interface DgramSocket {
   send(buf: Buffer, offset: number, length: number, path: string, cb?: (err?: Error) => void): void;
@@ -31,9 +31,9 @@ export class SystemdNotifier {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
       const ud = require('unix-dgram') as { createSocket(type: 'unix_dgram'): DgramSocket };
       notifier.socket = ud.createSocket('unix_dgram');
-      notifier.socket.on('error', (err) => logger.warn({ err: err.message }, 'sd_notify failed'));
+      notifier.socket.on('error', (err) => logger.warn({ err: errField(err) }, 'sd_notify failed'));
     } catch (err) {
-      logger.warn({ err: (err as Error).message }, 'unix-dgram is not available; systemd notifications are off');
+      logger.warn({ err: errField(err) }, 'unix-dgram is not available; systemd notifications are off');
     }
     // WATCHDOG_PID, when set, names the process the watchdog expects to hear from.
     const usec = Number(env.WATCHDOG_USEC ?? 0);
@@ -81,7 +81,7 @@ export class SystemdNotifier {
     const text = Object.entries(fields).map(([k, v]) => `${k}=${v.replace(/\n/g, ' ')}`).join('\n');
     const buf = Buffer.from(text);
     this.socket.send(buf, 0, buf.length, this.path, (err) => {
-      if (err) this.logger.warn({ err: err.message }, 'sd_notify failed');
+      if (err) this.logger.warn({ err: errField(err) }, 'sd_notify failed');
     });
   }
 }

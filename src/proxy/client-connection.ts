@@ -11,14 +11,13 @@ import * as net from 'node:net';
 import {
   BadRequestError, BodyTooLargeError, errorBody, HeadersTooLargeError, RequestTimeoutError, STATUS_TEXT, type SwitchyardError,
 } from '../errors';
+import { METHODS } from '../node-internals';
 import { createParser, HTTPParser, initParser, writeChunk, type Parser, type ParseError } from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
 import type { Listed } from './client-list';
 import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
 import { httpDate } from './date';
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { methods: METHODS } = require('_http_common') as { methods: string[] };
 
 export interface ClientLimits {
   /** 0: no limit. */
@@ -39,6 +38,8 @@ export interface RequestListener {
 export interface ConnectionOwner {
   readonly draining: boolean;
   removeClient(conn: ClientConnection): void;
+  /** The connection answered a broken or slow request itself (400, 408, 413, 431): log and count it. */
+  answeredError(conn: ClientConnection, err: SwitchyardError, req: ClientRequest | null): void;
 }
 
 const enum Phase {
@@ -392,6 +393,8 @@ export class ClientConnection implements TransportSink, Listed {
   private readPaused = false;
   /** An error answer owed after the queued requests (see failRequest). */
   private pendingError: SwitchyardError | null = null;
+  /** The request answered by pendingError, when its head had come in (for the access log). */
+  private broken: ClientRequest | null = null;
   private corked = false;
 
   constructor(
@@ -771,6 +774,7 @@ export class ClientConnection implements TransportSink, Listed {
     this.pauseReading();
     // Only a request whose head completed is in the queue; a broken head never got there.
     const broken = this.phase === Phase.Body ? this.reading : null;
+    this.broken = broken;
     this.reading = null;
     this.phase = Phase.Done;
     if (broken !== null) {
@@ -797,6 +801,9 @@ export class ClientConnection implements TransportSink, Listed {
       this.pendingError = null;
       const body = errorBody(err);
       this.transport.write(`HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]!}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
+      const broken = this.broken;
+      this.broken = null;
+      this.owner.answeredError(this, err, broken);
     }
     if (this.noMore) this.endConnection();
   }

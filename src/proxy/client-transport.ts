@@ -15,7 +15,7 @@
  * mark and `onDrain` follows once everything queued is out.
  */
 import * as net from 'node:net';
-import { streamWrap, UV_EOF } from '../upstream/stream-wrap';
+import { latin1Slice, listenHandleOf, ownerSlot, streamWrap, UV_EOF } from '../node-internals';
 import { giveBack } from '../upstream/body-chunks';
 import { readBuffer } from '../upstream/read-buffer';
 import { deferWrite, shouldDefer, SMALL_WRITE, writeBatchStats, type DeferredWriter } from '../upstream/write-batch';
@@ -121,19 +121,8 @@ const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsy
 const WriteWrap = (streamWrap?.WriteWrap ?? unavailable) as unknown as new () => WriteReq;
 const ShutdownWrap = (streamWrap?.ShutdownWrap ?? unavailable) as unknown as new () => ShutdownReq;
 
-/**
- * Where a handle points to its transport: the slot every stream handle already has for its owner
- * (net keeps its Socket there). A property of our own would change the handle's shape and give
- * each connection a 64-byte property store.
- */
+/** Where a handle points to its transport (node-internals.ts: ownerSlot). */
 let kOwner: symbol | null = null;
-function ownerSlot(handle: TcpHandle): symbol {
-  kOwner ??= Object.getOwnPropertySymbols(handle).find((s) => s.description === 'owner_symbol') ?? Symbol('transport');
-  return kOwner;
-}
-
-/** Buffer's latin1 decoder, under toString('latin1'), without its argument handling. Not in @types/node. */
-type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };
 
 /** Past this many bytes queued in the kernel's stead, write() says stop (net.Socket's default). */
 const HIGH_WATER_MARK = 16 * 1024;
@@ -165,7 +154,8 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   private closed = false;
 
   constructor(private readonly handle: TcpHandle) {
-    handle[ownerSlot(handle)] = this;
+    kOwner ??= ownerSlot(handle);
+    handle[kOwner] = this;
     handle.onread = onTcpRead;
     handle.useUserBuffer(readBuffer);
   }
@@ -227,7 +217,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
       // A head and a small body: one latin1 string. Node's writev copies strings into a
       // buffer of its own anyway, and parses an encoding per chunk.
       let joined = '';
-      for (const c of chunks) joined += typeof c === 'string' ? c : (c as LatinBuffer).latin1Slice(0, c.length);
+      for (const c of chunks) joined += typeof c === 'string' ? c : latin1Slice(c, 0, c.length);
       this.writeNow(joined);
     } else {
       let allBuffers = true;
@@ -484,9 +474,8 @@ function emitDrain(t: TcpTransport): void {
  * connection to the same `onconnection` slot). Call after 'listening'.
  */
 export function acceptHandles(server: net.Server, onHandle: (err: number, handle: TcpHandle) => void): boolean {
-  type ListenHandle = { onconnection: unknown; setNoDelay?: (on: boolean) => number };
-  const listenHandle = (server as unknown as { _handle: ListenHandle | null })._handle;
-  if (listenHandle === null || typeof listenHandle !== 'object') return false;
+  const listenHandle = listenHandleOf(server);
+  if (listenHandle === null) return false;
   // Linux copies TCP_NODELAY from the listening socket to each one it accepts: set there once, it
   // saves a setsockopt per connection. Elsewhere, and where the cluster's primary accepts
   // (round-robin: the worker's listening handle is a stand-in), each connection sets it.

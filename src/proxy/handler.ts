@@ -9,7 +9,7 @@
  * its only per-request closures are the three callbacks it hands out (connection, drain, abort).
  */
 import { performance } from 'node:perf_hooks';
-import type { Logger } from 'pino';
+import { errField, RarelyLogged, type Logger } from '../log';
 import { validRequestId, type AccessLog } from '../ops/access-log';
 import type { RequestMetrics } from '../ops/metrics';
 import {
@@ -69,8 +69,11 @@ export class ProxyHandler {
   readonly maxBodySize: number;
   readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
   readonly body: BodyContext | null;
+  /** The failure log, at most a line a second per upstream and code. */
+  readonly failures: RarelyLogged;
 
   constructor(options: HandlerOptions) {
+    this.failures = new RarelyLogged(options.logger);
     this.router = options.router;
     this.preserveHost = options.preserveHost;
     this.trusted = new TrustedProxies(options.trustedProxies);
@@ -153,6 +156,19 @@ export class ProxyHandler {
       host: this.preserveHost ? (req.facts.host ?? target.authority) : target.authority,
       clientAddress, clientTrusted: this.trusted.has(clientAddress), proto: this.proto, bodyLength, edit,
       extra: this.extra, upgrade,
+    });
+  }
+
+  /**
+   * An answer the client connection gave itself, to a request too broken or slow to reach the
+   * handler (400, 408, 413, 431): counted and logged like any other, with what is known of it.
+   */
+  accountConnectionError(remote: string | undefined, err: SwitchyardError, req: ClientRequest | null): void {
+    this.metrics?.record(err.status, undefined, 0, undefined);
+    this.accessLog?.log({
+      reqId: req === null ? newRequestId() : requestIdFor(req), remote, method: req?.method ?? '-', path: req?.url ?? '-',
+      httpMinor: req?.httpMinor ?? 1, status: err.status, bytesIn: req?.bytesIn ?? 0, bytesOut: 0,
+      durationUs: 0, upstreamUs: undefined, upstream: undefined, error: err.code, referer: undefined, userAgent: undefined,
     });
   }
 
@@ -427,11 +443,13 @@ class ProxyExchange implements ResponseSink, FilterSink {
   }
 
   private log(err: SwitchyardError): void {
-    const level = err.status === 499 ? 'debug' : 'warn';
-    this.handler.logger[level]({
+    const fields = {
       code: err.code, status: err.status, upstream: this.member?.target.origin, pool: this.group.name,
-      attempts: this.attempts, method: this.req.method, url: this.req.url, msg: err.message,
-    }, 'request failed');
+      attempts: this.attempts, method: this.req.method, url: this.req.url, err: errField(err),
+    };
+    if (err.status === 499) this.handler.logger.debug(fields, 'request failed');
+    // During an outage every request fails alike: a line a second per upstream and code, with a count.
+    else this.handler.failures.warn(`${err.code} ${fields.upstream ?? fields.pool}`, fields, 'request failed');
   }
 }
 

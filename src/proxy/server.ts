@@ -6,13 +6,14 @@
 import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import type { Logger } from 'pino';
+import { errField, RarelyLogged, type Logger } from '../log';
 import type { ResolvedConfig } from '../config/load';
+import type { SwitchyardError } from '../errors';
 import type { AccessLog } from '../ops/access-log';
 import { RequestMetrics } from '../ops/metrics';
 import { UpstreamGroup } from '../upstream/group';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
-import { ClientConnection, type ClientLimits, type ConnectionOwner } from './client-connection';
+import { ClientConnection, type ClientLimits, type ClientRequest, type ConnectionOwner } from './client-connection';
 import { ClientList } from './client-list';
 import { acceptHandles, handleTransportAvailable, SocketTransport, TcpTransport, type TcpHandle } from './client-transport';
 import { ProxyHandler } from './handler';
@@ -62,6 +63,7 @@ export class ProxyServer implements ConnectionOwner {
   draining = false;
 
   constructor(config: ResolvedConfig, private readonly logger: Logger, options: ProxyServerOptions = {}) {
+    this.rarely = new RarelyLogged(logger);
     if (config.routes.length === 0) throw new Error('ProxyServer needs at least one route and pool');
     const poolOptions = (pool: { maxConnections?: number | undefined; queueTimeout?: number | undefined; maxQueue?: number | undefined }) => ({
       maxConnections: pool.maxConnections ?? config.pool.maxConnections,
@@ -135,7 +137,7 @@ export class ProxyServer implements ConnectionOwner {
         ALPNProtocols: ['http/1.1'],
       });
       this.server.on('secureConnection', onSocket);
-      this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: err.message }, 'TLS handshake failed'));
+      this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: errField(err) }, 'TLS handshake failed'));
     } else if (this.onHandles) {
       // Plain TCP connections never become net.Sockets: listen() hands their handles to accept().
       this.server = net.createServer();
@@ -171,6 +173,10 @@ export class ProxyServer implements ConnectionOwner {
     return this.clients.size;
   }
 
+  answeredError(conn: ClientConnection, err: SwitchyardError, req: ClientRequest | null): void {
+    this.handler.accountConnectionError(conn.remoteAddress, err, req);
+  }
+
   removeClient(conn: ClientConnection): void {
     this.clients.delete(conn);
     if (this.clients.size === 0) this.onClientGone?.();
@@ -196,19 +202,10 @@ export class ProxyServer implements ConnectionOwner {
     this.warnRarely('drop', { maxConnections: this.maxConnections }, 'connection dropped: server.maxConnections reached');
   }
 
-  /** Per kind, at most a line a second, counting the rest: a connection flood must not become a log flood. */
-  private readonly warned = new Map<string, { at: number; since: number }>();
+  private readonly rarely: RarelyLogged;
 
   private warnRarely(kind: string, fields: Record<string, unknown>, msg: string): void {
-    const now = Date.now();
-    const last = this.warned.get(kind);
-    if (last !== undefined && now - last.at < 1000) {
-      last.since++;
-      return;
-    }
-    const more = last === undefined || last.since === 0 ? {} : { alsoSinceLastLine: last.since };
-    this.warned.set(kind, { at: now, since: 0 });
-    this.logger.warn({ ...fields, ...more }, msg);
+    this.rarely.warn(kind, fields, msg);
   }
 
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {

@@ -1,44 +1,10 @@
 /**
- * Node's own llhttp binding, the parser node:http runs on. It is reached through the legacy
- * `_http_common` module because node:http's client costs about twice as much CPU per request
- * as driving the parser directly over a pooled socket (measured for the speed issue); it has
- * been exported there, unchanged in shape, since Node 12.
+ * llhttp, as node:http runs it (the binding comes from node-internals.ts), set up once for every
+ * parser switchyard drives, and the small pieces of HTTP/1.1 framing both sides share.
  */
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const common = require('_http_common') as { HTTPParser: HTTPParserConstructor };
+import { HTTPParser, type HTTPParserInstance, type ParseError } from '../node-internals';
 
-export interface HTTPParserInstance {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  /** Bytes parsed, or an Error with `code` (HPE_*) and `reason`. */
-  execute(data: Buffer): number | ParseError;
-  /** Signals EOF: completes a read-until-close body, or returns an Error if a message was cut short. */
-  finish(): undefined | ParseError;
-  close(): void;
-  free(): void;
-  remove(): void;
-  [key: number]: unknown;
-}
-
-export interface ParseError extends Error {
-  code: string;
-  reason: string;
-  bytesParsed: number;
-}
-
-export interface HTTPParserConstructor {
-  new (): HTTPParserInstance;
-  readonly REQUEST: number;
-  readonly RESPONSE: number;
-  readonly kOnMessageBegin: number;
-  readonly kOnHeaders: number;
-  readonly kOnHeadersComplete: number;
-  readonly kOnBody: number;
-  readonly kOnMessageComplete: number;
-  readonly kOnExecute: number;
-  readonly kLenientNone: number;
-}
-
-export const HTTPParser: HTTPParserConstructor = common.HTTPParser;
+export { HTTPParser, type HTTPParserInstance, type ParseError };
 
 /** The parser's type: a client's requests, or an upstream's responses. */
 export type ParserKind = 'request' | 'response';

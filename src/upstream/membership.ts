@@ -10,7 +10,7 @@
  * A member is healthy when its active check is passing (members start passing: a new pool takes
  * traffic at once) and it is not ejected by the passive check.
  */
-import type { Logger } from 'pino';
+import { errField, type Logger } from '../log';
 import type { MemberConfig, PoolConfig } from '../config/schema';
 import { NO_RECORDS, resolveMembers } from './dns';
 import { probe } from './health-check';
@@ -108,7 +108,7 @@ class PoolMembership {
         this.setMembers([]);
       } else {
         // Could not ask: keep the members we know rather than empty the pool on a DNS hiccup.
-        this.owner.logger.warn({ pool: this.name, name: dns.name, code, err: (err as Error).message }, 'DNS lookup for pool members failed');
+        this.owner.logger.warn({ pool: this.name, name: dns.name, code, err: errField(err) }, 'DNS lookup for pool members failed');
       }
     }
     if (this.stopped) return;

@@ -172,6 +172,8 @@ export interface Cli {
   child: ChildProcess;
   /** Parsed JSON log lines so far. */
   logs: Array<Record<string, unknown>>;
+  /** The same lines as they were written. */
+  lines: string[];
   stderr: () => string;
   port: number;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -182,11 +184,14 @@ export interface Cli {
  * Start `switchyard` as a real cluster; resolves once it logs that it listens. `nodeFlags` go to
  * the primary's node, and from it to every worker.
  */
-export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []): Promise<Cli> {
+export async function startCli(
+  args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = [], options: { detached?: boolean } = {},
+): Promise<Cli> {
   const child = spawn(process.execPath, [...nodeFlags, CLI, '--listen', '127.0.0.1:0', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, detached: options.detached === true,
   });
   const logs: Array<Record<string, unknown>> = [];
+  const lines: string[] = [];
   let stderr = '';
   let buffered = '';
   child.stdout!.on('data', (d: Buffer) => {
@@ -195,6 +200,7 @@ export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}, node
     while ((i = buffered.indexOf('\n')) !== -1) {
       const line = buffered.slice(0, i);
       buffered = buffered.slice(i + 1);
+      lines.push(line);
       try {
         logs.push(JSON.parse(line) as Record<string, unknown>);
       } catch {
@@ -221,7 +227,7 @@ export async function startCli(args: string[], env: NodeJS.ProcessEnv = {}, node
     }),
   ]);
   const port = parseHostPort(String(ready.listen))!.port;
-  return { child, logs, stderr: () => stderr, port, exited, workerPids: () => pidsOf(logs) };
+  return { child, logs, lines, stderr: () => stderr, port, exited, workerPids: () => pidsOf(logs) };
 }
 
 /** Pids of workers started and not yet reported dead, from the primary's log. */
