@@ -59,7 +59,8 @@ describe('how a client connection ends', () => {
       assert.match(got.received.toString('latin1'), /^HTTP\/1\.1 200 OK\r\n[^]*\r\nConnection: close\r\n/i);
       assert.equal(bodyOf(got.received).toString(), `you asked /c${i}`);
     }
-    assert.ok(writeBatchStats.closedAtOnce >= before + 20, 'each closed without a half-close first');
+    // Closing at once is the handle transport's; the net.Socket fallback half-closes first.
+    if (handleTransportAvailable) assert.ok(writeBatchStats.closedAtOnce >= before + 20, 'each closed without a half-close first');
     await waitFor(() => proxy.server.connections === 0);
   });
 

@@ -9,14 +9,24 @@ interface DgramSocket {
   bind(path: string): void;
   close(): void;
 }
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const unixDgram = require('unix-dgram') as { createSocket(type: 'unix_dgram', onMessage: (buf: Buffer) => void): DgramSocket };
+type UnixDgram = { createSocket(type: 'unix_dgram', onMessage: (buf: Buffer) => void): DgramSocket };
+
+/** The optional addon (switchyard's notifier uses it too), or why it does not load here. */
+function loadUnixDgram(): UnixDgram | string {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require('unix-dgram') as UnixDgram;
+  } catch (err) {
+    return (err as Error).message.split('\n')[0]!;
+  }
+}
+const unixDgram = loadUnixDgram();
 
 /** A NOTIFY_SOCKET of the test's own: every datagram switchyard sends, parsed. */
 function notifySocket(): { path: string; messages: Array<Record<string, string>> } {
   const path = join(mkdtempSync(join(tmpdir(), 'swy-notify-')), 'notify.sock');
   const messages: Array<Record<string, string>> = [];
-  const socket = unixDgram.createSocket('unix_dgram', (buf) => {
+  const socket = (unixDgram as UnixDgram).createSocket('unix_dgram', (buf) => {
     messages.push(Object.fromEntries(buf.toString().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])));
   });
   socket.bind(path);
@@ -27,7 +37,12 @@ function notifySocket(): { path: string; messages: Array<Record<string, string>>
 describe('systemd', function () {
   this.timeout(30_000);
 
-  it('sends READY, RELOADING/READY around a reload, WATCHDOG pings, STATUS and STOPPING, in order', async () => {
+  it('sends READY, RELOADING/READY around a reload, WATCHDOG pings, STATUS and STOPPING, in order', async function () {
+    if (typeof unixDgram === 'string') {
+      // Installed without a C++ toolchain: notifications are off, and the worker says so (below).
+      console.log(`      (skipped: the optional unix-dgram addon does not load here: ${unixDgram})`);
+      this.skip();
+    }
     const up = await httpUpstream((_req, res) => res.end('ok'));
     const notify = notifySocket();
     const cli = await startCli(['--upstream', up.url, '--workers', '2'], { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '200000' });

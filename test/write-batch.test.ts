@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { deferWrite, shouldDefer, writeBatchStats, type DeferredWriter } from '../src/upstream/write-batch';
+import { handleTransportAvailable } from '../src/proxy/client-transport';
 import { httpUpstream, startProxy } from './support/helpers';
 
 const CLIENTS = 64;
@@ -67,9 +68,12 @@ describe('small writes held back to the end of a busy turn', () => {
         assert.match(responses[3]!.head, /\r\nConnection: close/i);
       });
     }
-    assert.ok(writeBatchStats.turnsHeld > before, 'some turns held small writes back');
-    // The closing responses are small: their FINs waited with them, and still came after them.
-    assert.ok(writeBatchStats.finsHeld > finsBefore, 'some FINs waited with their responses');
+    // The write holding belongs to the handle transport; the net.Socket fallback writes through.
+    if (handleTransportAvailable) {
+      assert.ok(writeBatchStats.turnsHeld > before, 'some turns held small writes back');
+      // The closing responses are small: their FINs waited with them, and still came after them.
+      assert.ok(writeBatchStats.finsHeld > finsBefore, 'some FINs waited with their responses');
+    }
   });
 
   it('sends what it holds without waiting for the end of the turn once 64 sockets wait', async () => {
