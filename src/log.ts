@@ -1,22 +1,44 @@
 /**
- * The process log: one JSON object per line on stdout (journald and log shippers read it as is).
- * Every line carries the process role and pid, so one stream can hold the primary and all workers.
+ * The process log: one JSON object per line on stdout (journald and log shippers read it as is),
+ * or one readable line each on a terminal (log.format). Every line carries the process role and
+ * pid, so one stream can hold the primary and all workers.
  */
 import pino, { type Logger, type LevelWithSilent } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
-export function createLogger(role: string, level: LevelWithSilent, extra: Record<string, unknown> = {}): Logger {
-  return pino({
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+/** `auto` decided: pretty on a terminal, JSON anywhere else (journald, pipes, files). */
+export function resolveLogFormat(format: LogFormat): 'json' | 'pretty' {
+  return format === 'auto' ? (process.stdout.isTTY === true ? 'pretty' : 'json') : format;
+}
+
+/** The one time format of every terminal line, process and access alike. */
+export const PRETTY_TIME = 'HH:MM:ss.l';
+
+export function createLogger(role: string, level: LevelWithSilent, extra: Record<string, unknown> = {}, format: LogFormat = 'json'): Logger {
+  const options = {
     level,
     base: { role, pid: process.pid, ...extra },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
-    // Synchronous writes: lines stay whole and in order across processes sharing stdout, and
-    // none is lost when a process exits right after logging.
-    // maxWrite: lines that wait for a full pipe leave in writes of at most PIPE_BUF, which a pipe
-    // takes whole, so a process killed mid-write never leaves half a line (access-log.ts).
-  }, pino.destination({ dest: 1, sync: true, maxWrite: 4096 }));
+    // Milliseconds since the epoch, as in the access log's lines: one time format in one stream.
+    timestamp: pino.stdTimeFunctions.epochTime,
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
+  if (resolveLogFormat(format) === 'pretty') {
+    // Synchronous, like the JSON destination below: lines stay in order across processes.
+    return pino(options, pretty({
+      sync: true, colorize: true, singleLine: true, translateTime: `SYS:${PRETTY_TIME}`, ignore: 'pid,hostname,role,worker',
+      messageFormat: (log: Record<string, unknown>, key: string) =>
+        `${log.worker !== undefined ? `[worker ${String(log.worker)}]` : `[${String(log.role)}]`} ${String(log[key] ?? '')}`,
+    }));
+  }
+  // Synchronous writes: lines stay whole and in order across processes sharing stdout, and
+  // none is lost when a process exits right after logging. maxWrite: lines that wait for a full
+  // pipe leave in writes of at most PIPE_BUF, which a pipe takes whole, so a process killed
+  // mid-write never leaves half a line (access-log.ts).
+  return pino(options, pino.destination({ dest: 1, sync: true, maxWrite: 4096 }));
 }
 
 /** A listen() failure in one line: `EADDRINUSE: address already in use 127.0.0.1:80`. */

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { delay, httpUpstream, request, startCli, waitFor } from './support/helpers';
+import { delay, httpUpstream, request, startCli, waitFor, type Cli } from './support/helpers';
 
 /** The CLI as a real cluster: primary + worker processes sharing the listen socket. */
 describe('cluster (the CLI as a real cluster)', function () {
@@ -20,13 +20,14 @@ describe('cluster (the CLI as a real cluster)', function () {
 
   it('runs workers with an 8 MiB semi-space unless the operator chose a size, and with --expose-gc', async () => {
     const up = await httpUpstream((_req, res) => res.end('ok'));
-    const argsOf = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    // A worker's own process.execArgv, as it logs it at start (its title hides /proc/PID/cmdline).
+    const argsOf = async (cli: Cli) => (await waitFor(() => cli.logs.find((l) => l.event === 'node-internals'))).execArgv as string[];
     const ours = await startCli(['--upstream', up.url, '--workers', '1']);
-    const args = argsOf(ours.workerPids()[0]!);
+    const args = await argsOf(ours);
     assert.ok(args.includes('--max-semi-space-size=8'), args.join(' '));
     assert.ok(args.includes('--expose-gc'));
     const theirs = await startCli(['--upstream', up.url, '--workers', '1'], { NODE_OPTIONS: '--max-semi-space-size=32' });
-    const given = argsOf(theirs.workerPids()[0]!);
+    const given = await argsOf(theirs);
     assert.ok(!given.some((a) => a.includes('semi-space')), given.join(' '));
     assert.equal((await request(`http://127.0.0.1:${theirs.port}/`)).status, 200);
   });

@@ -4,7 +4,7 @@
  * during a reload. Each over real processes and sockets.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/config/load';
 import { ConfigSchema } from '../src/config/schema';
 import { ConfigError } from '../src/errors';
-import { CLI, ROOT, delay, httpUpstream, rawExchange, request, startCli, startProxy, waitFor } from './support/helpers';
+import { CLI, ROOT, delay, httpUpstream, onCleanup, rawExchange, request, startCli, startProxy, waitFor } from './support/helpers';
 
 function configFile(text: string): string {
   const file = join(mkdtempSync(join(tmpdir(), 'swy-op-')), 'switchyard.yaml');
@@ -233,3 +233,44 @@ describe('the operator\'s first hour', function () {
   });
 });
 
+
+describe('log lines an operator can read', function () {
+  this.timeout(30_000);
+
+  it('log.format pretty: one readable line each, process and access lines in one time format', async () => {
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const file = configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\nlisten: 127.0.0.1:0\nlog:\n  format: pretty\n`);
+    const child = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    onCleanup(() => child.kill('SIGKILL'));
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    const listening = await waitFor(() => /switchyard listening on [^\n]*"listen":"127\.0\.0\.1:(\d+)"/.exec(out));
+    const port = Number(listening[1]);
+    assert.equal((await request(`http://127.0.0.1:${port}/hello`)).status, 200);
+    // Colour codes around the fields; compared without them.
+    const plain = (): string[] => out.replace(/\x1b\[[0-9;]*m/g, '').split('\n');
+    assert.match(out, /\x1b\[3\dm/);
+    const access = await waitFor(() => plain().find((l) => l.includes('GET /hello')));
+    const time = /^\[\d\d:\d\d:\d\d\.\d{3}\] /;
+    assert.match(access, time);
+    assert.match(access, /INFO: \[worker 1\] GET \/hello → 200 2 B [\d.]+ ms ← http:\/\/127\.0\.0\.1:\d+/);
+    const started = plain().find((l) => l.includes('switchyard listening'))!;
+    assert.match(started, time);
+    assert.match(started, /INFO: \[primary\] switchyard listening/);
+    for (const line of out.split('\n').filter((l) => l !== '')) assert.ok(!line.startsWith('{'), `a JSON line: ${line}`);
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  });
+
+  it('JSON: process and access lines carry the same time format (ms since the epoch)', async () => {
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const cli = await startCli(['--upstream', up.url, '--workers', '1']);
+    assert.equal((await request(`http://127.0.0.1:${cli.port}/t`)).status, 200);
+    const access = await waitFor(() => cli.logs.find((l) => l.path === '/t'));
+    const started = cli.logs.find((l) => l.msg === 'worker started')!;
+    for (const line of [access, started]) {
+      assert.equal(typeof line.time, 'number');
+      assert.ok(Math.abs(Number(line.time) - Date.now()) < 60_000);
+    }
+  });
+});

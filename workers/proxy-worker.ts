@@ -4,7 +4,7 @@
  */
 import cluster from 'node:cluster';
 import { isPrimaryMessage, type WorkerMessage } from '../src/ipc';
-import { createLogger, listenFailure, type Logger } from '../src/log';
+import { createLogger, listenFailure, resolveLogFormat, type Logger } from '../src/log';
 import { capabilities } from '../src/node-internals';
 import { AccessLog } from '../src/ops/access-log';
 import { HEAP_TRIM_DEFAULTS, startHeapTrim } from '../src/ops/heap-trim';
@@ -65,15 +65,18 @@ process.on('message', (message: unknown) => {
     case 'swy:start': {
       const { config, demo, members } = message;
       const id = cluster.worker?.id ?? 0;
-      logger = createLogger('worker', config.log.level, { worker: id });
+      // `ps` and `top` tell the workers apart, as they tell the primary (supervisor.ts).
+      process.title = `switchyard: worker ${id}`;
+      logger = createLogger('worker', config.log.level, { worker: id }, config.log.format);
       drainMs = config.timeouts.drain;
       const fast = capabilities();
-      logger.info({ event: 'node-internals', node: process.version, ...fast },
+      logger.info({ event: 'node-internals', node: process.version, execArgv: process.execArgv, ...fast },
         Object.values(fast).every(Boolean) ? 'node internals: every fast path on' : 'node internals: some fast paths off, public-API fallbacks in use');
       try {
         if (config.accessLog.enabled) {
           accessLog = new AccessLog({
             format: config.accessLog.format, file: config.accessLog.file, worker: id,
+            pretty: resolveLogFormat(config.log.format) === 'pretty',
             onDrop: (lines) => logger?.warn({ lines, file: config.accessLog.file }, 'access log: lines dropped, the disk is not keeping up'),
             onError: (err) => accessLogFailed(err, config.accessLog.file),
           });

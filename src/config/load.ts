@@ -16,6 +16,7 @@ export interface ConfigOverrides {
   admin?: string | undefined;
   upstreams?: string[] | undefined;
   workers?: string | undefined;
+  pidFile?: string | undefined;
 }
 
 /** A route with its shorthands expanded: `transform: FILE`, `compress: true`. */
@@ -55,6 +56,7 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
       raw.upstreams = members;
     }
   }
+  if (overrides.pidFile !== undefined) raw.pidFile = overrides.pidFile;
   if (overrides.workers !== undefined) {
     raw.workers = /^\d+$/.test(overrides.workers) ? Number(overrides.workers) : overrides.workers;
   }
@@ -246,6 +248,7 @@ function resolveFiles(config: Config, base: string, source: string): void {
     config.tls.cert = check('tls.cert', config.tls.cert);
     config.tls.key = check('tls.key', config.tls.key);
   }
+  if (config.pidFile !== undefined && !isAbsolute(config.pidFile)) config.pidFile = resolve(base, config.pidFile);
   if (config.accessLog.file !== undefined) {
     if (!isAbsolute(config.accessLog.file)) config.accessLog.file = resolve(base, config.accessLog.file);
     const problem = unwritable(config.accessLog.file);

@@ -290,6 +290,8 @@ export const ConfigSchema = z.strictObject({
       .default(['websocket'])
       .describe('Upgrade protocols that may become tunnels to the upstream (case-insensitive). A request asking for any other (h2c, say) is proxied as an ordinary request without its Upgrade. Default [websocket].'),
   }).prefault({}),
+  pidFile: z.string().min(1).optional()
+    .describe('Where the primary writes its pid, and beside it a status file that `switchyard reload` and `switchyard stop` read. Default: $RUNTIME_DIRECTORY/switchyard.pid under systemd (RuntimeDirectory=switchyard), else /run/switchyard/switchyard.pid where that folder exists, else switchyard.pid in the system\'s temporary directory.'),
   admin: z.strictObject({
     listen: hostPort.optional()
       .describe('Address of the admin listener (/metrics, /healthz, /readyz, /upstreams), HOST:PORT. Keep it on loopback or a private network. Default: none (off).'),
@@ -311,7 +313,9 @@ export const ConfigSchema = z.strictObject({
   }).prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
-      .describe('Minimum level of the JSON log on stdout. Default info.'),
+      .describe('Minimum level of the process log on stdout. Default info.'),
+    format: z.enum(['auto', 'json', 'pretty']).default('auto')
+      .describe('How stdout shows log lines, process and access alike: "json" (one object per line, for journald and log shippers), "pretty" (one readable, coloured line each, for a terminal), or "auto": pretty when stdout is a terminal, else JSON. Default "auto".'),
   }).prefault({}),
 });
 

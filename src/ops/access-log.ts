@@ -19,6 +19,11 @@ export type AccessLogFormat = 'json' | 'common' | 'combined';
 
 export interface AccessLogOptions {
   format: AccessLogFormat;
+  /**
+   * To a terminal (log.format pretty): JSON lines are shown as one readable, coloured line each,
+   * in the process log's time format. Ignored for a file and for the NCSA formats.
+   */
+  pretty?: boolean;
   /** A file path; stdout when absent. */
   file?: string | undefined;
   worker: number;
@@ -73,6 +78,7 @@ export class AccessLog {
   private readonly file: string | undefined;
   private readonly worker: number;
   readonly format: AccessLogFormat;
+  private readonly pretty: boolean;
   /** A regular file: written asynchronously, in large batches. Otherwise synchronously, ≤ PIPE_BUF. */
   private readonly toFile: boolean;
   /** Lines are written once this many bytes are pending. */
@@ -83,6 +89,7 @@ export class AccessLog {
 
   constructor(options: AccessLogOptions) {
     this.format = options.format;
+    this.pretty = options.pretty === true && options.file === undefined && options.format === 'json';
     this.worker = options.worker;
     this.file = options.file;
     this.toFile = isRegularFile(options.file);
@@ -117,6 +124,10 @@ export class AccessLog {
 
   log(e: AccessEntry): void {
     if (this.closing !== null) return;
+    if (this.pretty) {
+      this.append(prettyLine(e, this.worker));
+      return;
+    }
     if (this.format === 'json') {
       // Only the path is free text from the client. The method is an llhttp token, the address an
       // IP, the upstream an origin from the config, the request id checked by validRequestId.
@@ -212,6 +223,27 @@ function isRegularFile(file: string | undefined): boolean {
   } catch (err) {
     return file !== undefined && (err as NodeJS.ErrnoException).code === 'ENOENT';
   }
+}
+
+const COLOURS = ['', '\x1b[32m', '\x1b[32m', '\x1b[36m', '\x1b[33m', '\x1b[31m'];
+const RESET = '\x1b[0m';
+const DIM = '\x1b[2m';
+
+/**
+ * One request for a terminal, as pino-pretty shows process lines (log.ts: PRETTY_TIME, local
+ * time): `[12:04:05.123] INFO: [worker 1] GET /a → 200 12 B 0.4 ms ← http://127.0.0.1:3000 id=…`.
+ */
+function prettyLine(e: AccessEntry, worker: number): string {
+  const d = new Date();
+  const pad = (n: number, w = 2) => String(n).padStart(w, '0');
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+  const colour = COLOURS[Math.floor(e.status / 100)] ?? '';
+  const level = e.status >= 500 ? '\x1b[31mERROR\x1b[39m' : e.status >= 400 ? '\x1b[33mWARN\x1b[39m' : '\x1b[32mINFO\x1b[39m';
+  let line = `[${time}] ${level}: [worker ${worker}] ${e.method} ${JSON.stringify(e.path).slice(1, -1)} → ${colour}${e.status}${RESET}`
+    + ` ${e.bytesOut} B ${(e.durationUs / 1000).toFixed(1)} ms`;
+  if (e.upstream !== undefined) line += ` ← ${e.upstream}`;
+  if (e.error !== undefined) line += ` ${colour}${e.error}${RESET}`;
+  return `${line} ${DIM}${e.remote ?? '-'} id=${e.reqId}${RESET}\n`;
 }
 
 function quote(s: string | undefined): string {

@@ -10,12 +10,13 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fork, type ChildProcess } from 'node:child_process';
 import { resolve } from 'node:path';
-import { withDemoPool, type ResolvedConfig } from '../config/load';
+import { withDemoPool, type ConfigOverrides, type ResolvedConfig } from '../config/load';
 import { parseHostPort } from '../config/schema';
 import { isWorkerMessage, type PrimaryMessage } from '../ipc';
 import { errField, listenFailure, type Logger } from '../log';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { AdminServer } from './admin';
+import { configHash, ControlFiles, pidFileOf } from './control';
 import { SystemdNotifier } from './systemd';
 
 /** A listener could not open (address in use, not permitted): the CLI says so in one line and exits 2. */
@@ -46,6 +47,8 @@ export interface PrimaryOptions {
   /** Re-reads and validates the configuration (SIGHUP); throws ConfigError when it is bad. */
   reload?: () => ResolvedConfig;
   env?: NodeJS.ProcessEnv;
+  /** Where the config came from, for the status file `switchyard reload` reads (control.ts). */
+  source?: { configFile: string | null; overrides: ConfigOverrides };
 }
 
 export interface PrimaryHandle {
@@ -71,7 +74,8 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger, option
     logger.info({ origin: demoUrl }, 'no upstream configured: serving the built-in demo origin');
   }
   let admin: AdminServer | null = null;
-  const supervisor = new Supervisor(initial, demoUrl, logger, notifier, options.reload, () => {
+  const control = new ControlFiles(pidFileOf(initial, options.env), options.source?.configFile ?? null, options.source?.overrides ?? {}, initial);
+  const supervisor = new Supervisor(initial, demoUrl, logger, notifier, options.reload, control, () => {
     demo?.kill('SIGTERM');
     admin?.close();
   });
@@ -115,6 +119,7 @@ class Supervisor {
     private readonly logger: Logger,
     private readonly notifier: SystemdNotifier,
     private readonly reloadConfig: (() => ResolvedConfig) | undefined,
+    private readonly control: ControlFiles,
     private readonly onStopped: () => void,
   ) {
     this.config = this.withDemo(initial);
@@ -217,6 +222,7 @@ class Supervisor {
     this.logger.info({ workers: this.slots.length, listen: address },
       `switchyard listening on ${this.config.tls ? 'https' : 'http'}://${this.config.listen} with ${this.slots.length} worker(s)`);
     this.notifier.ready(this.statusLine);
+    this.writeControl(() => this.control.write());
     this.resolveReady();
   }
 
@@ -269,6 +275,7 @@ class Supervisor {
     } catch (err) {
       this.logger.error({ err: errField(err) }, 'reload failed: the new configuration was rejected; still running the old one');
       this.notifier.ready(`${this.statusLine}; last reload failed: ${(err as Error).message.split('\n').join(' ')}`);
+      this.writeControl(() => this.control.reloaded({ ok: false, error: (err as Error).message }, this.config));
       return;
     }
     if (next.schedulingPolicy !== this.config.schedulingPolicy) {
@@ -308,6 +315,7 @@ class Supervisor {
         this.membership.stop();
         this.membership = previousMembership;
         this.notifier.ready(`${this.statusLine}; last reload failed`);
+        this.writeControl(() => this.control.reloaded({ ok: false, error: `worker ${i} of the new configuration did not start` }, this.config));
         return;
       }
       if (old !== null) this.retire(old);
@@ -318,6 +326,16 @@ class Supervisor {
     previousMembership.stop();
     this.logger.info({ replaced, workers: this.slots.length }, 'reload complete');
     this.notifier.ready(this.statusLine);
+    this.writeControl(() => this.control.reloaded({ ok: true, workers: this.slots.length, configHash: configHash(next) }, next));
+  }
+
+  /** The pid and status files are for `switchyard reload` and `stop`: the proxy runs on without them. */
+  private writeControl(write: () => void): void {
+    try {
+      write();
+    } catch (err) {
+      this.logger.warn({ err: errField(err) }, 'cannot write the pid or status file; `switchyard reload` and `stop` will not find this instance');
+    }
   }
 
   /** Ask a worker to drain (reload or stop); kill it if it outlives timeouts.drain plus the grace. */
@@ -342,7 +360,9 @@ class Supervisor {
     // A slot whose replacement is starting is still served by its old worker (a reload).
     const listening = this.slots.filter((s) => s.listening || (s.standIn !== null && !s.standIn.isDead())).length;
     const ready = this.everReady && listening === this.slots.length;
-    return { ready, detail: `${listening}/${this.slots.length} workers listening${this.reloading !== null ? ', reloading' : ''}` };
+    const last = this.control.lastReload;
+    const lastReload = last === null ? '' : last.ok ? `; last reload ${last.at}: ok` : `; last reload ${last.at} FAILED: ${last.error?.split('\n').join(' ')}`;
+    return { ready, detail: `${listening}/${this.slots.length} workers listening${this.reloading !== null ? ', reloading' : ''}${lastReload}` };
   }
 
   /** Workers not yet exited: current ones and retired ones still draining. */
@@ -373,6 +393,7 @@ class Supervisor {
     if (this.finished) return;
     this.finished = true;
     this.membership?.stop();
+    this.control.remove();
     this.onStopped();
     this.notifier.close();
     this.logger.info({ exitCode: this.exitCode }, 'switchyard stopped');
