@@ -10,7 +10,8 @@ export type PrimaryMessage =
   | { type: 'swy:start'; config: ResolvedConfig; demo: boolean; members: MembershipSnapshot }
   /** Pool members or their health changed (DNS, active or passive checks): the changed pools only. */
   | { type: 'swy:members'; members: MembershipSnapshot }
-  | { type: 'swy:drain' }
+  /** `reload`: tunnels and streaming responses get timeouts.streamDrain; `stop`: everything timeouts.drain. */
+  | { type: 'swy:drain'; reason: 'reload' | 'stop' }
   | { type: 'swy:reopen-logs' };
 
 export type WorkerMessage =

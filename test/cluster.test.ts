@@ -43,6 +43,12 @@ describe('cluster (the CLI as a real cluster)', function () {
     const worker = /Served by worker <strong>(\d+) \(pid (\d+)\)/.exec(page);
     assert.ok(worker, 'page names the worker');
     assert.ok(cli.workerPids().includes(Number(worker[2])), 'the named worker is one of ours');
+    // What the proxy set is highlighted, the request id too; long values wrap.
+    assert.match(page, /<tr class="proxy"><th>X-Request-Id<\/th>/);
+    assert.match(page, /td\{overflow-wrap:anywhere/);
+    // No claim that a reload changes worker: a browser keeps its connection, and the page says so.
+    assert.doesNotMatch(page, /reload to see/);
+    assert.match(page, /curl -s http:\/\/127\.0\.0\.1:\d+\/api\/request/);
   });
 
   it('replaces a killed worker while the other keeps serving', async () => {

@@ -54,7 +54,7 @@ describe('configuration', () => {
     assert.equal(c.upstreams, undefined);
     assert.equal(c.preserveHost, false);
     assert.deepEqual(c.trustedProxies, []);
-    assert.deepEqual(c.timeouts, { connect: 5000, responseHeader: 60000, idle: 60000, drain: 30000 });
+    assert.deepEqual(c.timeouts, { connect: 5000, responseHeader: 60000, idle: 60000, drain: 30000, streamDrain: 600000 });
     assert.deepEqual(c.pool, { maxConnections: 256, queueTimeout: 30000, maxQueue: 10000, keepAliveTimeout: 4000 });
   });
 

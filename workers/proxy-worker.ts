@@ -14,6 +14,7 @@ let server: ProxyServer | null = null;
 let accessLog: AccessLog | null = null;
 let logger: Logger | null = null;
 let drainMs = 30_000;
+let streamDrainMs = 30_000;
 let stopHeapTrim: () => void = () => undefined;
 
 function send(message: WorkerMessage): void {
@@ -26,16 +27,16 @@ function send(message: WorkerMessage): void {
  * same drain (one drain, one close of the access log, exit 0).
  */
 let stopping: Promise<void> | null = null;
-function drainAndExit(reason: string): Promise<void> {
-  stopping ??= drainOnce(reason);
+function drainAndExit(reason: string, longLivedMs = drainMs): Promise<void> {
+  stopping ??= drainOnce(reason, longLivedMs);
   return stopping;
 }
 
-async function drainOnce(reason: string): Promise<void> {
+async function drainOnce(reason: string, longLivedMs: number): Promise<void> {
   if (server === null) process.exit(0);
   stopHeapTrim();
   logger?.info({ reason }, 'draining');
-  await server.drain(drainMs);
+  await server.drain(drainMs, longLivedMs);
   // Every access log line on disk before the process goes, but never wait long on a stuck disk.
   if (accessLog !== null) await Promise.race([accessLog.close(), new Promise((r) => setTimeout(r, 2000))]);
   logger?.info('drained, exiting');
@@ -69,6 +70,7 @@ process.on('message', (message: unknown) => {
       process.title = `switchyard: worker ${id}`;
       logger = createLogger('worker', config.log.level, { worker: id }, config.log.format);
       drainMs = config.timeouts.drain;
+      streamDrainMs = config.timeouts.streamDrain;
       const fast = capabilities();
       logger.info({ event: 'node-internals', node: process.version, execArgv: process.execArgv, ...fast },
         Object.values(fast).every(Boolean) ? 'node internals: every fast path on' : 'node internals: some fast paths off, public-API fallbacks in use');
@@ -112,7 +114,8 @@ process.on('message', (message: unknown) => {
       server?.applyMembership(message.members);
       break;
     case 'swy:drain':
-      void drainAndExit('primary asked');
+      // A reload's retired worker lets tunnels and streams run on; a stop does not.
+      void drainAndExit(message.reason === 'reload' ? 'reload' : 'primary asked', message.reason === 'reload' ? Math.max(drainMs, streamDrainMs) : drainMs);
       break;
     case 'swy:reopen-logs':
       accessLog?.reopen();

@@ -263,7 +263,8 @@ export const ConfigSchema = z.strictObject({
     connect: ms('Upstream TCP + TLS connect timeout').default(5_000),
     responseHeader: ms('Time the upstream may take to start its response head').default(60_000),
     idle: ms('Upstream connection silent mid-exchange before it is aborted').default(60_000),
-    drain: ms('Graceful stop: time in-flight requests get before connections are closed').default(30_000),
+    drain: ms('Graceful stop or reload: time in-flight requests get before connections are closed').default(30_000),
+    streamDrain: ms('Reload: time WebSocket tunnels and responses already streaming may go on in the retiring worker (a WebSocket then gets a 1001 close frame); other connections follow timeouts.drain, and a stop cuts everything at timeouts.drain').default(600_000),
   }).prefault({}),
   pool: z.strictObject({
     maxConnections: z.number().int().min(1).max(65_536).default(256)

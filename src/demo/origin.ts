@@ -5,7 +5,7 @@
  */
 import * as http from 'node:http';
 
-const SHOWN = ['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-switchyard-worker'];
+const SHOWN = ['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-request-id', 'x-switchyard-worker'];
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -24,16 +24,23 @@ export function renderPage(req: http.IncomingMessage): string {
 <style>
 body{font:16px/1.5 system-ui,sans-serif;max-width:52rem;margin:2rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.6rem}table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #ddd;font-family:ui-monospace,monospace;font-size:.9rem;vertical-align:top}
-th{white-space:nowrap;width:14rem}tr.proxy{background:#fff6d5}.worker{font-size:1.2rem;padding:.6rem 1rem;background:#e8f4ff;border-radius:.4rem}
+th{white-space:nowrap;width:14rem}td{overflow-wrap:anywhere;word-break:break-word}tr.proxy{background:#fff6d5}.worker{font-size:1.2rem;padding:.6rem 1rem;background:#e8f4ff;border-radius:.4rem}
 </style></head><body>
 <h1>It works: this page came through switchyard</h1>
-<p class="worker">Served by worker <strong>${escapeHtml(String(worker ?? 'unknown'))}</strong> &middot; reload to see the workers share the load.</p>
+<p class="worker">Served by worker <strong>${escapeHtml(String(worker ?? 'unknown'))}</strong>, the worker that accepted this connection.</p>
+<p>Each connection stays with the worker that accepted it, and a browser keeps its connection
+open, so reloading this page usually shows the same worker. Every <code>curl</code> opens a new
+connection: run <code>curl -s http://${escapeHtml(String(req.headers['x-forwarded-host'] ?? req.headers.host ?? '127.0.0.1:8000'))}/api/request</code>
+a few times to see the workers take turns (the <code>x-switchyard-worker</code> field).</p>
 <p>This is the built-in demo origin. Below is the request exactly as it arrived here, after the proxy
 rewrote <code>Host</code>, removed hop-by-hop headers and added <code>X-Forwarded-*</code> and <code>Via</code>
 (highlighted).</p>
 <p><code>${escapeHtml(req.method ?? '')} ${escapeHtml(req.url ?? '')} HTTP/${escapeHtml(req.httpVersion)}</code></p>
 <table>${rows.join('\n')}</table>
-<p>Point switchyard at your own server with <code>switchyard --upstream http://127.0.0.1:3000</code>.</p>
+<p>Point switchyard at your own server with <code>npx switchyard --upstream http://127.0.0.1:3000</code>,
+or give it a config file (<code>switchyard.example.yaml</code> shows every key). The documentation is
+<code>README.md</code> in the switchyard checkout or package: configuration, routing, TLS, operations
+and the error codes.</p>
 </body></html>
 `;
 }

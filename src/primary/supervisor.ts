@@ -292,7 +292,7 @@ class Supervisor {
         const slot = this.slots[i]!;
         const old = slot.worker;
         slot.worker = null;
-        if (old !== null) this.retire(old);
+        if (old !== null) this.retire(old, 'reload');
         continue;
       }
       if (i >= this.slots.length) this.slots.push(newSlot(i));
@@ -318,7 +318,7 @@ class Supervisor {
         this.writeControl(() => this.control.reloaded({ ok: false, error: `worker ${i} of the new configuration did not start` }, this.config));
         return;
       }
-      if (old !== null) this.retire(old);
+      if (old !== null) this.retire(old, 'reload');
       replaced++;
     }
     this.slots.length = Math.min(this.slots.length, next.workerCount);
@@ -338,14 +338,20 @@ class Supervisor {
     }
   }
 
-  /** Ask a worker to drain (reload or stop); kill it if it outlives timeouts.drain plus the grace. */
-  private retire(worker: Worker): void {
-    if (worker.isConnected()) worker.send({ type: 'swy:drain' } satisfies PrimaryMessage);
+  /**
+   * Ask a worker to drain; kill it if it outlives its bound plus the grace. Retired by a reload,
+   * its tunnels and streaming responses may go on for timeouts.streamDrain; stopping, everything
+   * ends within timeouts.drain (the unit's TimeoutStopSec counts on it).
+   */
+  private retire(worker: Worker, reason: 'reload' | 'stop'): void {
+    if (worker.isConnected()) worker.send({ type: 'swy:drain', reason } satisfies PrimaryMessage);
+    const { drain, streamDrain } = this.config.timeouts;
+    const bound = reason === 'reload' ? Math.max(drain, streamDrain) : drain;
     const kill = setTimeout(() => {
       if (worker.isDead()) return;
       this.logger.warn({ workerPid: worker.process.pid }, 'worker did not exit in time; killing it');
       worker.process.kill('SIGKILL');
-    }, this.config.timeouts.drain + EXIT_GRACE_MS);
+    }, bound + EXIT_GRACE_MS);
     kill.unref();
   }
 
@@ -384,7 +390,7 @@ class Supervisor {
       if (slot.timer !== null) clearTimeout(slot.timer);
       slot.timer = null;
     }
-    for (const w of this.liveWorkers()) this.retire(w);
+    for (const w of this.liveWorkers()) this.retire(w, 'stop');
     this.checkAllExited();
   }
 

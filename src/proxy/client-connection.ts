@@ -317,6 +317,11 @@ export class ClientRequest implements RequestBody {
     return this.conn.handOver(this);
   }
 
+  /** After takeSocket: how the tunnel ends itself when the connection is cut. */
+  onTunnelCut(cut: () => void): void {
+    this.conn.onTunnelCut(cut);
+  }
+
   /** A complete short response from the proxy itself (errors); `close` ends the connection after it. */
   respond(status: number, reason: string, body: string, extraHeaders = '', close = false): void {
     if (this.headersSent || this.aborted) {
@@ -365,6 +370,7 @@ export class ClientConnection implements TransportSink, Listed {
   private executing = false;
   /** Once handed to an Upgrade tunnel. */
   private tunnelSocket: net.Socket | null = null;
+  private tunnelCut: (() => void) | null = null;
   private phase = Phase.Idle;
   private deadline: number;
   private phaseStart = 0;
@@ -490,6 +496,13 @@ export class ClientConnection implements TransportSink, Listed {
 
   get idle(): boolean {
     return this.queue.length === 0 && this.phase === Phase.Idle;
+  }
+
+  /** A tunnel, or a response already streaming: what a reload lets run on for timeouts.streamDrain. */
+  get longLived(): boolean {
+    if (this.state === State.Tunnel) return true;
+    const current = this.queue[0];
+    return current !== undefined && current.headersSent && !current.finished;
   }
 
   /** Called by the server's sweep. */
@@ -631,9 +644,24 @@ export class ClientConnection implements TransportSink, Listed {
 
   destroy(): void {
     if (this.state === State.Closed) return;
-    if (this.tunnelSocket !== null) this.tunnelSocket.destroy();
-    else this.transport.destroy();
+    if (this.tunnelSocket !== null) {
+      // A tunnel that knows how to say goodbye (a WebSocket's 1001 close frame) ends itself.
+      if (this.tunnelCut !== null) {
+        const cut = this.tunnelCut;
+        this.tunnelCut = null;
+        cut();
+        return;
+      }
+      this.tunnelSocket.destroy();
+    } else {
+      this.transport.destroy();
+    }
     this.onClose();
+  }
+
+  /** The tunnel's own way to end when the connection must be cut (drain timeout). */
+  onTunnelCut(cut: () => void): void {
+    this.tunnelCut = cut;
   }
 
   pauseReading(): void {

@@ -228,14 +228,23 @@ export class ProxyServer implements ConnectionOwner {
    * Stop accepting, let in-flight requests finish within `timeoutMs`, then cut what is left.
    * Idempotent: a second SIGTERM during a drain waits on the same one.
    */
-  drain(timeoutMs: number): Promise<void> {
+  drain(timeoutMs: number, longLivedMs = timeoutMs): Promise<void> {
     if (this.drainPromise !== null) return this.drainPromise;
     this.draining = true;
     this.membership?.stop();
     this.drainPromise = new Promise<void>((resolve) => {
+      let streamDeadline: NodeJS.Timeout | null = null;
       const deadline = setTimeout(() => {
-        this.logger.warn({ timeoutMs, connections: this.clients.size }, 'drain timeout: closing remaining connections');
-        for (const c of this.clients.toArray()) c.destroy();
+        // Tunnels and responses already streaming may have longer (a reload: timeouts.streamDrain).
+        const cut = longLivedMs > timeoutMs ? this.clients.toArray().filter((c) => !c.longLived) : this.clients.toArray();
+        if (cut.length > 0) this.logger.warn({ timeoutMs, connections: cut.length }, 'drain timeout: closing remaining connections');
+        for (const c of cut) c.destroy();
+        if (longLivedMs <= timeoutMs || this.clients.size === 0) return;
+        this.logger.info({ connections: this.clients.size, streamDrainMs: longLivedMs }, 'drain: tunnels and streams go on until they end or timeouts.streamDrain passes');
+        streamDeadline = setTimeout(() => {
+          this.logger.warn({ timeoutMs: longLivedMs, connections: this.clients.size }, 'stream drain timeout: closing tunnels and streams');
+          for (const c of this.clients.toArray()) c.destroy();
+        }, longLivedMs - timeoutMs);
       }, timeoutMs);
       // Done once the listener is closed (for TLS, net also waits for handshakes in progress)
       // and the last client connection is gone.
@@ -244,6 +253,7 @@ export class ProxyServer implements ConnectionOwner {
         if (!listenerClosed || this.clients.size > 0) return;
         this.onClientGone = null;
         clearTimeout(deadline);
+        if (streamDeadline !== null) clearTimeout(streamDeadline);
         clearInterval(this.sweepTimer);
         for (const group of this.groups.values()) group.close();
         void this.transformPool?.close().catch(() => undefined);

@@ -8,7 +8,7 @@
  *
  * Either side ending or failing closes both; nothing outlives the pair.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import {
@@ -35,6 +35,54 @@ export interface TunnelOptions {
   readonly onError: (err: SwitchyardError) => void;
 }
 
+/** How long a tunnel that was told to go away waits for both peers to close before it cuts them. */
+const GOING_AWAY_MS = 2000;
+
+/**
+ * Where a WebSocket byte stream stands between frames (RFC 6455 §5.2): a close frame may only be
+ * put in at a frame boundary, or the peer would read it as the rest of a frame.
+ */
+export class FrameBoundary {
+  private readonly header = Buffer.alloc(14);
+  private have = 0;
+  private need = 2;
+  private payloadLeft = 0;
+
+  get atBoundary(): boolean {
+    return this.have === 0 && this.payloadLeft === 0;
+  }
+
+  feed(data: Buffer): void {
+    let i = 0;
+    while (i < data.length) {
+      if (this.payloadLeft > 0) {
+        const n = Math.min(this.payloadLeft, data.length - i);
+        this.payloadLeft -= n;
+        i += n;
+        continue;
+      }
+      this.header[this.have++] = data[i++]!;
+      if (this.have === 2) {
+        const len7 = this.header[1]! & 0x7f;
+        this.need = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + ((this.header[1]! & 0x80) !== 0 ? 4 : 0);
+      }
+      if (this.have >= 2 && this.have === this.need) {
+        const len7 = this.header[1]! & 0x7f;
+        this.payloadLeft = len7 === 126 ? this.header.readUInt16BE(2) : len7 === 127 ? Number(this.header.readBigUInt64BE(2)) : len7;
+        this.have = 0;
+        this.need = 2;
+      }
+    }
+  }
+}
+
+/** A close frame with status 1001 (going away); masked when it goes to a server (RFC 6455 §5.3). */
+export function goingAwayFrame(masked: boolean): Buffer {
+  if (!masked) return Buffer.from([0x88, 0x02, 0x03, 0xe9]);
+  const mask = randomBytes(4);
+  return Buffer.from([0x88, 0x82, mask[0]!, mask[1]!, mask[2]!, mask[3]!, 0x03 ^ mask[0]!, 0xe9 ^ mask[1]!]);
+}
+
 /** The Sec-WebSocket-Accept a server must send for `key` (RFC 6455 §4.2.2). */
 export function websocketAccept(key: string): string {
   return createHash('sha1').update(key + WS_GUID).digest('base64');
@@ -48,6 +96,8 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
   let answered = false;
   let finished = false;
   const wsKey = req.facts.websocketKey;
+  /** WebSocket tunnels: where the stream to the client stands between frames (see FrameBoundary). */
+  let toClient: FrameBoundary | null = null;
 
   const finish = (status: number, err?: SwitchyardError): void => {
     if (finished) return;
@@ -136,7 +186,9 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     }
     if (status === 101 && client !== null && ret < d.length) {
       // Bytes after the 101 head already belong to the tunnel.
-      client.write(d.subarray(ret));
+      const rest = d.subarray(ret);
+      toClient?.feed(rest);
+      client.write(rest);
     }
   };
   upstream.on('data', onUpstreamData);
@@ -167,5 +219,25 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     // otherwise hold the pair open for good.
     socket.on('end', () => upstream.end(() => finish(101)));
     upstream.on('end', () => socket.end(() => finish(101)));
+    if (wsKey !== null) {
+      // A drain that runs out of time says goodbye properly: 1001 to both peers, each at a frame
+      // boundary of what it was being sent (a cut mid-frame just closes that side).
+      const down = new FrameBoundary();
+      toClient = down;
+      const toUpstream = new FrameBoundary();
+      upstream.on('data', (d: Buffer) => down.feed(d));
+      socket.on('data', (d: Buffer) => toUpstream.feed(d));
+      if (head.length > 0) toUpstream.feed(head);
+      req.onTunnelCut(() => {
+        if (finished) return;
+        socket.unpipe(upstream);
+        upstream.unpipe(socket);
+        if (down.atBoundary) socket.end(goingAwayFrame(false));
+        else socket.destroy();
+        if (toUpstream.atBoundary) upstream.end(goingAwayFrame(true));
+        else upstream.destroy();
+        setTimeout(() => finish(101), GOING_AWAY_MS).unref();
+      });
+    }
   }
 }
