@@ -72,5 +72,12 @@ describe('switchyard reload and stop', function () {
     const cli = await startCli(['--upstream', up.url, '--workers', '2']);
     const titles = cli.workerPids().map((pid) => readFileSync(`/proc/${pid}/cmdline`, 'latin1').replace(/\0+$/, ''));
     assert.deepEqual(titles.sort(), ['switchyard: worker 1', 'switchyard: worker 2']);
+    // The command name has no space, so /proc/PID/stat still splits into its fields.
+    const comms = cli.workerPids().map((pid) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim());
+    assert.deepEqual(comms.sort(), ['switchyard-w1', 'switchyard-w2']);
+    for (const pid of [cli.child.pid!, ...cli.workerPids()]) {
+      assert.equal(readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[1]!.startsWith('(switchyard'), true);
+      assert.match(readFileSync(`/proc/${pid}/stat`, 'utf8'), /^\d+ \(switchyard[-\w]*\) [A-Z] /);
+    }
   });
 });

@@ -6,6 +6,7 @@ import cluster from 'node:cluster';
 import { isPrimaryMessage, type WorkerMessage } from '../src/ipc';
 import { createLogger, listenFailure, resolveLogFormat, type Logger } from '../src/log';
 import { capabilities } from '../src/node-internals';
+import { nameProcess } from '../src/process-name';
 import { AccessLog } from '../src/ops/access-log';
 import { HEAP_TRIM_DEFAULTS, startHeapTrim } from '../src/ops/heap-trim';
 import { ProxyServer } from '../src/proxy/server';
@@ -67,7 +68,7 @@ process.on('message', (message: unknown) => {
       const { config, demo, members } = message;
       const id = cluster.worker?.id ?? 0;
       // `ps` and `top` tell the workers apart, as they tell the primary (supervisor.ts).
-      process.title = `switchyard: worker ${id}`;
+      nameProcess(`switchyard: worker ${id}`, `switchyard-w${id}`);
       logger = createLogger('worker', config.log.level, { worker: id }, config.log.format);
       drainMs = config.timeouts.drain;
       streamDrainMs = config.timeouts.streamDrain;

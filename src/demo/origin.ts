@@ -4,6 +4,7 @@
  * of its own, and exits when the primary goes.
  */
 import * as http from 'node:http';
+import { nameProcess } from '../process-name';
 
 const SHOWN = ['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-request-id', 'x-switchyard-worker'];
 
@@ -63,7 +64,7 @@ export function createDemoOrigin(): http.Server {
 }
 
 if (require.main === module) {
-  process.title = 'switchyard: demo origin';
+  nameProcess('switchyard: demo origin', 'switchyard-demo');
   const server = createDemoOrigin();
   server.listen(0, '127.0.0.1', () => {
     const addr = server.address();

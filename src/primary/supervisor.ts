@@ -18,6 +18,7 @@ import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { AdminServer } from './admin';
 import { configHash, ControlFiles, pidFileOf } from './control';
 import { SystemdNotifier } from './systemd';
+import { nameProcess } from '../process-name';
 
 /** A listener could not open (address in use, not permitted): the CLI says so in one line and exits 2. */
 export class ListenError extends Error {}
@@ -63,7 +64,7 @@ export interface PrimaryHandle {
 }
 
 export async function runPrimary(initial: ResolvedConfig, logger: Logger, options: PrimaryOptions = {}): Promise<PrimaryHandle> {
-  process.title = 'switchyard: primary';
+  nameProcess('switchyard: primary', 'switchyard');
   const notifier = SystemdNotifier.fromEnv(options.env ?? process.env, logger);
   let demo: ChildProcess | null = null;
   let demoUrl: string | undefined;
