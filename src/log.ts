@@ -3,8 +3,8 @@
  * or one readable line each on a terminal (log.format). Every line carries the process role and
  * pid, so one stream can hold the primary and all workers.
  */
+import { isatty } from 'node:tty';
 import pino, { type Logger, type LevelWithSilent } from 'pino';
-import pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -12,7 +12,9 @@ export type LogFormat = 'auto' | 'json' | 'pretty';
 
 /** `auto` decided: pretty on a terminal, JSON anywhere else (journald, pipes, files). */
 export function resolveLogFormat(format: LogFormat): 'json' | 'pretty' {
-  return format === 'auto' ? (process.stdout.isTTY === true ? 'pretty' : 'json') : format;
+  // isatty, not process.stdout.isTTY: creating process.stdout on a pipe or socket would make the
+  // descriptor every process shares non-blocking under their synchronous log writes.
+  return format === 'auto' ? (isatty(1) ? 'pretty' : 'json') : format;
 }
 
 /** The one time format of every terminal line, process and access alike. */
@@ -27,6 +29,9 @@ export function createLogger(role: string, level: LevelWithSilent, extra: Record
     formatters: { level: (label: string) => ({ level: label }) },
   };
   if (resolveLogFormat(format) === 'pretty') {
+    // Loaded only for a terminal: a worker logging JSON carries none of it.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const pretty = require('pino-pretty') as typeof import('pino-pretty');
     // Synchronous, like the JSON destination below: lines stay in order across processes.
     return pino(options, pretty({
       sync: true, colorize: true, singleLine: true, translateTime: `SYS:${PRETTY_TIME}`, ignore: 'pid,hostname,role,worker',
