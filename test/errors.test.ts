@@ -2,15 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { httpUpstream, rawUpstream, request, startProxy, waitFor } from './support/helpers';
-
-async function closedPort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => s.once('listening', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
+import { closedPort, httpUpstream, rawUpstream, request, startProxy, waitFor } from './support/helpers';
 
 /** Resolves with how a response ended: complete, or aborted after its head. */
 function fetchOutcome(url: string): Promise<{ status: number; complete: boolean; body: string }> {

@@ -3,16 +3,7 @@
  * once (in the primary), and a failure one worker reports ejects the member for all of them.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { httpUpstream, request, startCli, waitFor } from './support/helpers';
-
-function configFile(yaml: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'swy-health-')), 'switchyard.yaml');
-  writeFileSync(file, yaml);
-  return file;
-}
+import { configFile, httpUpstream, request, startCli, waitFor } from './support/helpers';
 
 describe('health in the cluster', () => {
   it('runs active checks in the primary only, and no worker sends traffic to a failing member', async () => {

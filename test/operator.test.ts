@@ -12,13 +12,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/config/load';
 import { ConfigSchema } from '../src/config/schema';
 import { ConfigError } from '../src/errors';
-import { CLI, ROOT, delay, httpUpstream, onCleanup, rawExchange, request, startCli, startProxy, waitFor } from './support/helpers';
-
-function configFile(text: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'swy-op-')), 'switchyard.yaml');
-  writeFileSync(file, text);
-  return file;
-}
+import { CLI, ROOT, closedPort, configFile, delay, httpUpstream, onCleanup, rawExchange, request, startCli, startProxy, waitFor } from './support/helpers';
 
 function check(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   return spawnSync(process.execPath, [CLI, 'check', ...args], { encoding: 'utf8' });
@@ -88,10 +82,7 @@ describe('the operator\'s first hour', function () {
   });
 
   it('a failed request\'s log line has one msg, and the cause in err (code and message)', async () => {
-    const s = net.createServer().listen(0, '127.0.0.1');
-    await new Promise((r) => s.once('listening', r));
-    const port = (s.address() as net.AddressInfo).port;
-    await new Promise((r) => s.close(r));
+    const port = await closedPort();
     const cli = await startCli(['--upstream', `http://127.0.0.1:${port}`, '--workers', '1']);
     assert.equal((await request(`http://127.0.0.1:${cli.port}/`)).status, 502);
     const line = await waitFor(() => cli.lines.find((l) => l.includes('"request failed"')));
@@ -103,10 +94,7 @@ describe('the operator\'s first hour', function () {
   });
 
   it('during an outage, failed requests are logged a line a second per upstream, with a count', async () => {
-    const s = net.createServer().listen(0, '127.0.0.1');
-    await new Promise((r) => s.once('listening', r));
-    const port = (s.address() as net.AddressInfo).port;
-    await new Promise((r) => s.close(r));
+    const port = await closedPort();
     const cli = await startCli(['--upstream', `http://127.0.0.1:${port}`, '--workers', '1']);
     const results = await Promise.all(Array.from({ length: 200 }, () => request(`http://127.0.0.1:${cli.port}/`)));
     assert.ok(results.every((r) => r.status === 502));

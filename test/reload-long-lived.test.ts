@@ -4,13 +4,10 @@
  * close frame at a frame boundary instead of a bare close (which browsers report as 1006).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { FrameBoundary, goingAwayFrame, websocketAccept } from '../src/proxy/upgrade';
-import { listenUpstream, request, startCli, waitFor } from './support/helpers';
+import { configFile, listenUpstream, request, startCli, waitFor } from './support/helpers';
 
 const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 
@@ -55,12 +52,6 @@ function wsClient(port: number) {
   socket.write(`GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n`
     + `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
   return { socket, got: () => got, closed: () => closed };
-}
-
-function configFile(text: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'swy-ll-')), 'switchyard.yaml');
-  writeFileSync(file, text);
-  return file;
 }
 
 describe('long-lived connections across a reload', function () {

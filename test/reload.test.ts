@@ -1,15 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import * as http from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { httpUpstream, request, startCli, waitFor } from './support/helpers';
-
-function configFile(text: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'swy-reload-')), 'switchyard.yaml');
-  writeFileSync(file, text);
-  return file;
-}
+import { configFile, httpUpstream, request, startCli, waitFor } from './support/helpers';
 
 describe('zero-downtime reload (SIGHUP)', function () {
   this.timeout(60_000);

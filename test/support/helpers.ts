@@ -6,7 +6,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { resolve } from 'node:path';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import pino from 'pino';
 import { validate, deepFreeze, routing, type ResolvedConfig } from '../../src/config/load';
 import { parseHostPort } from '../../src/config/schema';
@@ -153,6 +155,22 @@ export function completeResponse(received: string): boolean {
   if (end === -1) return false;
   const m = /\r\ncontent-length:\s*(\d+)/i.exec(received.slice(0, end));
   return m !== null && received.length >= end + 4 + Number(m[1]);
+}
+
+/** A config file of `text` in a new temporary folder; returns its path. */
+export function configFile(text: string): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'swy-config-')), 'switchyard.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+/** A loopback port nothing listens on (it was just released). */
+export async function closedPort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
 }
 
 export function delay(ms: number): Promise<void> {
