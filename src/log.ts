@@ -65,8 +65,8 @@ export function errField(err: unknown): { code: string | undefined; message: str
 }
 
 /**
- * At most one line a second per kind, counting the rest into the next (`alsoSinceLastLine`): an
- * outage or a connection flood must not become a log flood.
+ * At most one line per interval (a second unless told) per kind, counting the rest into the next
+ * (`alsoSinceLastLine`): an outage or a connection flood must not become a log flood.
  */
 export class RarelyLogged {
   private readonly last = new Map<string, { at: number; since: number }>();
@@ -74,6 +74,10 @@ export class RarelyLogged {
   constructor(private readonly logger: Logger, private readonly intervalMs = 1000) {}
 
   warn(kind: string, fields: Record<string, unknown>, msg: string): void {
+    this.log('warn', kind, fields, msg);
+  }
+
+  log(level: 'warn' | 'error', kind: string, fields: Record<string, unknown>, msg: string): void {
     const now = Date.now();
     const last = this.last.get(kind);
     if (last !== undefined && now - last.at < this.intervalMs) {
@@ -82,6 +86,6 @@ export class RarelyLogged {
     }
     const more = last === undefined || last.since === 0 ? {} : { alsoSinceLastLine: last.since };
     this.last.set(kind, { at: now, since: 0 });
-    this.logger.warn({ ...fields, ...more }, msg);
+    this.logger[level]({ ...fields, ...more }, msg);
   }
 }

@@ -4,7 +4,7 @@
  */
 import cluster from 'node:cluster';
 import { isPrimaryMessage, type WorkerMessage } from '../src/ipc';
-import { createLogger, listenFailure, resolveLogFormat, type Logger } from '../src/log';
+import { createLogger, errField, listenFailure, RarelyLogged, resolveLogFormat, type Logger } from '../src/log';
 import { capabilities } from '../src/node-internals';
 import { nameProcess } from '../src/process-name';
 import { AccessLog } from '../src/ops/access-log';
@@ -46,19 +46,13 @@ async function drainOnce(reason: string, longLivedMs: number): Promise<void> {
 }
 
 /** A failing access log is counted every time and logged at most once a minute, never thrown. */
-let accessLogErrorLoggedAt = 0;
-let accessLogErrorsUnlogged = 0;
+let accessLogErrors: RarelyLogged | null = null;
 function accessLogFailed(err: NodeJS.ErrnoException, file: string | undefined): void {
   server?.handler.metrics?.countAccessLogError();
-  const now = Date.now();
-  if (now - accessLogErrorLoggedAt < 60_000) {
-    accessLogErrorsUnlogged++;
-    return;
-  }
-  accessLogErrorLoggedAt = now;
-  logger?.error({ event: 'access-log-error', file: file ?? 'stdout', err: { code: err.code, message: err.message },
-    alsoSinceLastLine: accessLogErrorsUnlogged }, 'access log: a write failed; its lines are lost');
-  accessLogErrorsUnlogged = 0;
+  if (logger === null) return;
+  accessLogErrors ??= new RarelyLogged(logger, 60_000);
+  accessLogErrors.log('error', 'access-log', { event: 'access-log-error', file: file ?? 'stdout', err: errField(err) },
+    'access log: a write failed; its lines are lost');
 }
 
 process.on('message', (message: unknown) => {
