@@ -707,21 +707,26 @@ export class ClientConnection implements TransportSink, Listed {
     this.phase = Phase.Body;
     this.deadline = this.phaseStart + this.limits.requestTimeout;
     const req = new ClientRequest(this, method, target, raw, major, minor, keepAlive, upgrade);
+    let tunnel = upgrade;
     if (upgrade && req.facts.upgrade !== null) {
       req.upgradeTo = allowedUpgrade(req.facts.upgrade, this.limits.upgradeProtocols);
-      // Not allowed (h2c, say): proxied as an ordinary request without its Upgrade, so no
-      // protocol switch can slip past routing and header rules (h2c smuggling).
-      if (req.upgradeTo === null) return this.ordinaryAfterUpgrade(req);
+      if (req.upgradeTo === null) {
+        // Not allowed (h2c, say): an ordinary request, body and all, proxied without its Upgrade
+        // so no protocol switch slips past routing and header rules (h2c smuggling). llhttp
+        // still stops after it: nothing more is read, and the connection closes after the answer.
+        tunnel = false;
+        this.noMore = true;
+      }
     }
     // A request without a body is complete with its head (below), and llhttp's message-complete
     // callback for it would find nothing to do.
     const hasBody = req.declaresBody;
     const parser = this.parser;
-    if (parser !== null) parser[HTTPParser.kOnMessageComplete] = !upgrade && hasBody ? parserOnMessageComplete : undefined;
+    if (parser !== null) parser[HTTPParser.kOnMessageComplete] = !tunnel && hasBody ? parserOnMessageComplete : undefined;
     this.reading = req;
     if (this.queue === NO_REQUESTS) this.queue = [req];
     else this.queue.push(req);
-    if (upgrade) {
+    if (tunnel) {
       // llhttp stops at the end of an Upgrade or CONNECT head: what follows is another protocol.
       // It is dispatched from afterExecute, which knows where the head ended; if it is not
       // tunnelled, it is answered as a plain request and the connection closes after it.
@@ -741,22 +746,6 @@ export class ClientConnection implements TransportSink, Listed {
     }
     if (this.queue.length === 1) this.dispatchNext();
     else if (this.queue.length >= MAX_PIPELINED) this.pauseReading();
-    return 0;
-  }
-
-  /**
-   * A request llhttp stops after (it saw Upgrade) that is not tunnelled: read its body as any
-   * other, then nothing more; the connection closes after the answer.
-   */
-  private ordinaryAfterUpgrade(req: ClientRequest): number {
-    const hasBody = req.declaresBody;
-    if (this.parser !== null) this.parser[HTTPParser.kOnMessageComplete] = hasBody ? parserOnMessageComplete : undefined;
-    this.reading = req;
-    if (this.queue === NO_REQUESTS) this.queue = [req];
-    else this.queue.push(req);
-    this.noMore = true;
-    if (!hasBody) this.onMessageComplete();
-    if (this.queue.length === 1) this.dispatchNext();
     return 0;
   }
 
