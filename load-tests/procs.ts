@@ -12,8 +12,8 @@ export function runAutocannon(url: string, opts: Partial<autocannon.Options> & {
   const { path, ...rest } = opts;
   const target = path === undefined ? url : `${url}${path}`;
   return new Promise((resolvePromise, reject) => {
-    const instance = autocannon({ url: target, duration, timeout: 10, ...rest } as autocannon.Options, (err, result) => {
-      if (err) reject(err);
+    const instance = autocannon({ url: target, duration, timeout: 10, ...rest }, (err, result) => {
+      if (err) reject(err instanceof Error ? err : new Error(String(err)));
       else resolvePromise(result);
     });
     instance.on('error', () => undefined);
@@ -34,7 +34,7 @@ export function startProxy(upstreamPort: number, workers: number, extraArgs: str
       '--upstream', `http://127.0.0.1:${upstreamPort}`, '--workers', String(workers), ...extraArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
     const workerPids: number[] = [];
     let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       buf += d.toString();
       let i: number;
       while ((i = buf.indexOf('\n')) !== -1) {

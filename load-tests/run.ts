@@ -40,7 +40,7 @@ interface Suite {
  * handler opens the next connection and sends the next request there.
  */
 function honourClose(client: autocannon.Client): void {
-  const c = client as autocannon.Client & { _doRequest(...args: unknown[]): unknown };
+  const c = client as autocannon.Client & { _doRequest: (this: unknown, ...args: unknown[]) => unknown };
   let closing = false;
   // http-parser-js's head info (autocannon's parser): shouldKeepAlive covers both sides' Connection.
   // (@types/autocannon calls it the headers; it is the parser's whole info object.)
@@ -48,7 +48,7 @@ function honourClose(client: autocannon.Client): void {
   const doRequest = c._doRequest;
   // A private method of autocannon 8's client (lib/httpClient.js): say so if a new version lost it.
   if (typeof doRequest !== 'function') throw new Error('new-conn: autocannon\'s client has no _doRequest; update honourClose for this version');
-  c._doRequest = function (this: typeof c, ...args: unknown[]): unknown {
+  c._doRequest = function (this: unknown, ...args: unknown[]): unknown {
     if (closing) {
       closing = false;
       return undefined;
@@ -190,9 +190,9 @@ function formatTable(run: RunResult, previous?: RunResult): string {
     // autocannon counts each timeout among its errors already: adding timeouts here counted each one twice.
     rows.push([r.suite, r.target, r.rps.toFixed(0), String(r.p50), String(r.p99), String(r.max), String(r.errors), String(r.non2xx), ratio, ...(delta !== undefined ? [delta] : [])]);
   }
-  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((row) => (row[c] ?? '').length)));
-  const line = (row: string[]) => `| ${row.map((cell, c) => cell.padEnd(widths[c]!)).join(' | ')} |`;
-  return [line(rows[0]!), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => (row[c] ?? '').length)));
+  const line = (row: string[]) => `| ${row.map((cell, c) => cell.padEnd(widths[c])).join(' | ')} |`;
+  return [line(rows[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -19,7 +19,6 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type autocannon from 'autocannon';
 import { forkUpstream, runAutocannon, runAutocannonInChild, startProxy } from './procs';
 
 export interface TransformBenchRow {
@@ -98,7 +97,7 @@ export async function benchTransforms(smoke: boolean, duration: number): Promise
         const [pages, small] = await Promise.all([
           runAutocannonInChild(url, { path: '/page-1m', connections: 2, overallRate: smoke ? 10 : 20, headers }, duration),
           runAutocannon(url, { path: '/small', connections: 2, overallRate: smoke ? 500 : 2000 }, duration),
-        ]) as [autocannon.Result, autocannon.Result];
+        ]);
         rows.push({
           scenario: s.name, describe: s.describe,
           smallRps: Math.round(small.requests.average), smallP50: small.latency.p50, smallP99: small.latency.p99, smallMax: small.latency.max,
@@ -117,7 +116,7 @@ export async function benchTransforms(smoke: boolean, duration: number): Promise
     upstream.child.kill('SIGTERM');
     pagesUpstream.child.kill('SIGTERM');
   }
-  const base = rows[0]!.smallP99;
+  const base = rows[0].smallP99;
   for (const r of rows) r.vsBaseline = base > 0 ? Math.round((r.smallP99 / base) * 100) / 100 : 0;
   return rows;
 }

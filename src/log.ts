@@ -36,7 +36,7 @@ export function createLogger(role: string, level: LevelWithSilent, extra: Record
     return pino(options, pretty({
       sync: true, colorize: true, singleLine: true, translateTime: `SYS:${PRETTY_TIME}`, ignore: 'pid,hostname,role,worker',
       messageFormat: (log: Record<string, unknown>, key: string) =>
-        `${log.worker !== undefined ? `[worker ${String(log.worker)}]` : `[${String(log.role)}]`} ${String(log[key] ?? '')}`,
+        `${log.worker !== undefined ? `[worker ${log.worker as number}]` : `[${log.role as string}]`} ${(log[key] as string | undefined) ?? ''}`,
     }));
   }
   // Synchronous writes: lines stay whole and in order across processes sharing stdout, and

@@ -95,7 +95,7 @@ export interface StreamWrapBinding {
 function loadStreamWrap(): { binding: StreamWrapBinding; uvEof: number } | null {
   if (disabled) return null;
   try {
-    const binding = (process as unknown as { binding(name: string): unknown }).binding;
+    const binding = (process as unknown as { binding: (this: void, name: string) => unknown }).binding;
     const streamWrap = binding('stream_wrap') as StreamWrapBinding;
     const uvEof = (binding('uv') as { UV_EOF: number }).UV_EOF;
     const ok = typeof streamWrap.WriteWrap === 'function' && typeof streamWrap.ShutdownWrap === 'function'
@@ -126,7 +126,7 @@ export function listenHandleOf(server: object): ListenHandle | null {
   if (streamWrap === null) return null;
   const handle = (server as { _handle?: unknown })._handle;
   if (handle === null || typeof handle !== 'object' || !('onconnection' in handle)) return null;
-  return handle as ListenHandle;
+  return handle;
 }
 
 /** The `_handle` of a net.Socket, or null (TLS, not yet connected, destroyed, or no fast path). */

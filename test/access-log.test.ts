@@ -40,11 +40,11 @@ describe('access log', () => {
       { ...first, time: 0, durationUs: 0, upstreamUs: 0, remote: '' },
       { time: 0, worker: 7, reqId: 'client-id-42', remote: '', method: 'POST', path: '/a?b=1', status: 200, bytesIn: 3, bytesOut: 5, durationUs: 0, upstreamUs: 0, upstream: up.url },
     );
-    assert.ok((first!.durationUs as number) >= (first!.upstreamUs as number));
-    assert.match(String(first!.remote), /127\.0\.0\.1/);
+    assert.ok((first.durationUs as number) >= (first.upstreamUs as number));
+    assert.match(String(first.remote), /127\.0\.0\.1/);
     // A request id that could inject into logs or headers is replaced by a generated one.
-    assert.match(String(second!.reqId), /^[0-9a-f-]{36}$/);
-    assert.deepEqual(ids, ['client-id-42', second!.reqId]);
+    assert.match(String(second.reqId), /^[0-9a-f-]{36}$/);
+    assert.deepEqual(ids, ['client-id-42', second.reqId]);
   });
 
   it('logs failures with their code, and a client that left as 499', async () => {
@@ -57,10 +57,10 @@ describe('access log', () => {
     req.on('error', () => undefined);
     await waitFor(() => silent.connections.length === 1);
     req.destroy();
-    const failed = JSON.parse((await p.lines())[0]!) as Record<string, unknown>;
+    const failed = JSON.parse((await p.lines())[0]) as Record<string, unknown>;
     assert.equal(failed.status, 502);
     assert.equal(failed.error, 'SWY_ERR_UPSTREAM_RESET');
-    const left = (await q.lines())[0]!;
+    const left = (await q.lines())[0];
     assert.equal((JSON.parse(left) as Record<string, unknown>).status, 499);
   });
 
@@ -92,7 +92,7 @@ describe('access log', () => {
     for (let i = 0; i < 60; i++) {
       const upstream = upstreams[i % upstreams.length];
       const entry = {
-        reqId: `r${i}`, remote: i % 5 === 0 ? undefined : '127.0.0.1', method: 'GET', path: paths[i % paths.length]!, httpMinor: 1,
+        reqId: `r${i}`, remote: i % 5 === 0 ? undefined : '127.0.0.1', method: 'GET', path: paths[i % paths.length], httpMinor: 1,
         status: 200 + (i % 3), bytesIn: i, bytesOut: 2 * i, durationUs: 5 + i, upstreamUs: i % 7 === 0 ? undefined : 4,
         upstream, error: i % 11 === 0 ? 'SWY_ERR_UPSTREAM_RESET' : undefined, referer: undefined, userAgent: undefined,
       };
@@ -122,7 +122,7 @@ describe('access log', () => {
     const up = await httpUpstream((_req, res) => res.end('twelve bytes'));
     const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'combined');
     await request(`${p.url}/page`, { headers: { referer: 'https://ref.example/', 'user-agent': 'test "agent"' } });
-    assert.match((await p.lines())[0]!,
+    assert.match((await p.lines())[0],
       /^\S*127\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/page HTTP\/1\.1" 200 12 "https:\/\/ref\.example\/" "test \\"agent\\""$/);
   });
 

@@ -42,7 +42,7 @@ describe('admin listener: /metrics, /healthz, /readyz', function () {
     assert.ok(metricValue(metrics, 'switchyard_request_duration_seconds_sum') > 0);
     const buckets = [...metrics.matchAll(/^switchyard_request_duration_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)].map((m) => Number(m[2]));
     assert.equal(buckets.length, 16);
-    for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i]! >= buckets[i - 1]!, 'buckets are cumulative');
+    for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i] >= buckets[i - 1], 'buckets are cumulative');
     assert.ok(metricValue(metrics, `switchyard_upstream_connections_open{pool="default",upstream="${up.url}"}`) >= 2);
     assert.equal(metricValue(metrics, `switchyard_upstream_requests_pending{pool="default",upstream="${up.url}"}`), 0);
     assert.ok(metrics.includes('switchyard_client_connections '));
@@ -53,7 +53,7 @@ describe('admin listener: /metrics, /healthz, /readyz', function () {
     assert.equal(metrics.includes('nodejs_gc_duration_seconds'), !capabilities().promMetricFiles);
     assert.equal(metricValue(metrics, 'switchyard_worker_restarts_total'), 0);
 
-    process.kill(cli.workerPids()[0]!, 'SIGKILL');
+    process.kill(cli.workerPids()[0], 'SIGKILL');
     await waitFor(() => cli.logs.some((l) => l.msg === 'worker died; replacing it'));
     await waitFor(async () => (await request(`${admin}/readyz`)).status === 200 && cli.workerPids().length === 2);
     const after = (await request(`${admin}/metrics`)).body.toString();

@@ -93,8 +93,8 @@ describe('pools of upstreams: balancing, health, retries', () => {
     const seen = new Set<string>();
     for (let user = 0; user < 12; user++) {
       const first = await sequential(byHeader.url, 4, { 'X-User': `user-${user}` });
-      assert.equal(new Set(first).size, 1, `user-${user} stayed on one member: ${first}`);
-      seen.add(first[0]!);
+      assert.equal(new Set(first).size, 1, `user-${user} stayed on one member: ${first.join()}`);
+      seen.add(first[0]);
       const cookie = await sequential(byCookie.url, 3, { Cookie: `theme=dark; sid=s${user}; x=y` });
       assert.equal(new Set(cookie).size, 1);
     }
@@ -108,7 +108,7 @@ describe('pools of upstreams: balancing, health, retries', () => {
       req.on('end', () => res.end(`${name}:${Buffer.concat(chunks).toString()}`));
     });
     const proxy = await startProxy(pool(ups, { passive: { failures: 0 } }));
-    await kill(ups[1]!);
+    await kill(ups[1]);
     const answers: string[] = [];
     for (let i = 0; i < 9; i++) {
       const r = await request(proxy.url, { method: 'POST', headers: { 'Content-Type': 'text/plain' } }, `body-${i}`);
@@ -144,7 +144,7 @@ describe('pools of upstreams: balancing, health, retries', () => {
     const received: string[] = [];
     const dropper = await rawUpstream((socket: net.Socket) => {
       socket.on('data', (d: Buffer) => {
-        received.push(d.toString('latin1').split('\r\n')[0]!);
+        received.push(d.toString('latin1').split('\r\n')[0]);
         socket.destroy();
       });
     });
@@ -178,13 +178,13 @@ describe('pools of upstreams: balancing, health, retries', () => {
     const ups = await three();
     const proxy = await startProxy(pool(ups, { passive: { failures: 2, window: 10_000, cooldown: 400 } }));
     const group = proxy.server.groups.get('web')!;
-    await kill(ups[2]!);
+    await kill(ups[2]);
     // Every request succeeds: the dead member's refusals are retried elsewhere, and counted.
     for (const name of await sequential(proxy.url, 12)) assert.notEqual(name, 'c');
-    assert.equal(group.members[2]!.healthy, false, 'c was ejected');
-    await revive(ups[2]!);
-    ups[2]!.hits = 0;
-    await waitFor(() => group.members[2]!.healthy);
+    assert.equal(group.members[2].healthy, false, 'c was ejected');
+    await revive(ups[2]);
+    ups[2].hits = 0;
+    await waitFor(() => group.members[2].healthy);
     const after = tally(await sequential(proxy.url, 30));
     assert.equal(after.c, 10, `c gets traffic again: ${JSON.stringify(after)}`);
   });
@@ -194,7 +194,7 @@ describe('pools of upstreams: balancing, health, retries', () => {
     const proxy = await startProxy({ pools: { web: { members: [{ url: only.url }], passive: { failures: 1, cooldown: 60_000 } } } });
     await kill(only);
     for (let i = 0; i < 3; i++) assert.equal((await request(proxy.url)).status, 502);
-    assert.equal(proxy.server.groups.get('web')!.members[0]!.healthy, true);
+    assert.equal(proxy.server.groups.get('web')!.members[0].healthy, true);
     await revive(only);
     const r = await request(proxy.url);
     assert.equal(r.status, 200);
@@ -215,10 +215,10 @@ describe('pools of upstreams: balancing, health, retries', () => {
     const group = proxy.server.groups.get('web')!;
     assert.deepEqual(tally(await sequential(proxy.url, 9)), { a: 3, b: 3, c: 3 });
     bHealthy = false;
-    await waitFor(() => !group.members[1]!.healthy);
+    await waitFor(() => !group.members[1].healthy);
     assert.deepEqual(tally(await sequential(proxy.url, 10)), { a: 5, c: 5 });
     bHealthy = true;
-    await waitFor(() => group.members[1]!.healthy);
+    await waitFor(() => group.members[1].healthy);
     assert.equal(tally(await sequential(proxy.url, 9)).b, 3);
   });
 
@@ -267,7 +267,7 @@ describe('pools of upstreams: balancing, health, retries', () => {
     assert.equal(second.headers['retry-after'], '1');
     assert.match(second.body.toString(), /SWY_ERR_POOL_QUEUE_TIMEOUT/);
     assert.equal(up.connections.length, 1);
-    hold[0]!.end('done');
+    hold[0].end('done');
     assert.equal((await first).status, 200);
   });
 
@@ -283,9 +283,9 @@ describe('pools of upstreams: balancing, health, retries', () => {
     assert.equal(refused.status, 503);
     assert.equal(refused.headers['retry-after'], '1');
     assert.match(refused.body.toString(), /SWY_ERR_POOL_QUEUE_FULL/);
-    hold[0]!.end('one');
+    hold[0].end('one');
     await waitFor(() => hold.length === 2);
-    hold[1]!.end('two');
+    hold[1].end('two');
     assert.deepEqual([(await first).body.toString(), (await queued).body.toString()], ['one', 'two']);
   });
 
@@ -330,12 +330,12 @@ describe('pools of upstreams: balancing, health, retries', () => {
     };
     const loops = Array.from({ length: 8 }, loop);
     await waitFor(() => done >= 200);
-    await kill(ups[0]!);
+    await kill(ups[0]);
     const atKill = done;
     await waitFor(() => done >= atKill + 300);
-    ups[0]!.hits = 0;
-    await revive(ups[0]!);
-    await waitFor(() => ups[0]!.hits > 20);
+    ups[0].hits = 0;
+    await revive(ups[0]);
+    await waitFor(() => ups[0].hits > 20);
     stop = true;
     await Promise.all(loops);
     agent.destroy();

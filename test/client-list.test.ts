@@ -12,9 +12,9 @@ describe('ClientList (the server\'s open connections)', () => {
     const items = Array.from({ length: 6 }, (_, i) => new Item(i));
     for (const it of items) list.add(it);
     assert.equal(list.size, 6);
-    assert.equal(list.delete(items[2]!), true);
-    assert.equal(list.delete(items[2]!), false);
-    assert.equal(list.delete(items[0]!), true);
+    assert.equal(list.delete(items[2]), true);
+    assert.equal(list.delete(items[2]), false);
+    assert.equal(list.delete(items[0]), true);
     assert.equal(list.size, 4);
     assert.deepEqual(list.toArray().map((i) => i.id).sort(), [1, 3, 4, 5]);
     assert.equal(list.delete(new Item(9)), false);

@@ -37,8 +37,8 @@ describe('configuration', () => {
     const yaml = (module: string) => `upstreams: [{ url: "http://127.0.0.1:3000" }]\nroutes:\n  - pool: default\n    transform: ${module}\n    compress: true\n`;
     writeFileSync(join(dir, 'ok.yaml'), yaml('./banner.js'));
     const c = loadConfig(join(dir, 'ok.yaml'));
-    assert.equal(c.routes[0]!.transform!.module, join(dir, 'banner.js'));
-    assert.equal(c.routes[0]!.compress!.minSize, 1024);
+    assert.equal(c.routes[0].transform!.module, join(dir, 'banner.js'));
+    assert.equal(c.routes[0].compress!.minSize, 1024);
     writeFileSync(join(dir, 'bad.yaml'), yaml('./missing.js'));
     const r = cli('check', '--config', join(dir, 'bad.yaml'));
     assert.equal(r.status, 2);
@@ -81,7 +81,7 @@ describe('configuration', () => {
     const dir = mkdtempSync(join(tmpdir(), 'swy-relative-'));
     copyFileSync(join(FIXTURES, 'ca.pem'), join(dir, 'ca.pem'));
     writeFileSync(join(dir, 'relative.yaml'), 'upstreams:\n  - url: https://x.example\n    ca: ca.pem\n');
-    assert.equal(loadConfig(join(dir, 'relative.yaml')).upstreams![0]!.ca, join(dir, 'ca.pem'));
+    assert.equal(loadConfig(join(dir, 'relative.yaml')).upstreams![0].ca, join(dir, 'ca.pem'));
   });
 
   it('names the key, the value given and what was expected', () => {
@@ -144,7 +144,7 @@ describe('configuration', () => {
       assert.equal(help.status, 0);
       for (const flag of ['--config', '--listen', '--upstream', '--workers', 'check']) assert.ok(help.stdout.includes(flag), flag);
       const version = cli('--version');
-      assert.equal(version.stdout.trim(), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
+      assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version);
     });
   });
 
@@ -171,7 +171,7 @@ describe('configuration', () => {
       const keys = keyPaths(configJsonSchema() as Record<string, unknown>);
       for (const key of keys) assert.ok(readme.includes(`\`${key}\``), `README lacks config key \`${key}\``);
       const section = readme.slice(readme.indexOf('## Configuration reference'), readme.indexOf('\n## ', readme.indexOf('## Configuration reference') + 5));
-      const documented = [...section.matchAll(/^\| `([a-zA-Z0-9.[\]<>]+)` \|/gm)].map((m) => m[1]!);
+      const documented = [...section.matchAll(/^\| `([a-zA-Z0-9.[\]<>]+)` \|/gm)].map((m) => m[1]);
       assert.ok(documented.length > 0);
       for (const key of documented) assert.ok(keys.includes(key), `README documents \`${key}\`, which the schema lacks`);
     });
@@ -204,7 +204,7 @@ describe('configuration', () => {
     });
 
     it('config.schema.json is the schema as built', () => {
-      const committed = JSON.parse(readFileSync(resolve(ROOT, 'config.schema.json'), 'utf8'));
+      const committed: unknown = JSON.parse(readFileSync(resolve(ROOT, 'config.schema.json'), 'utf8'));
       assert.deepEqual(committed, JSON.parse(JSON.stringify(configJsonSchema())));
     });
   });

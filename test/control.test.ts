@@ -76,7 +76,7 @@ describe('switchyard reload and stop', function () {
     const comms = cli.workerPids().map((pid) => readFileSync(`/proc/${pid}/comm`, 'utf8').trim());
     assert.deepEqual(comms.sort(), ['switchyard-w1', 'switchyard-w2']);
     for (const pid of [cli.child.pid!, ...cli.workerPids()]) {
-      assert.equal(readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[1]!.startsWith('(switchyard'), true);
+      assert.equal(readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[1].startsWith('(switchyard'), true);
       assert.match(readFileSync(`/proc/${pid}/stat`, 'utf8'), /^\d+ \(switchyard[-\w]*\) [A-Z] /);
     }
   });

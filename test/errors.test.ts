@@ -84,7 +84,7 @@ describe('errors map to the status a user expects', () => {
       const req = http.get(`${proxy.url}/slow`, { agent: false }, (res) => res.once('data', () => { req.destroy(); resolve(); }));
       req.on('error', () => undefined);
     });
-    const slowConn = up.connections[0]!;
+    const slowConn = up.connections[0];
     await waitFor(() => slowConn.destroyed);
     const res = await request(`${proxy.url}/fast`);
     assert.equal(res.body.toString(), 'fast');
@@ -105,7 +105,7 @@ describe('errors map to the status a user expects', () => {
     client.write('GET /stream HTTP/1.1\r\nHost: a\r\n\r\n');
     await once(client, 'data');
     client.resetAndDestroy();
-    const streamConn = up.connections[0]!;
+    const streamConn = up.connections[0];
     await waitFor(() => streamConn.destroyed);
     const res = await request(`${proxy.url}/fast`);
     assert.equal(res.body.toString(), 'fast');

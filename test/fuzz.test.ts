@@ -37,7 +37,7 @@ function mutate(rand: () => number, input: string): string {
       case 3: { // duplicate a line
         const lines = s.split('\r\n');
         const i = Math.floor(rand() * lines.length);
-        lines.splice(i, 0, lines[i]!);
+        lines.splice(i, 0, lines[i]);
         s = lines.join('\r\n');
         break;
       }
@@ -93,15 +93,14 @@ describe('fuzz: random and mutated requests against a running proxy', function (
       server: { headersTimeout: 300, requestTimeout: 600, keepAliveTimeout: 300 },
       timeouts: { responseHeader: 1000 },
     });
-    const cases = Array.from({ length: 600 }, () => mutate(rand, TEMPLATES[Math.floor(rand() * TEMPLATES.length)]!));
+    const cases = Array.from({ length: 600 }, () => mutate(rand, TEMPLATES[Math.floor(rand() * TEMPLATES.length)]));
     const hangs: string[] = [];
     const deadline = Date.now() + 45_000;
     const one = (bytes: string): Promise<void> => new Promise((resolve) => {
       const s = net.connect(proxy.port, '127.0.0.1');
-      let got = '';
       const timer = setTimeout(() => { hangs.push(JSON.stringify(bytes)); s.destroy(); resolve(); }, 5000);
       s.on('error', () => undefined);
-      s.on('data', (d) => { got += d.toString('latin1'); });
+      s.resume();
       s.on('close', () => { clearTimeout(timer); resolve(); });
       s.write(Buffer.from(bytes, 'latin1'));
     });

@@ -17,7 +17,7 @@ async function upstreamHeadersFor(raw: string): Promise<{ response: string; head
   const { up, seen } = await echoHeaders();
   const proxy = await startProxy({ upstreams: [{ url: up.url }] });
   const response = await rawExchange(proxy.port, raw, completeResponse);
-  return { response, headers: seen[0]!.headers, upstreamPort: up.port };
+  return { response, headers: seen[0].headers, upstreamPort: up.port };
 }
 
 describe('request headers', () => {
@@ -26,16 +26,16 @@ describe('request headers', () => {
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const res = await request(`${proxy.url}/a?b=1`, { headers: { host: 'public.example' } });
     assert.equal(res.status, 200);
-    assert.equal(seen[0]!.headers.host, `127.0.0.1:${up.port}`);
-    assert.equal(seen[0]!.url, '/a?b=1');
-    assert.equal(seen[0]!.headers['x-forwarded-host'], 'public.example');
+    assert.equal(seen[0].headers.host, `127.0.0.1:${up.port}`);
+    assert.equal(seen[0].url, '/a?b=1');
+    assert.equal(seen[0].headers['x-forwarded-host'], 'public.example');
   });
 
   it('keeps the client Host with preserveHost: true', async () => {
     const { up, seen } = await echoHeaders();
     const proxy = await startProxy({ upstreams: [{ url: up.url }], preserveHost: true });
     await request(proxy.url, { headers: { host: 'public.example' } });
-    assert.equal(seen[0]!.headers.host, 'public.example');
+    assert.equal(seen[0].headers.host, 'public.example');
   });
 
   it('removes hop-by-hop headers and every header named in Connection', async () => {
@@ -134,7 +134,7 @@ describe('request headers', () => {
     await request(proxy.url, {
       headers: { host: 'real.example', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example' },
     });
-    const h = seen[0]!.headers;
+    const h = seen[0].headers;
     assert.equal(h['x-forwarded-for'], '127.0.0.1');
     assert.equal(h['x-forwarded-proto'], 'http');
     assert.equal(h['x-forwarded-host'], 'real.example');
@@ -159,7 +159,7 @@ describe('request headers', () => {
     await request(proxy.url, {
       headers: { host: 'edge.internal', 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'www.example', via: '1.1 edge' },
     });
-    const h = seen[0]!.headers;
+    const h = seen[0].headers;
     assert.equal(h['x-forwarded-for'], '203.0.113.7, 127.0.0.1');
     assert.equal(h['x-forwarded-proto'], 'https');
     assert.equal(h['x-forwarded-host'], 'www.example');
@@ -179,8 +179,8 @@ describe('request headers', () => {
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const got = await rawExchange(proxy.port, 'GET http://other.example/x?y=1 HTTP/1.1\r\nHost: a.example\r\n\r\n', completeResponse);
     assert.match(got, /^HTTP\/1\.1 200 /);
-    assert.equal(seen[0]!.url, '/x?y=1');
-    assert.equal(seen[0]!.headers.host, `127.0.0.1:${up.port}`);
+    assert.equal(seen[0].url, '/x?y=1');
+    assert.equal(seen[0].headers.host, `127.0.0.1:${up.port}`);
   });
 
   it('answers CONNECT with 405 instead of dropping the connection', async () => {

@@ -10,7 +10,7 @@ describe('health in the cluster', () => {
     const healthChecks: Record<string, number> = { a: 0, b: 0 };
     const [a, b] = await Promise.all(['a', 'b'].map((name) => httpUpstream((req, res) => {
       if (req.url === '/health') {
-        healthChecks[name]!++;
+        healthChecks[name]++;
         res.statusCode = name === 'b' ? 503 : 200;
         res.end();
         return;
@@ -21,24 +21,24 @@ describe('health in the cluster', () => {
 accessLog: { enabled: false }
 pools:
   web:
-    members: [{ url: "${a!.url}" }, { url: "${b!.url}" }]
+    members: [{ url: "${a.url}" }, { url: "${b.url}" }]
     healthCheck: { path: /health, interval: 100, fall: 1, rise: 1 }
 `)]);
     await waitFor(() => cli.logs.find((l) => String(l.msg).includes('fails its health check')));
     // The admin listener shows the same picture: /upstreams and switchyard_upstream_up.
     const admin = `http://${String((await waitFor(() => cli.logs.find((l) => typeof l.admin === 'string'))).admin)}`;
     const upstreams = JSON.parse((await request(`${admin}/upstreams`)).body.toString()) as { pools: Array<{ pool: string; members: Array<{ url: string; healthy: boolean }> }> };
-    assert.deepEqual(upstreams.pools, [{ pool: 'web', members: [{ url: a!.url, weight: 1, healthy: true }, { url: b!.url, weight: 1, healthy: false }] }]);
+    assert.deepEqual(upstreams.pools, [{ pool: 'web', members: [{ url: a.url, weight: 1, healthy: true }, { url: b.url, weight: 1, healthy: false }] }]);
     const metrics = (await request(`${admin}/metrics`)).body.toString();
-    assert.match(metrics, new RegExp(`switchyard_upstream_up\\{pool="web",upstream="${b!.url}"\\} 0`));
-    assert.match(metrics, new RegExp(`switchyard_upstream_up\\{pool="web",upstream="${a!.url}"\\} 1`));
+    assert.match(metrics, new RegExp(`switchyard_upstream_up\\{pool="web",upstream="${b.url}"\\} 0`));
+    assert.match(metrics, new RegExp(`switchyard_upstream_up\\{pool="web",upstream="${a.url}"\\} 1`));
     const verdicts = cli.logs.filter((l) => String(l.msg).includes('health check'));
     assert.ok(verdicts.every((l) => l.role === 'primary'), 'checks are judged by the primary alone');
     const served: string[] = [];
     for (let i = 0; i < 20; i++) served.push((await request(`http://127.0.0.1:${cli.port}/`)).body.toString());
     assert.deepEqual(new Set(served), new Set(['a']));
     // One checker, not one per worker: a and b are checked at the same pace.
-    assert.ok(Math.abs(healthChecks.a! - healthChecks.b!) <= 2, JSON.stringify(healthChecks));
+    assert.ok(Math.abs(healthChecks.a - healthChecks.b) <= 2, JSON.stringify(healthChecks));
   });
 
   it('ejects a member for every worker when one worker reports it failing', async () => {

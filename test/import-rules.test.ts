@@ -20,7 +20,7 @@ function importGraph(): Map<string, string[]> {
       const text = readFileSync(path, 'utf8');
       // `import … from './x'`, `export … from './x'` (over several lines too) and `import './x'`.
       const deps = [...text.matchAll(/^(?:(?:import|export)\s[^'";]*?from\s+|import\s+)'(\.[^']+)'/gm)]
-        .map((m) => relative(ROOT, resolve(dirname(path), m[1]!)));
+        .map((m) => relative(ROOT, resolve(dirname(path), m[1])));
       graph.set(relative(ROOT, path).replace(/\.ts$/, ''), deps);
     }
   };

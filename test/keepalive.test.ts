@@ -101,7 +101,7 @@ describe('keep-alive pooling to the upstream', () => {
     // is not reading and the chunk waits in the proxy.
     const bodies = Array.from({ length: 4 }, (_, i) => randomBytes(12 * 1024 * 1024 + i * 1001));
     const up = await httpUpstream((req, res) => {
-      const body = bodies[Number(req.url!.slice(1))]!;
+      const body = bodies[Number(req.url!.slice(1))];
       res.setHeader('Content-Length', body.length);
       // Written in uneven pieces so that reads on different connections interleave.
       for (let at = 0; at < body.length; at += 7001) res.write(body.subarray(at, at + 7001));
@@ -122,8 +122,8 @@ describe('keep-alive pooling to the upstream', () => {
     for (let round = 0; round < 2; round++) {
       const got = await Promise.all(bodies.map((_, i) => fetchSlowly(i)));
       got.forEach((body, i) => {
-        assert.equal(body.length, bodies[i]!.length, `body ${i} length`);
-        assert.equal(createHash('sha256').update(body).digest('hex'), createHash('sha256').update(bodies[i]!).digest('hex'), `body ${i}`);
+        assert.equal(body.length, bodies[i].length, `body ${i} length`);
+        assert.equal(createHash('sha256').update(body).digest('hex'), createHash('sha256').update(bodies[i]).digest('hex'), `body ${i}`);
       });
     }
     agent.destroy();
@@ -136,7 +136,7 @@ describe('keep-alive pooling to the upstream', () => {
     const stalled = randomBytes(64 * 1024 * 1024);
     const fast = Array.from({ length: 4 }, (_, i) => randomBytes(2 * 1024 * 1024 + i * 999));
     const up = await httpUpstream((req, res) => {
-      const body = req.url === '/stalled' ? stalled : fast[Number(req.url!.slice(1))]!;
+      const body = req.url === '/stalled' ? stalled : fast[Number(req.url!.slice(1))];
       res.setHeader('Content-Length', body.length);
       for (let at = 0; at < body.length; at += 60_000) res.write(body.subarray(at, at + 60_000));
       res.end();
@@ -159,7 +159,7 @@ describe('keep-alive pooling to the upstream', () => {
     await delay(300);
     for (let round = 0; round < 3; round++) {
       const got = await Promise.all(fast.map((_, i) => fetch(`/${i}`, 0)));
-      got.forEach((body, i) => assert.equal(sha(body), sha(fast[i]!), `fast body ${i}, round ${round}`));
+      got.forEach((body, i) => assert.equal(sha(body), sha(fast[i]), `fast body ${i}, round ${round}`));
     }
     assert.equal(sha(await slow), sha(stalled), 'the stalled client\'s body');
   });
@@ -168,7 +168,7 @@ describe('keep-alive pooling to the upstream', () => {
     const up = await httpUpstream((_req, res) => res.end('x'));
     const proxy = await startProxy({ upstreams: [{ url: up.url }], pool: { keepAliveTimeout: 100 } });
     await request(proxy.url);
-    const conn = up.connections[0]!;
+    const conn = up.connections[0];
     await waitFor(() => conn.destroyed || conn.readableEnded);
     assert.equal(memberPool(proxy).stats().open, 0);
   });

@@ -24,7 +24,7 @@ describe('limits and slow clients', () => {
     const held = await Promise.all([1, 2, 3].map(() => openKeepAlive(proxy.port)));
     const refused = await rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n');
     assert.equal(refused, '', 'closed without an answer');
-    held[0]!.destroy();
+    held[0].destroy();
     await waitFor(() => proxy.server.connections === 2);
     assert.equal((await request(proxy.url)).status, 200);
     for (const s of held) s.destroy();
@@ -94,7 +94,7 @@ describe('limits and slow clients', () => {
     s.write(Buffer.alloc(10_000, 'x'));
     await waitFor(() => up.connections.length === 1);
     s.destroy();
-    await waitFor(() => up.connections[0]!.destroyed);
+    await waitFor(() => up.connections[0].destroyed);
     assert.equal((await request(proxy.url, { method: 'POST' }, 'small')).body.toString(), 'stored');
   });
 });

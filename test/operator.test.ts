@@ -44,7 +44,7 @@ describe('the operator\'s first hour', function () {
   });
 
   describe('an access log file that cannot be written', () => {
-    it('fails `check` and startup with exit 2, naming accessLog.file and the OS error', async () => {
+    it('fails `check` and startup with exit 2, naming accessLog.file and the OS error', () => {
       const dir = mkdtempSync(join(tmpdir(), 'swy-log-'));
       writeFileSync(join(dir, 'not-a-dir'), 'x');
       for (const [file, error] of [[dir, /EISDIR/], [join(dir, 'not-a-dir', 'access.log'), /ENOTDIR/]] as const) {
@@ -75,7 +75,7 @@ describe('the operator\'s first hour', function () {
       await delay(1200);
       const lines = cli.logs.filter((l) => l.event === 'access-log-error');
       assert.equal(lines.length, 1);
-      assert.equal((lines[0]!.err as { code: string }).code, 'ENOSPC');
+      assert.equal((lines[0].err as { code: string }).code, 'ENOSPC');
       assert.equal(cli.workerPids().length, 1);
       assert.equal(cli.logs.filter((l) => l.msg === 'worker died; replacing it').length, 0);
     });
@@ -127,7 +127,7 @@ describe('the operator\'s first hour', function () {
       assert.equal(r.status, 2);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, r.stderr);
-      assert.match(lines[0]!, new RegExp(`^switchyard: admin\\.listen: cannot listen on ${taken.address}: .*EADDRINUSE`));
+      assert.match(lines[0], new RegExp(`^switchyard: admin\\.listen: cannot listen on ${taken.address}: .*EADDRINUSE`));
     } finally {
       taken.close();
     }
@@ -135,7 +135,7 @@ describe('the operator\'s first hour', function () {
 
   describe('configs that are large, hostile or empty', () => {
     it('loads 20,000 routes, and routes by them', async () => {
-      const up = await httpUpstream((req, res) => res.end(`${req.headers['x-forwarded-host']}`));
+      const up = await httpUpstream((req, res) => res.end(String(req.headers['x-forwarded-host'])));
       let text = `pools:\n  app:\n    members: [{ url: "${up.url}" }]\nroutes:\n`;
       for (let i = 0; i < 20_000; i++) text += `  - match: { host: site${i}.example.com }\n    pool: app\n`;
       const config = loadConfig(configFile(text));
@@ -236,8 +236,9 @@ describe('log lines an operator can read', function () {
     const port = Number(listening[1]);
     assert.equal((await request(`http://127.0.0.1:${port}/hello`)).status, 200);
     // Colour codes around the fields; compared without them.
-    const plain = (): string[] => out.replace(/\x1b\[[0-9;]*m/g, '').split('\n');
-    assert.match(out, /\x1b\[3\dm/);
+    const ESC = '\u001b';
+    const plain = (): string[] => out.replace(new RegExp(`${ESC}\\[[0-9;]*m`, 'g'), '').split('\n');
+    assert.match(out, new RegExp(`${ESC}\\[3\\dm`));
     const access = await waitFor(() => plain().find((l) => l.includes('GET /hello')));
     const time = /^\[\d\d:\d\d:\d\d\.\d{3}\] /;
     assert.match(access, time);

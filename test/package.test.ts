@@ -25,14 +25,14 @@ describe('the package', function () {
     const pack = npm(['pack', '--ignore-scripts', '--json', '--pack-destination', dir], ROOT);
     assert.equal(pack.status, 0, pack.stderr);
     const [info] = JSON.parse(pack.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
-    const files = info!.files.map((f) => f.path);
+    const files = info.files.map((f) => f.path);
     assert.ok(files.includes('dist/src/cli.js'));
     assert.ok(files.includes('dist/workers/proxy-worker.js'));
     assert.ok(files.includes('deploy/switchyard.service'));
     assert.deepEqual(files.filter((f) => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('dist/test/')), []);
 
     const prefix = join(dir, 'prefix');
-    const install = npm(['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(dir, info!.filename)], dir,
+    const install = npm(['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(dir, info.filename)], dir,
       { CXX: '/bin/false', CC: '/bin/false' });
     assert.equal(install.status, 0, `${install.stdout}\n${install.stderr}`);
     const bin = join(prefix, 'bin', 'switchyard');

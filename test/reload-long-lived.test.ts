@@ -15,7 +15,7 @@ const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 function clientFrame(text: string): Buffer {
   const payload = Buffer.from(text);
   const mask = Buffer.from([1, 2, 3, 4]);
-  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4]!)]);
+  return Buffer.concat([Buffer.from([0x81, 0x80 | payload.length]), mask, payload.map((b, i) => b ^ mask[i % 4])]);
 }
 
 /** A server frame (text, unmasked). */
@@ -139,7 +139,7 @@ describe('long-lived connections across a reload', function () {
     await waitFor(() => up.received().length > 0 && up.received()[up.received().length - 8] === 0x88);
     const tail = up.received().subarray(-8);
     assert.equal(tail[1], 0x82, 'a masked close frame with 2 bytes of payload');
-    assert.deepEqual([tail[6]! ^ tail[2]!, tail[7]! ^ tail[3]!], [0x03, 0xe9], 'status 1001');
+    assert.deepEqual([tail[6] ^ tail[2], tail[7] ^ tail[3]], [0x03, 0xe9], 'status 1001');
     await waitFor(() => ws.closed());
   });
 

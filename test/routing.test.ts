@@ -31,7 +31,7 @@ describe('routing', () => {
     const [site, api, wild, canary, fallback] = await Promise.all(['site', 'api', 'wild', 'canary', 'fallback'].map(named));
     const pool = (u: Upstream) => ({ members: [{ url: u.url }] });
     const proxy = await startProxy({
-      pools: { site: pool(site!), api: pool(api!), wild: pool(wild!), canary: pool(canary!), fallback: pool(fallback!) },
+      pools: { site: pool(site), api: pool(api), wild: pool(wild), canary: pool(canary), fallback: pool(fallback) },
       routes: [
         { match: { host: 'example.com', header: { 'X-Canary': '1' } }, pool: 'canary' },
         { match: { host: ['example.com', 'www.example.com'], path: '/api', method: ['GET', 'POST'] }, pool: 'api' },
@@ -62,7 +62,7 @@ describe('routing', () => {
   it('matches and forwards one normalised path, so encodings and dot segments cannot slip past a route', async () => {
     const [admin, app] = await Promise.all(['admin', 'app'].map(named));
     const proxy = await startProxy({
-      pools: { admin: { members: [{ url: admin!.url }] }, app: { members: [{ url: app!.url }] } },
+      pools: { admin: { members: [{ url: admin.url }] }, app: { members: [{ url: app.url }] } },
       routes: [{ match: { path: '/admin' }, pool: 'admin' }, { pool: 'app' }],
     });
     const body = async (path: string) => (await rawExchange(proxy.port, `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)).split('\r\n\r\n')[1];
@@ -133,7 +133,7 @@ describe('routing', () => {
     });
     const r = await request(`${proxy.url}/`, { headers: { 'X-Env': 'dev', 'X-Tag': 'one', Cookie: 'a=b' } });
     assert.equal(r.status, 200);
-    const got = up.seen[0]!;
+    const got = up.seen[0];
     assert.equal(got.headers['x-env'], 'prod', 'set replaces the client\'s value');
     assert.equal(got.headers['x-tag'], 'one, two', 'add keeps the client\'s value');
     assert.equal(got.headers.cookie, undefined);

@@ -51,8 +51,8 @@ describe('streaming', () => {
       assert.equal(status, 200);
     }
     assert.deepEqual(received.map((r) => r.sha), [expected.sha, expected.sha]);
-    assert.equal(received[0]!.cl, String(64 * MiB));
-    assert.equal(received[1]!.te, 'chunked');
+    assert.equal(received[0].cl, String(64 * MiB));
+    assert.equal(received[1].te, 'chunked');
   });
 
   it('passes a 64 MiB download through intact', async function () {

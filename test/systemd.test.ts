@@ -17,7 +17,7 @@ function loadUnixDgram(): UnixDgram | string {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require('unix-dgram') as UnixDgram;
   } catch (err) {
-    return (err as Error).message.split('\n')[0]!;
+    return (err as Error).message.split('\n')[0];
   }
 }
 const unixDgram = loadUnixDgram();
@@ -47,7 +47,7 @@ describe('systemd', function () {
     const notify = notifySocket();
     const cli = await startCli(['--upstream', up.url, '--workers', '2'], { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '200000' });
     const ready = await waitFor(() => notify.messages.find((m) => m.READY === '1'));
-    assert.match(ready.STATUS!, /serving http:\/\/127\.0\.0\.1:0 with 2 worker\(s\)/);
+    assert.match(ready.STATUS, /serving http:\/\/127\.0\.0\.1:0 with 2 worker\(s\)/);
     assert.equal(ready.MAINPID, String(cli.child.pid));
     // READY is sent only once both workers listen.
     assert.equal(cli.logs.filter((l) => l.msg === 'worker started').length, 2);
@@ -65,7 +65,7 @@ describe('systemd', function () {
       .map((m) => (m.READY ? 'READY' : m.RELOADING ? 'RELOADING' : m.STOPPING ? 'STOPPING' : 'other'));
     assert.deepEqual(order, ['READY', 'RELOADING', 'READY', 'STOPPING']);
     const reloading = notify.messages.find((m) => m.RELOADING === '1')!;
-    assert.match(reloading.MONOTONIC_USEC!, /^\d+$/);
+    assert.match(reloading.MONOTONIC_USEC, /^\d+$/);
   });
 
   it('ships a unit file that passes systemd-analyze verify', function () {

@@ -80,7 +80,7 @@ for (const clientSockets of ['handle', 'net'] as const) {
       client.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
       await waitFor(() => got.includes('start'));
       assert.equal(completeResponse(got), false);
-      const slowConn = up.connections[up.connections.length - 1]!;
+      const slowConn = up.connections[up.connections.length - 1];
       client.destroy();
       await waitFor(() => slowConn.destroyed);
       await waitFor(() => proxy.server.connections === 0);

@@ -46,7 +46,7 @@ describe('Upgrade / WebSocket tunnels', () => {
     assert.match(c.received(), new RegExp(`Sec-WebSocket-Accept: ${websocketAccept(KEY).replace(/[+/=]/g, '\\$&')}\\r\\n`));
     c.socket.write('ping');
     await waitFor(() => c.received().endsWith('earlyping'));
-    const h = up.seen[0]!;
+    const h = up.seen[0];
     assert.equal(h.upgrade, 'websocket');
     assert.match(String(h.connection), /upgrade/i);
     assert.equal(h['x-forwarded-for'], '127.0.0.1');
@@ -62,14 +62,14 @@ describe('Upgrade / WebSocket tunnels', () => {
     a.socket.write(UPGRADE);
     await waitFor(() => a.received().includes('\r\n\r\n'));
     a.socket.destroy();
-    await waitFor(() => up.sockets[0]!.destroyed || up.sockets[0]!.readableEnded);
+    await waitFor(() => up.sockets[0].destroyed || up.sockets[0].readableEnded);
     await waitFor(() => proxy.server.connections === 0);
 
     const b = client(proxy.port);
     const bClosed = new Promise((r) => b.socket.on('close', r));
     b.socket.write(UPGRADE);
     await waitFor(() => up.sockets.length === 2 && b.received().includes('\r\n\r\n'));
-    up.sockets[1]!.end();
+    up.sockets[1].end();
     await bClosed;
     await waitFor(() => proxy.server.connections === 0);
   });
@@ -146,6 +146,6 @@ describe('Upgrade / WebSocket tunnels', () => {
     c.socket.write(UPGRADE);
     await waitFor(() => c.received().includes('\r\n\r\n'));
     await closed;
-    await waitFor(() => up.sockets[0]!.destroyed || up.sockets[0]!.readableEnded);
+    await waitFor(() => up.sockets[0].destroyed || up.sockets[0].readableEnded);
   });
 });

@@ -116,7 +116,7 @@ async function faultyUpstream(fault: Fault): Promise<Upstream & { log: Array<{ p
       while ((end = buffered.indexOf('\r\n\r\n')) !== -1) {
         const head = buffered.slice(0, end);
         buffered = buffered.slice(end + 4);
-        const path = head.split(' ')[1]!;
+        const path = head.split(' ')[1];
         log.push({ path, conn: id });
         if (path === '/fault') fault.act(socket);
         else socket.write(OK);
@@ -137,15 +137,15 @@ describe('upstream faults, on a fresh and on a reused pooled connection', () => 
         fault.check(out);
         const faulted = up.log.filter((r) => r.path === '/fault');
         assert.equal(faulted.length, 1, 'the request reached the upstream exactly once (no replay)');
-        if (reused) assert.equal(faulted[0]!.conn, up.log[0]!.conn, 'the fault came on the pooled connection');
+        if (reused) assert.equal(faulted[0].conn, up.log[0].conn, 'the fault came on the pooled connection');
         // The pool is healthy after it: the next request is served, on a new connection when the
         // faulted one could not be trusted.
         const after = await request(`${proxy.url}/warm`);
         assert.equal(after.status, 200);
         assert.equal(after.body.toString(), 'ok');
-        const last = up.log[up.log.length - 1]!;
-        if (fault.discards) assert.notEqual(last.conn, faulted[0]!.conn, 'the faulted connection was discarded');
-        else assert.equal(last.conn, faulted[0]!.conn, 'the connection went back to the pool');
+        const last = up.log[up.log.length - 1];
+        if (fault.discards) assert.notEqual(last.conn, faulted[0].conn, 'the faulted connection was discarded');
+        else assert.equal(last.conn, faulted[0].conn, 'the connection went back to the pool');
       });
     }
   }

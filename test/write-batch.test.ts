@@ -57,15 +57,15 @@ describe('small writes held back to the end of a busy turn', () => {
       }));
       // Every client's requests leave in the same tick, so the proxy reads many of them per turn.
       sockets.forEach((s, i) => {
-        const last = paths[i]!.length - 1;
-        s.write(paths[i]!.map((p, k) => `GET ${p} HTTP/1.1\r\nHost: x\r\n${k === last ? 'Connection: close\r\n' : ''}\r\n`).join(''));
+        const last = paths[i].length - 1;
+        s.write(paths[i].map((p, k) => `GET ${p} HTTP/1.1\r\nHost: x\r\n${k === last ? 'Connection: close\r\n' : ''}\r\n`).join(''));
       });
       const all = await Promise.all(received);
       all.forEach((raw, i) => {
         const responses = parseResponses(raw);
         assert.deepEqual(responses.map((r) => r.status), [200, 200, 200, 200], `round ${round}, client ${i}`);
-        assert.deepEqual(responses.map((r) => r.body), paths[i]!.map(bodyFor), `round ${round}, client ${i}: bodies in order`);
-        assert.match(responses[3]!.head, /\r\nConnection: close/i);
+        assert.deepEqual(responses.map((r) => r.body), paths[i].map(bodyFor), `round ${round}, client ${i}: bodies in order`);
+        assert.match(responses[3].head, /\r\nConnection: close/i);
       });
     }
     // The write holding belongs to the handle transport; the net.Socket fallback writes through.

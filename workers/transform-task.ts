@@ -10,5 +10,5 @@ import { runTransform, type TransformResult, type TransformTask } from '../src/t
 export default async function transformTask(task: TransformTask): Promise<TransformResult> {
   const result = await runTransform(task);
   const movable = { [transferableSymbol]: [result.body], [valueSymbol]: result };
-  return move(movable as never) as unknown as TransformResult;
+  return move(movable) as unknown as TransformResult;
 }

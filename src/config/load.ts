@@ -92,7 +92,7 @@ export function routing(config: Config, source = 'config'): { pools: Record<stri
   let routes = config.routes;
   if (routes === undefined) {
     if (names.length > 1) fail(`routes: got nothing; expected a list of routes, since there are ${names.length} pools (${names.join(', ')})`);
-    routes = names.length === 1 ? [{ match: {}, pool: names[0]!, rewriteLocation: false }] : [];
+    routes = names.length === 1 ? [{ match: {}, pool: names[0], rewriteLocation: false }] : [];
   }
   routes.forEach((r, i) => {
     if (pools[r.pool] === undefined) {

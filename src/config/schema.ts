@@ -16,7 +16,7 @@ export function parseHostPort(value: string): { host: string; port: number } | n
   if (!m) return null;
   const port = Number(m[3]);
   if (port > 65535) return null;
-  const host = m[1] ?? m[2]!;
+  const host = m[1] ?? m[2];
   if (m[1] !== undefined && isIP(host) !== 6) return null;
   return { host, port };
 }

@@ -15,9 +15,9 @@ function escapeHtml(s: string): string {
 export function renderPage(req: http.IncomingMessage): string {
   const rows: string[] = [];
   for (let i = 0; i < req.rawHeaders.length; i += 2) {
-    const name = req.rawHeaders[i]!;
+    const name = req.rawHeaders[i];
     const key = SHOWN.includes(name.toLowerCase()) ? ' class="proxy"' : '';
-    rows.push(`<tr${key}><th>${escapeHtml(name)}</th><td>${escapeHtml(req.rawHeaders[i + 1]!)}</td></tr>`);
+    rows.push(`<tr${key}><th>${escapeHtml(name)}</th><td>${escapeHtml(req.rawHeaders[i + 1])}</td></tr>`);
   }
   const worker = req.headers['x-switchyard-worker'];
   return `<!doctype html>

@@ -91,8 +91,8 @@ export class HistogramSeries {
     const b = this.bounds;
     // Most observations fall in the first few buckets: a forward scan beats a binary search here.
     for (let i = 0; i < b.length; i++) {
-      if (v <= b[i]!) {
-        this.counts[i]!++;
+      if (v <= b[i]) {
+        this.counts[i]++;
         break;
       }
     }
@@ -117,7 +117,7 @@ export class PlainHistogram extends PlainMetric<HistogramSeries> {
     for (const s of this.bySeries.values()) {
       let cumulative = 0;
       this.bounds.forEach((le, i) => {
-        cumulative += s.counts[i]!;
+        cumulative += s.counts[i];
         out.push({ labels: { le, ...s.labels }, value: cumulative, metricName: `${this.name}_bucket` });
       });
       out.push({ labels: { le: '+Inf', ...s.labels }, value: s.count, metricName: `${this.name}_bucket` });
@@ -235,7 +235,7 @@ export class RequestMetrics {
       return;
     }
     const u = this.seriesFor(upstream);
-    if (plain) u.classes[i]!.value++;
+    if (plain) u.classes[i].value++;
     else this.requests.series({ code_class: classOf(status), upstream }).value++;
     if (upstreamMs !== undefined) u.timing.observe(upstreamMs / 1000);
   }

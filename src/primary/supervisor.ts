@@ -290,14 +290,14 @@ class Supervisor {
     for (let i = 0; i < Math.max(this.slots.length, next.workerCount) && !this.stopping; i++) {
       if (i >= next.workerCount) {
         // Fewer workers now: the surplus drains and is not replaced.
-        const slot = this.slots[i]!;
+        const slot = this.slots[i];
         const old = slot.worker;
         slot.worker = null;
         if (old !== null) this.retire(old, 'reload');
         continue;
       }
       if (i >= this.slots.length) this.slots.push(newSlot(i));
-      const slot = this.slots[i]!;
+      const slot = this.slots[i];
       if (slot.timer !== null) {
         clearTimeout(slot.timer); // it was waiting out a backoff: start it now, with the new config
         slot.timer = null;

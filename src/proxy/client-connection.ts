@@ -92,7 +92,7 @@ export function scanHeaders(raw: readonly string[]): HeaderFacts {
     upgrade: null, websocketKey: null,
   };
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
+    const name = raw[i];
     // Lengths first: most fields are none of these, and a length compare is cheaper than lower-casing.
     switch (name.length) {
       case 4:
@@ -817,7 +817,7 @@ export class ClientConnection implements TransportSink, Listed {
       const err = this.pendingError;
       this.pendingError = null;
       const body = errorBody(err);
-      this.transport.write(`HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]!}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
+      this.transport.write(`HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
       const broken = this.broken;
       this.broken = null;
       this.owner.answeredError(this, err, broken);
@@ -969,8 +969,8 @@ export function allowedUpgrade(value: string, allowed: readonly string[]): strin
 
 export function findHeader(raw: readonly string[], lower: string): string | null {
   for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!;
-    if (n.length === lower.length && n.toLowerCase() === lower) return raw[i + 1]!;
+    const n = raw[i];
+    if (n.length === lower.length && n.toLowerCase() === lower) return raw[i + 1];
   }
   return null;
 }

@@ -212,7 +212,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     this.corkedBytes = 0;
     if (this.closed) return;
     if (chunks.length === 1) {
-      this.writeNow(chunks[0]!);
+      this.writeNow(chunks[0]);
     } else if (bytes <= SMALL_WRITE) {
       // A head and a small body: one latin1 string. Node's writev copies strings into a
       // buffer of its own anyway, and parses an encoding per chunk.
@@ -383,9 +383,9 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   /** From onread: the peer's bytes or its end. */
   read(buffer: ArrayBuffer | undefined): void {
     if (this.closed) return;
-    const n = streamBaseState[kReadBytesOrError]!;
+    const n = streamBaseState[kReadBytesOrError];
     if (n > 0) {
-      this.sink?.onData(buffer === undefined ? readBuffer.subarray(0, n) : Buffer.from(buffer, streamBaseState[kArrayBufferOffset]!, n));
+      this.sink?.onData(buffer === undefined ? readBuffer.subarray(0, n) : Buffer.from(buffer, streamBaseState[kArrayBufferOffset], n));
     } else if (n === UV_EOF) {
       this.setReading(false);
       this.sink?.onEnd();

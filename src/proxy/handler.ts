@@ -392,7 +392,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
   private rewriteLocation(value: string): string {
     const origin = this.member!.target.origin;
     let path: string;
-    if (value.startsWith(origin) && (value.length === origin.length || '/?#'.includes(value[origin.length]!))) {
+    if (value.startsWith(origin) && (value.length === origin.length || '/?#'.includes(value[origin.length]))) {
       path = value.slice(origin.length);
       if (path === '' || path[0] !== '/') path = `/${path}`;
     } else if (value.charCodeAt(0) === 47 /* / */ && value.charCodeAt(1) !== 47) {
@@ -466,8 +466,8 @@ function hashKeyFor(req: ClientRequest, group: UpstreamGroup): string | null {
 
 function cookieValue(raw: readonly string[], name: string): string | null {
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.length !== 6 || raw[i]!.toLowerCase() !== 'cookie') continue;
-    for (const pair of raw[i + 1]!.split(';')) {
+    if (raw[i].length !== 6 || raw[i].toLowerCase() !== 'cookie') continue;
+    for (const pair of raw[i + 1].split(';')) {
       const eq = pair.indexOf('=');
       if (eq !== -1 && pair.slice(0, eq).trim() === name) return pair.slice(eq + 1).trim();
     }

@@ -97,9 +97,9 @@ export class TrustedProxies {
 function connectionTokens(raw: readonly string[]): string[] | null {
   let names: string[] | null = null;
   for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!;
+    const n = raw[i];
     if (n.length === 10 && is(n, 'connection')) {
-      const value = raw[i + 1]!;
+      const value = raw[i + 1];
       if (value.indexOf(',') === -1) names = addToken(names, value);
       else for (const t of value.split(',')) names = addToken(names, t);
     }
@@ -191,8 +191,8 @@ export function buildRequestHead(input: RequestHeadInput): string {
   let via: string | undefined;
   let clientHost: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
-    const value = raw[i + 1]!;
+    const name = raw[i];
+    const value = raw[i + 1];
     switch (fieldOf(name)) {
       // Framing is re-derived for the next hop; Expect is answered by this hop; the rest are
       // replaced by the proxy's own values below.
@@ -236,9 +236,9 @@ export function buildInterimHead(raw: readonly string[]): string {
   const nominated = connectionTokens(raw);
   let lines = '';
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
+    const name = raw[i];
     if (fieldOf(name) === Field.HopByHop || (nominated !== null && nominates(nominated, name))) continue;
-    lines += `${name}: ${raw[i + 1]!}\r\n`;
+    lines += `${name}: ${raw[i + 1]}\r\n`;
   }
   return lines;
 }
@@ -263,22 +263,22 @@ export function buildResponseHead(
   let contentLength = false;
   let date = false;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
+    const name = raw[i];
     const field = fieldOf(name);
     if (field === Field.HopByHop) continue;
     if (nominated !== null && nominates(nominated, name)) continue;
     if (field === Field.Via) {
-      via = via === undefined ? raw[i + 1]! : `${via}, ${raw[i + 1]!}`;
+      via = via === undefined ? raw[i + 1] : `${via}, ${raw[i + 1]}`;
       continue;
     }
     if (edit !== null && edit.drop.has(name.toLowerCase())) continue;
     if (field === Field.ContentLength) contentLength = true;
     else if (field === Field.Date) date = true;
     else if (location !== null && field === Field.Location) {
-      lines += `${name}: ${location(raw[i + 1]!)}\r\n`;
+      lines += `${name}: ${location(raw[i + 1])}\r\n`;
       continue;
     }
-    lines += `${name}: ${raw[i + 1]!}\r\n`;
+    lines += `${name}: ${raw[i + 1]}\r\n`;
   }
   if (!date && (edit === null || !edit.drop.has('date'))) lines += `Date: ${httpDate()}\r\n`;
   if (edit === null || !edit.drop.has('via')) lines += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;

@@ -26,11 +26,11 @@ function refill(): void {
   randomFillSync(random);
   let o = 0;
   for (let r = 0; r < random.length; r += 16) {
-    random[r + 6] = (random[r + 6]! & 0x0f) | 0x40; // version 4
-    random[r + 8] = (random[r + 8]! & 0x3f) | 0x80; // variant 10 (RFC 9562)
+    random[r + 6] = (random[r + 6] & 0x0f) | 0x40; // version 4
+    random[r + 8] = (random[r + 8] & 0x3f) | 0x80; // variant 10 (RFC 9562)
     for (let b = 0; b < 16; b++) {
       if (b === 4 || b === 6 || b === 8 || b === 10) text[o++] = 0x2d; // -
-      const v = random[r + b]!;
+      const v = random[r + b];
       text[o++] = HEX[v >> 4]!;
       text[o++] = HEX[v & 15]!;
     }

@@ -61,11 +61,11 @@ interface HeadFacts {
 function headFacts(raw: readonly string[]): HeadFacts {
   const f: HeadFacts = { type: '', charset: 'utf8', encoding: null, length: null, noTransform: false, ranged: false };
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase();
-    const value = raw[i + 1]!;
+    const name = raw[i].toLowerCase();
+    const value = raw[i + 1];
     if (name === 'content-type') {
       const [type, ...params] = value.split(';');
-      f.type = type!.trim().toLowerCase();
+      f.type = type.trim().toLowerCase();
       for (const p of params) {
         const [k, v] = p.split('=');
         if (k?.trim().toLowerCase() === 'charset') {
@@ -96,7 +96,7 @@ export function negotiateEncoding(acceptEncoding: string | null, offered: readon
   const q = new Map<string, number>();
   for (const part of acceptEncoding.split(',')) {
     const [token, ...params] = part.trim().split(';');
-    const name = token!.trim().toLowerCase();
+    const name = token.trim().toLowerCase();
     if (name === '') continue;
     let weight = 1;
     for (const p of params) {
@@ -131,9 +131,9 @@ function rewriteFields(
   let varyDone = !vary;
   const newBody = encoding !== 'keep';
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!;
+    const name = raw[i];
     const lower = name.toLowerCase();
-    let value = raw[i + 1]!;
+    let value = raw[i + 1];
     if (newBody && (lower === 'content-length' || lower === 'content-encoding')) continue;
     if (lower === 'etag' && changed && value.startsWith('"')) value = `W/${value}`;
     if (lower === 'vary' && vary) {
@@ -383,8 +383,8 @@ class BufferedTransform implements BodyFilter {
 function fieldsOf(raw: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (let i = 0; i < raw.length; i += 2) {
-    const k = raw[i]!.toLowerCase();
-    out[k] = out[k] === undefined ? raw[i + 1]! : `${out[k]}, ${raw[i + 1]!}`;
+    const k = raw[i].toLowerCase();
+    out[k] = out[k] === undefined ? raw[i + 1] : `${out[k]}, ${raw[i + 1]}`;
   }
   return out;
 }

@@ -85,7 +85,7 @@ export class Router {
     const exact = new Map<string, Route[]>();
     const wild = new Map<string, Route[]>();
     configs.forEach((c, i) => {
-      const route = this.routes[i]!;
+      const route = this.routes[i];
       const hosts = c.match.host === undefined ? null : typeof c.match.host === 'string' ? [c.match.host] : c.match.host;
       if (hosts === null) {
         this.anyHost.push(route);
@@ -109,7 +109,7 @@ export class Router {
   match(hostHeader: string | null, path: string, method: string, raw: readonly string[]): Route | null {
     const candidates = this.candidates(hostHeader);
     for (let i = 0; i < candidates.length; i++) {
-      const r = candidates[i]!;
+      const r = candidates[i];
       if (r.matches(path, method, raw)) return r;
     }
     return null;
@@ -154,7 +154,7 @@ function removeDotSegments(path: string): string {
   const parts = path.split('/');
   const out: string[] = [];
   for (let i = 1; i < parts.length; i++) {
-    const seg = parts[i]!;
+    const seg = parts[i];
     const last = i === parts.length - 1;
     if (seg === '.' || seg === '..') {
       if (seg === '..') out.pop();

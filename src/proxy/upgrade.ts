@@ -15,7 +15,7 @@ import {
   SwitchyardError, TunnelIdleError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamProtocolError,
   toSwitchyardError,
 } from '../errors';
-import { createParser, HTTPParser, type ParseError } from '../upstream/http-parser';
+import { createParser, HTTPParser } from '../upstream/http-parser';
 import type { UpstreamTarget } from '../upstream/connection';
 import { findHeader, type ClientRequest } from './client-connection';
 import { buildResponseHead } from './headers';
@@ -63,11 +63,11 @@ export class FrameBoundary {
       }
       this.header[this.have++] = data[i++]!;
       if (this.have === 2) {
-        const len7 = this.header[1]! & 0x7f;
-        this.need = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + ((this.header[1]! & 0x80) !== 0 ? 4 : 0);
+        const len7 = this.header[1] & 0x7f;
+        this.need = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + ((this.header[1] & 0x80) !== 0 ? 4 : 0);
       }
       if (this.have >= 2 && this.have === this.need) {
-        const len7 = this.header[1]! & 0x7f;
+        const len7 = this.header[1] & 0x7f;
         this.payloadLeft = len7 === 126 ? this.header.readUInt16BE(2) : len7 === 127 ? Number(this.header.readBigUInt64BE(2)) : len7;
         this.have = 0;
         this.need = 2;
@@ -80,7 +80,7 @@ export class FrameBoundary {
 export function goingAwayFrame(masked: boolean): Buffer {
   if (!masked) return Buffer.from([0x88, 0x02, 0x03, 0xe9]);
   const mask = randomBytes(4);
-  return Buffer.from([0x88, 0x82, mask[0]!, mask[1]!, mask[2]!, mask[3]!, 0x03 ^ mask[0]!, 0xe9 ^ mask[1]!]);
+  return Buffer.from([0x88, 0x82, mask[0], mask[1], mask[2], mask[3], 0x03 ^ mask[0], 0xe9 ^ mask[1]]);
 }
 
 /** The Sec-WebSocket-Accept a server must send for `key` (RFC 6455 §4.2.2). */
@@ -179,7 +179,7 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
   const onUpstreamData = (d: Buffer): void => {
     const ret = parser.execute(d);
     if (typeof ret !== 'number') {
-      const e = ret as ParseError;
+      const e = ret;
       if (e.code === 'HPE_PAUSED_UPGRADE') return;
       failBeforeAnswer(new UpstreamProtocolError(`invalid response from upstream: ${e.reason}`));
       return;
@@ -201,7 +201,7 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     client = socket;
     // The 101 keeps its Upgrade and Connection fields: they are the point of it.
     let lines = '';
-    for (let i = 0; i < raw.length; i += 2) lines += `${raw[i]!}: ${raw[i + 1]!}\r\n`;
+    for (let i = 0; i < raw.length; i += 2) lines += `${raw[i]}: ${raw[i + 1]}\r\n`;
     socket.write(`HTTP/1.1 ${code} ${reason}\r\n${lines}\r\n`, 'latin1');
     if (head.length > 0) upstream.write(head);
     // Both directions with backpressure; the tunnel closes when either side ends or idles.

@@ -518,13 +518,13 @@ function responseFraming(raw: readonly string[]): string | number {
   let length = -1;
   let lengthFields = 0;
   for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i]!;
+    const n = raw[i];
     if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') {
       teFields++;
       te = raw[i + 1]!;
     } else if (n.length === 14 && n.toLowerCase() === 'content-length') {
       lengthFields++;
-      const v = raw[i + 1]!.trim();
+      const v = raw[i + 1].trim();
       length = v.length > 0 && v.length <= 15 && /^[0-9]+$/.test(v) ? Number(v) : -1;
     }
   }

@@ -60,16 +60,16 @@ export class UpstreamGroup {
   pick(key: string | null, tried: readonly Member[] | null): Member | null {
     const members = this.members;
     if (members.length === 1) {
-      const only = members[0]!;
+      const only = members[0];
       return only.healthy && (tried === null || !tried.includes(only)) ? only : null;
     }
     const available = this.available;
     for (let i = 0; i < members.length; i++) {
-      const m = members[i]!;
+      const m = members[i];
       available[i] = m.healthy && (tried === null || !tried.includes(m));
     }
     const i = this.selector.pick(members, available, key);
-    return i === -1 ? null : members[i]!;
+    return i === -1 ? null : members[i];
   }
 
   /** A failure the passive health check counts (connect error, reset, timeout, or a 5xx if on5xx). */

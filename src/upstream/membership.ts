@@ -165,7 +165,7 @@ class PoolMembership {
     // into a full cool-down of 503s after the upstream is back (retries cannot go elsewhere).
     if (this.members.size === 1) return;
     m.failures.push(now);
-    while (m.failures.length > 0 && m.failures[0]! <= now - p.window) m.failures.shift();
+    while (m.failures.length > 0 && m.failures[0] <= now - p.window) m.failures.shift();
     if (m.failures.length < p.failures) return;
     m.failures = [];
     m.ejectedUntil = now + p.cooldown;

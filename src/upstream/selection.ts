@@ -60,12 +60,12 @@ export class SmoothWeightedRoundRobin implements Selector {
     let best = -1;
     for (let i = 0; i < members.length; i++) {
       if (!available[i]) continue;
-      const w = members[i]!.weight;
+      const w = members[i].weight;
       total += w;
-      this.current[i]! += w;
-      if (best === -1 || this.current[i]! > this.current[best]!) best = i;
+      this.current[i] += w;
+      if (best === -1 || this.current[i] > this.current[best]) best = i;
     }
-    if (best !== -1) this.current[best]! -= total;
+    if (best !== -1) this.current[best] -= total;
     return best;
   }
 }
@@ -81,7 +81,7 @@ export class LeastConnections implements Selector {
     for (let k = 0; k < n; k++) {
       const i = (this.next + k) % n;
       if (!available[i]) continue;
-      const m = members[i]!;
+      const m = members[i];
       const load = m.inflight / m.weight;
       if (load < bestLoad) {
         best = i;
@@ -108,8 +108,8 @@ export class RandomTwo implements Selector {
     const ra = this.rank(available, a);
     if (r >= ra) r++;
     const b = this.nth(available, r);
-    const ma = members[a]!;
-    const mb = members[b]!;
+    const ma = members[a];
+    const mb = members[b];
     return mb.inflight / mb.weight < ma.inflight / ma.weight ? b : a;
   }
 
@@ -141,7 +141,7 @@ export class RendezvousHash implements Selector {
     let bestScore = -Infinity;
     for (let i = 0; i < members.length; i++) {
       if (!available[i]) continue;
-      const m = members[i]!;
+      const m = members[i];
       // A uniform draw in (0, 1) from key and member; -w / ln(u) makes the win chance ∝ weight.
       const u = (mix(h ^ m.id) + 0.5) / 4294967296;
       const score = -m.weight / Math.log(u);

@@ -92,5 +92,5 @@ function flushHeld(): void {
   // Writes deferred while these flush (none today; a drain's resume would) start a list of their own.
   const writers = queue;
   queue = [];
-  for (let i = 0; i < writers.length; i++) writers[i]!.flushDeferred();
+  for (let i = 0; i < writers.length; i++) writers[i].flushDeferred();
 }

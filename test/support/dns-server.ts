@@ -46,7 +46,7 @@ function answer(query: Buffer, state: DnsServer): Buffer | null {
   let offset = 12;
   const labels: string[] = [];
   while (offset < query.length && query[offset] !== 0) {
-    const len = query[offset]!;
+    const len = query[offset];
     labels.push(query.toString('latin1', offset + 1, offset + 1 + len));
     offset += 1 + len;
   }
@@ -76,7 +76,7 @@ function answer(query: Buffer, state: DnsServer): Buffer | null {
   }
   const header = Buffer.alloc(12);
   header.writeUInt16BE(query.readUInt16BE(0), 0); // id
-  const rd = query[2]! & 0x01;
+  const rd = query[2] & 0x01;
   header.writeUInt16BE(0x8400 | (rd << 8) | (known ? 0 : 3), 2); // QR, AA, RD copied; NXDOMAIN if unknown
   header.writeUInt16BE(1, 4);
   header.writeUInt16BE(records.length, 6);

@@ -88,7 +88,7 @@ export function resolveConfig(config: Record<string, unknown>): ResolvedConfig {
 
 /** The first member's connection pool of a pool ("default" unless named). */
 export function memberPool(proxy: Proxy, pool = 'default', index = 0): UpstreamPool {
-  return proxy.server.groups.get(pool)!.members[index]!.pool;
+  return proxy.server.groups.get(pool)!.members[index].pool;
 }
 
 /** The proxy in-process on 127.0.0.1:0, with a config validated by the real schema. */
@@ -181,7 +181,7 @@ export function delay(ms: number): Promise<void> {
 export async function waitFor<T>(check: () => T | Promise<T>, intervalMs = 20): Promise<NonNullable<T>> {
   for (;;) {
     const v = await check();
-    if (v) return v as NonNullable<T>;
+    if (v) return v;
     await delay(intervalMs);
   }
 }
@@ -212,7 +212,7 @@ export async function startCli(
   const lines: string[] = [];
   let stderr = '';
   let buffered = '';
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     buffered += d.toString();
     let i: number;
     while ((i = buffered.indexOf('\n')) !== -1) {
@@ -226,7 +226,7 @@ export async function startCli(
       }
     }
   });
-  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
   const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
   onCleanup(async () => {
     if (child.exitCode === null && child.signalCode === null) {
