@@ -14,7 +14,8 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../src/config/load';
 
 function configText(routes: number): string {
-  let text = 'pools:\n  app:\n    members:\n      - url: http://127.0.0.1:3000\n  api:\n    members:\n      - url: http://127.0.0.1:3001\nroutes:\n';
+  let text =
+    'pools:\n  app:\n    members:\n      - url: http://127.0.0.1:3000\n  api:\n    members:\n      - url: http://127.0.0.1:3001\nroutes:\n';
   for (let i = 0; i < routes; i++) {
     text += `  - match: { host: site${i}.example.com${i % 10 === 0 ? ', path: /api' : ''} }\n    pool: ${i % 10 === 0 ? 'api' : 'app'}\n`;
   }

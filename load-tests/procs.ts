@@ -8,7 +8,11 @@ import autocannon from 'autocannon';
 const ROOT = resolve(__dirname, '../..');
 
 /** `opts.path` is joined to the URL: autocannon 8 ignores a top-level `path` option. */
-export function runAutocannon(url: string, opts: Partial<autocannon.Options> & { path?: string }, duration: number): Promise<autocannon.Result> {
+export function runAutocannon(
+  url: string,
+  opts: Partial<autocannon.Options> & { path?: string },
+  duration: number,
+): Promise<autocannon.Result> {
   const { path, ...rest } = opts;
   const target = path === undefined ? url : `${url}${path}`;
   return new Promise((resolvePromise, reject) => {
@@ -28,10 +32,26 @@ export function forkUpstream(): Promise<{ child: ChildProcess; port: number }> {
   });
 }
 
-export function startProxy(upstreamPort: number, workers: number, extraArgs: string[] = []): Promise<{ child: ChildProcess; port: number; workerPids: number[] }> {
+export function startProxy(
+  upstreamPort: number,
+  workers: number,
+  extraArgs: string[] = [],
+): Promise<{ child: ChildProcess; port: number; workerPids: number[] }> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [resolve(ROOT, 'dist/src/cli.js'), '--listen', '127.0.0.1:0',
-      '--upstream', `http://127.0.0.1:${upstreamPort}`, '--workers', String(workers), ...extraArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      [
+        resolve(ROOT, 'dist/src/cli.js'),
+        '--listen',
+        '127.0.0.1:0',
+        '--upstream',
+        `http://127.0.0.1:${upstreamPort}`,
+        '--workers',
+        String(workers),
+        ...extraArgs,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     const workerPids: number[] = [];
     let buf = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -41,7 +61,11 @@ export function startProxy(upstreamPort: number, workers: number, extraArgs: str
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         let log: Record<string, unknown>;
-        try { log = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
+        try {
+          log = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
         if (log.msg === 'worker started') workerPids.push(Number(log.workerPid));
         if (typeof log.listen === 'string' && String(log.msg).includes('listening')) {
           resolvePromise({ child, port: Number(String(log.listen).split(':').pop()), workerPids });
@@ -52,12 +76,15 @@ export function startProxy(upstreamPort: number, workers: number, extraArgs: str
   });
 }
 
-
 /**
  * autocannon in a child process of its own: a load whose responses are large would otherwise
  * share the event loop of the load measuring latency, and its parsing would show as proxy latency.
  */
-export function runAutocannonInChild(url: string, opts: Partial<autocannon.Options> & { path?: string }, duration: number): Promise<autocannon.Result> {
+export function runAutocannonInChild(
+  url: string,
+  opts: Partial<autocannon.Options> & { path?: string },
+  duration: number,
+): Promise<autocannon.Result> {
   return new Promise((resolvePromise, reject) => {
     const child = fork(__filename, ['--autocannon-child'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     child.once('message', (m) => {
@@ -71,9 +98,12 @@ export function runAutocannonInChild(url: string, opts: Partial<autocannon.Optio
 
 if (require.main === module && process.argv.includes('--autocannon-child')) {
   process.once('message', (m: { url: string; opts: Partial<autocannon.Options>; duration: number }) => {
-    runAutocannon(m.url, m.opts, m.duration).then((r) => process.send?.(r), (err: Error) => {
-      process.stderr.write(`${err.stack ?? err.message}\n`);
-      process.exit(1);
-    });
+    runAutocannon(m.url, m.opts, m.duration).then(
+      (r) => process.send?.(r),
+      (err: Error) => {
+        process.stderr.write(`${err.stack ?? err.message}\n`);
+        process.exit(1);
+      },
+    );
   });
 }

@@ -36,7 +36,10 @@ function buildRouter(hosts: number): Router {
     routes,
   });
   const { routes: resolved } = routing(config);
-  const groups = new Map<string, UpstreamGroup>([['a', { name: 'a' } as UpstreamGroup], ['b', { name: 'b' } as UpstreamGroup]]);
+  const groups = new Map<string, UpstreamGroup>([
+    ['a', { name: 'a' } as UpstreamGroup],
+    ['b', { name: 'b' } as UpstreamGroup],
+  ]);
   return new Router(resolved, groups);
 }
 

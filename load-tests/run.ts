@@ -44,10 +44,13 @@ function honourClose(client: autocannon.Client): void {
   let closing = false;
   // http-parser-js's head info (autocannon's parser): shouldKeepAlive covers both sides' Connection.
   // (@types/autocannon calls it the headers; it is the parser's whole info object.)
-  c.on('headers', (info) => { closing = (info as { shouldKeepAlive?: boolean }).shouldKeepAlive === false; });
+  c.on('headers', (info) => {
+    closing = (info as { shouldKeepAlive?: boolean }).shouldKeepAlive === false;
+  });
   const doRequest = c._doRequest;
   // A private method of autocannon 8's client (lib/httpClient.js): say so if a new version lost it.
-  if (typeof doRequest !== 'function') throw new Error('new-conn: autocannon\'s client has no _doRequest; update honourClose for this version');
+  if (typeof doRequest !== 'function')
+    throw new Error("new-conn: autocannon's client has no _doRequest; update honourClose for this version");
   c._doRequest = function (this: unknown, ...args: unknown[]): unknown {
     if (closing) {
       closing = false;
@@ -64,22 +67,28 @@ export const SUITES: Suite[] = [
   { name: 'small', describe: 'GET 12 B, keep-alive, 50 conns', options: () => ({ path: '/small', connections: 50 }) },
   { name: '64k', describe: 'GET 64 KiB, keep-alive, 50 conns', options: () => ({ path: '/64k', connections: 50 }) },
   {
-    name: 'upload-1m', describe: 'POST 1 MiB, keep-alive, 10 conns',
+    name: 'upload-1m',
+    describe: 'POST 1 MiB, keep-alive, 10 conns',
     options: () => ({ path: '/upload', method: 'POST', body: UPLOAD, connections: 10 }),
   },
   {
-    name: 'new-conn', describe: 'GET 12 B, a new connection per request, 50 conns',
+    name: 'new-conn',
+    describe: 'GET 12 B, a new connection per request, 50 conns',
     // The server closes after each response and autocannon reconnects. (autocannon 8's
     // reconnectRate: 1 sends nothing at all.)
     // In smoke mode a fixed count: every request leaves a port in TIME_WAIT for a minute, and
     // a second of this at full speed uses most of the ephemeral range.
     options: (smoke) => ({
-      path: '/small', connections: 50, headers: { connection: 'close' }, setupClient: honourClose,
+      path: '/small',
+      connections: 50,
+      headers: { connection: 'close' },
+      setupClient: honourClose,
       ...(smoke ? { amount: 2000 } : {}),
     }),
   },
   {
-    name: 'c5000', describe: 'GET 12 B, 5,000 concurrent connections',
+    name: 'c5000',
+    describe: 'GET 12 B, 5,000 concurrent connections',
     options: (smoke) => ({ path: '/small', connections: smoke ? 500 : 5000 }),
   },
 ];
@@ -144,19 +153,30 @@ export interface IdleMemory {
  * on each, and compare the workers' RSS before and after (and again after `settleMs` idle, when
  * not 0); then as many again.
  */
-async function measureIdleMemory(port: number, pids: number[], count: number, settleMs = 0): Promise<{ first: number; settled: number | undefined; next: number }> {
+async function measureIdleMemory(
+  port: number,
+  pids: number[],
+  count: number,
+  settleMs = 0,
+): Promise<{ first: number; settled: number | undefined; next: number }> {
   const rss = (): number => pids.reduce((a, p) => a + rssKiB(p), 0);
   const sockets: net.Socket[] = [];
   const open = async (): Promise<void> => {
     const batch = 250;
     for (let i = 0; i < count; i += batch) {
-      await Promise.all(Array.from({ length: Math.min(batch, count - i) }, () => new Promise<void>((ok, fail) => {
-        const s = net.connect(port, '127.0.0.1');
-        sockets.push(s);
-        s.once('error', fail);
-        s.write('GET /small HTTP/1.1\r\nHost: load\r\n\r\n');
-        s.once('data', () => ok());
-      })));
+      await Promise.all(
+        Array.from(
+          { length: Math.min(batch, count - i) },
+          () =>
+            new Promise<void>((ok, fail) => {
+              const s = net.connect(port, '127.0.0.1');
+              sockets.push(s);
+              s.once('error', fail);
+              s.write('GET /small HTTP/1.1\r\nHost: load\r\n\r\n');
+              s.once('data', () => ok());
+            }),
+        ),
+      );
     }
     await new Promise((r) => setTimeout(r, 500));
   };
@@ -169,26 +189,60 @@ async function measureIdleMemory(port: number, pids: number[], count: number, se
     if (settleMs > 0) {
       await new Promise((r) => setTimeout(r, settleMs));
       const stillOpen = sockets.filter((s) => !s.destroyed && !s.readableEnded).length;
-      if (stillOpen !== count) throw new Error(`memory: ${count - stillOpen} of ${count} idle connections closed while settling`);
+      if (stillOpen !== count)
+        throw new Error(`memory: ${count - stillOpen} of ${count} idle connections closed while settling`);
       settled = rss();
     }
     await open();
     const second = rss();
-    return { first: kib(before, first), settled: settled === undefined ? undefined : kib(before, settled), next: kib(settled ?? first, second) };
+    return {
+      first: kib(before, first),
+      settled: settled === undefined ? undefined : kib(before, settled),
+      next: kib(settled ?? first, second),
+    };
   } finally {
     for (const s of sockets) s.destroy();
   }
 }
 
 function formatTable(run: RunResult, previous?: RunResult): string {
-  const rows: string[][] = [['suite', 'target', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'non-2xx', 'vs direct', ...(previous ? ['vs saved'] : [])]];
+  const rows: string[][] = [
+    [
+      'suite',
+      'target',
+      'req/s',
+      'p50 ms',
+      'p99 ms',
+      'max ms',
+      'errors',
+      'non-2xx',
+      'vs direct',
+      ...(previous ? ['vs saved'] : []),
+    ],
+  ];
   for (const r of run.results) {
     const direct = run.results.find((d) => d.suite === r.suite && d.target === 'direct');
     const ratio = r.target === 'proxy' && direct && direct.rps > 0 ? `${(r.rps / direct.rps).toFixed(2)}x` : '';
     const prev = previous?.results.find((p) => p.suite === r.suite && p.target === r.target);
-    const delta = prev && prev.rps > 0 ? `${r.rps >= prev.rps ? '+' : ''}${(((r.rps - prev.rps) / prev.rps) * 100).toFixed(1)}%` : previous ? 'n/a' : undefined;
+    const delta =
+      prev && prev.rps > 0
+        ? `${r.rps >= prev.rps ? '+' : ''}${(((r.rps - prev.rps) / prev.rps) * 100).toFixed(1)}%`
+        : previous
+          ? 'n/a'
+          : undefined;
     // autocannon counts each timeout among its errors already: adding timeouts here counted each one twice.
-    rows.push([r.suite, r.target, r.rps.toFixed(0), String(r.p50), String(r.p99), String(r.max), String(r.errors), String(r.non2xx), ratio, ...(delta !== undefined ? [delta] : [])]);
+    rows.push([
+      r.suite,
+      r.target,
+      r.rps.toFixed(0),
+      String(r.p50),
+      String(r.p99),
+      String(r.max),
+      String(r.errors),
+      String(r.non2xx),
+      ratio,
+      ...(delta !== undefined ? [delta] : []),
+    ]);
   }
   const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => (row[c] ?? '').length)));
   const line = (row: string[]) => `| ${row.map((cell, c) => cell.padEnd(widths[c])).join(' | ')} |`;
@@ -212,9 +266,18 @@ export async function main(argv: string[]): Promise<number> {
   const duration = values.duration !== undefined ? Number(values.duration) : smoke ? 1 : 10;
   const only = values.only?.split(',');
   const suites = SUITES.filter((s) => only === undefined || only.includes(s.name));
-  const previous = values.compare !== undefined ? JSON.parse(readFileSync(values.compare, 'utf8')) as RunResult : undefined;
+  const previous =
+    values.compare !== undefined ? (JSON.parse(readFileSync(values.compare, 'utf8')) as RunResult) : undefined;
 
-  const run: RunResult = { date: new Date().toISOString(), workers, duration, smoke, node: process.version, results: [], failed: [] };
+  const run: RunResult = {
+    date: new Date().toISOString(),
+    workers,
+    duration,
+    smoke,
+    node: process.version,
+    results: [],
+    failed: [],
+  };
   // In-process and first, before any cluster competes for the CPU.
   if (only === undefined || only.includes('routes')) run.routes = benchRoutes(smoke);
   const needCluster = suites.length > 0 || only === undefined || only.includes('memory');
@@ -238,8 +301,11 @@ export async function main(argv: string[]): Promise<number> {
       await runAutocannon(`http://127.0.0.1:${proxy.port}`, { path: '/small', connections: 50 }, smoke ? 1 : 3);
       const warm = await measureIdleMemory(proxy.port, proxy.workerPids, count);
       run.memory = {
-        connections: count, warmKibPerConnection: warm.first, kibPerConnection: fresh.first,
-        settledKibPerConnection: fresh.settled, settleSeconds: fresh.settled === undefined ? undefined : settleSeconds,
+        connections: count,
+        warmKibPerConnection: warm.first,
+        kibPerConnection: fresh.first,
+        settledKibPerConnection: fresh.settled,
+        settleSeconds: fresh.settled === undefined ? undefined : settleSeconds,
         marginalKibPerConnection: fresh.next,
       };
     }
@@ -248,14 +314,24 @@ export async function main(argv: string[]): Promise<number> {
         const port = target === 'direct' ? upstream.port : proxy.port;
         const r = await runAutocannon(`http://127.0.0.1:${port}`, suite.options(smoke), duration);
         const result: SuiteResult = {
-          suite: suite.name, describe: suite.describe, target,
-          rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max,
-          requests: r.requests.total, errors: r.errors, timeouts: r.timeouts, non2xx: r.non2xx,
+          suite: suite.name,
+          describe: suite.describe,
+          target,
+          rps: r.requests.average,
+          p50: r.latency.p50,
+          p99: r.latency.p99,
+          max: r.latency.max,
+          requests: r.requests.total,
+          errors: r.errors,
+          timeouts: r.timeouts,
+          non2xx: r.non2xx,
           bytesPerRequest: r.requests.total > 0 ? Math.round(r.throughput.total / r.requests.total) : 0,
         };
         run.results.push(result);
         if (target === 'proxy' && (r.errors > 0 || r.timeouts > 0 || r.non2xx > 0 || r.requests.total === 0)) {
-          run.failed.push(`${suite.name} (errors ${r.errors}, timeouts ${r.timeouts}, non-2xx ${r.non2xx}, requests ${r.requests.total})`);
+          run.failed.push(
+            `${suite.name} (errors ${r.errors}, timeouts ${r.timeouts}, non-2xx ${r.non2xx}, requests ${r.requests.total})`,
+          );
         }
         process.stderr.write(`  ${suite.name} ${target}: ${result.rps.toFixed(0)} req/s\n`);
       }
@@ -270,26 +346,38 @@ export async function main(argv: string[]): Promise<number> {
   if (only === undefined || only.includes('transforms')) {
     run.transforms = await benchTransforms(smoke, duration);
     for (const r of run.transforms) {
-      if (r.errors > 0 || r.non2xx > 0) run.failed.push(`transforms/${r.scenario} (errors ${r.errors}, non-2xx ${r.non2xx})`);
+      if (r.errors > 0 || r.non2xx > 0)
+        run.failed.push(`transforms/${r.scenario} (errors ${r.errors}, non-2xx ${r.non2xx})`);
     }
   }
   const out = values.out ?? resolve(ROOT, 'load-tests/results', `${run.date.replace(/[:.]/g, '-')}.json`);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, `${JSON.stringify(run, null, 2)}\n`);
 
-  process.stdout.write(`switchyard load: ${workers} worker(s), ${duration}s per suite${smoke ? ' (smoke)' : ''}, node ${process.version}\n`);
+  process.stdout.write(
+    `switchyard load: ${workers} worker(s), ${duration}s per suite${smoke ? ' (smoke)' : ''}, node ${process.version}\n`,
+  );
   for (const s of suites) process.stdout.write(`  ${s.name}: ${s.describe}\n`);
   if (suites.length > 0) process.stdout.write(`${formatTable(run, previous)}\n`);
   if (run.transforms) {
-    process.stdout.write(`transforms on one worker (small: GET 12 B at 2,000/s, alongside 1 MiB pages at 20/s; smoke: 500/s and 10/s):\n${formatTransformTable(run.transforms)}\n`);
+    process.stdout.write(
+      `transforms on one worker (small: GET 12 B at 2,000/s, alongside 1 MiB pages at 20/s; smoke: 500/s and 10/s):\n${formatTransformTable(run.transforms)}\n`,
+    );
   }
-  if (run.routes) process.stdout.write(`route table lookups (ns per request; flat = constant time):\n${formatRouteTable(run.routes)}\n`);
+  if (run.routes)
+    process.stdout.write(
+      `route table lookups (ns per request; flat = constant time):\n${formatRouteTable(run.routes)}\n`,
+    );
   if (run.memory) {
     const m = run.memory;
-    process.stdout.write(`idle keep-alive memory, KiB of worker RSS per connection (${m.connections} connections): `
-      + `${m.warmKibPerConnection} on workers that served traffic first; ${m.kibPerConnection} on fresh workers`
-      + (m.settledKibPerConnection !== undefined ? ` (${m.settledKibPerConnection} once idle ${m.settleSeconds} s, still open)` : '')
-      + `, ${m.marginalKibPerConnection} for each of ${m.connections} more\n`);
+    process.stdout.write(
+      `idle keep-alive memory, KiB of worker RSS per connection (${m.connections} connections): ` +
+        `${m.warmKibPerConnection} on workers that served traffic first; ${m.kibPerConnection} on fresh workers` +
+        (m.settledKibPerConnection !== undefined
+          ? ` (${m.settledKibPerConnection} once idle ${m.settleSeconds} s, still open)`
+          : '') +
+        `, ${m.marginalKibPerConnection} for each of ${m.connections} more\n`,
+    );
   }
   process.stdout.write(`results: ${out}\n`);
   if (run.failed.length > 0) {
@@ -310,8 +398,11 @@ function writeLoadConfig(): string {
 class Skip extends Error {}
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => process.exit(code), (err: unknown) => {
-    process.stderr.write(`load: ${(err as Error).stack ?? String(err)}\n`);
-    process.exit(1);
-  });
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`load: ${(err as Error).stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
 }

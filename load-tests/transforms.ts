@@ -48,11 +48,23 @@ function scenarios(moduleFile: string): Scenario[] {
   return [
     { name: 'baseline', describe: 'pages relayed as they are', route: null },
     { name: 'pool', describe: 'replace in the piscina pool (threads auto)', route: { transform: replace } },
-    { name: 'inline', describe: 'the same replace on the event loop (threads 0)', route: { transform: replace }, threads: 0 },
-    { name: 'gzip-stream', describe: 'gzip only, zlib async stream', route: { compress: { encodings: ['gzip'] } }, acceptEncoding: true },
     {
-      name: 'gzip-pool', describe: 'gzip only, in the pool (identity module + compress)',
-      route: { transform: { module: moduleFile }, compress: { encodings: ['gzip'] } }, acceptEncoding: true,
+      name: 'inline',
+      describe: 'the same replace on the event loop (threads 0)',
+      route: { transform: replace },
+      threads: 0,
+    },
+    {
+      name: 'gzip-stream',
+      describe: 'gzip only, zlib async stream',
+      route: { compress: { encodings: ['gzip'] } },
+      acceptEncoding: true,
+    },
+    {
+      name: 'gzip-pool',
+      describe: 'gzip only, in the pool (identity module + compress)',
+      route: { transform: { module: moduleFile }, compress: { encodings: ['gzip'] } },
+      acceptEncoding: true,
     },
   ];
 }
@@ -65,19 +77,22 @@ function configFor(s: Scenario, pagesPort: number, smallPort: number): string {
   const dir = mkdtempSync(join(tmpdir(), 'swy-bench-'));
   const file = join(dir, 'switchyard.yaml');
   const extra = s.route === null ? [] : Object.entries(s.route).map(([k, v]) => `    ${k}: ${JSON.stringify(v)}`);
-  writeFileSync(file, [
-    'accessLog: { enabled: false }',
-    ...(s.threads !== undefined ? [`transformPool: { threads: ${s.threads} }`] : []),
-    'pools:',
-    `  pages: { members: [{ url: "http://127.0.0.1:${pagesPort}" }] }`,
-    `  small: { members: [{ url: "http://127.0.0.1:${smallPort}" }] }`,
-    'routes:',
-    '  - match: { path: /page-1m }',
-    '    pool: pages',
-    ...extra,
-    '  - pool: small',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    file,
+    [
+      'accessLog: { enabled: false }',
+      ...(s.threads !== undefined ? [`transformPool: { threads: ${s.threads} }`] : []),
+      'pools:',
+      `  pages: { members: [{ url: "http://127.0.0.1:${pagesPort}" }] }`,
+      `  small: { members: [{ url: "http://127.0.0.1:${smallPort}" }] }`,
+      'routes:',
+      '  - match: { path: /page-1m }',
+      '    pool: pages',
+      ...extra,
+      '  - pool: small',
+      '',
+    ].join('\n'),
+  );
   return file;
 }
 
@@ -95,12 +110,20 @@ export async function benchTransforms(smoke: boolean, duration: number): Promise
         const url = `http://127.0.0.1:${proxy.port}`;
         const headers = s.acceptEncoding === true ? { 'accept-encoding': 'gzip' } : {};
         const [pages, small] = await Promise.all([
-          runAutocannonInChild(url, { path: '/page-1m', connections: 2, overallRate: smoke ? 10 : 20, headers }, duration),
+          runAutocannonInChild(
+            url,
+            { path: '/page-1m', connections: 2, overallRate: smoke ? 10 : 20, headers },
+            duration,
+          ),
           runAutocannon(url, { path: '/small', connections: 2, overallRate: smoke ? 500 : 2000 }, duration),
         ]);
         rows.push({
-          scenario: s.name, describe: s.describe,
-          smallRps: Math.round(small.requests.average), smallP50: small.latency.p50, smallP99: small.latency.p99, smallMax: small.latency.max,
+          scenario: s.name,
+          describe: s.describe,
+          smallRps: Math.round(small.requests.average),
+          smallP50: small.latency.p50,
+          smallP99: small.latency.p99,
+          smallMax: small.latency.max,
           pagesRps: Math.round(pages.requests.average * 10) / 10,
           // Timeouts are among autocannon's errors already.
           errors: small.errors + pages.errors,
@@ -127,7 +150,9 @@ export function formatTransformTable(rows: TransformBenchRow[]): string {
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows) {
-    lines.push(`| ${r.scenario} | ${r.describe} | ${r.smallRps} | ${r.smallP50} | ${r.smallP99} | ${r.smallMax} | ${r.vsBaseline}x | ${r.pagesRps} | ${r.errors} | ${r.non2xx} |`);
+    lines.push(
+      `| ${r.scenario} | ${r.describe} | ${r.smallRps} | ${r.smallP50} | ${r.smallP99} | ${r.smallMax} | ${r.vsBaseline}x | ${r.pagesRps} | ${r.errors} | ${r.non2xx} |`,
+    );
   }
   return lines.join('\n');
 }

@@ -8,13 +8,17 @@ const SMALL = Buffer.from('hello world\n');
 const K64 = Buffer.alloc(64 * 1024, 'x');
 /** A 1 MiB HTML page full of links to an internal origin: what a transform rewrites. */
 const LINE = '<li><a href="http://10.0.0.5:3000/products/item">an internal link</a> and some text around it</li>\n';
-const PAGE_1M = Buffer.from(`<!doctype html><ul>\n${LINE.repeat(Math.ceil((1024 * 1024) / LINE.length))}`.slice(0, 1024 * 1024));
+const PAGE_1M = Buffer.from(
+  `<!doctype html><ul>\n${LINE.repeat(Math.ceil((1024 * 1024) / LINE.length))}`.slice(0, 1024 * 1024),
+);
 
 export function createLoadUpstream(): http.Server {
   const server = http.createServer((req, res) => {
     if (req.method === 'POST') {
       let bytes = 0;
-      req.on('data', (c: Buffer) => { bytes += c.length; });
+      req.on('data', (c: Buffer) => {
+        bytes += c.length;
+      });
       req.on('end', () => {
         res.writeHead(200, { 'content-type': 'text/plain', 'content-length': String(String(bytes).length) });
         res.end(String(bytes));

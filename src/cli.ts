@@ -42,7 +42,7 @@ Commands:
 `;
 
 const COMMANDS = ['check', 'reload', 'stop'] as const;
-type Command = typeof COMMANDS[number] | 'run' | 'help' | 'version';
+type Command = (typeof COMMANDS)[number] | 'run' | 'help' | 'version';
 
 export function parseCommandLine(argv: string[]): { command: Command; file?: string; overrides: ConfigOverrides } {
   const { values, positionals } = parseArgs({
@@ -60,15 +60,23 @@ export function parseCommandLine(argv: string[]): { command: Command; file?: str
       version: { type: 'boolean', short: 'v' },
     },
   });
-  const named = positionals[0] as typeof COMMANDS[number] | undefined;
+  const named = positionals[0] as (typeof COMMANDS)[number] | undefined;
   if (positionals.length > 1 || (named !== undefined && !COMMANDS.includes(named))) {
-    throw new ConfigError(`unknown command ${JSON.stringify(positionals.join(' '))}; expected no command, "check", "reload" or "stop"`);
+    throw new ConfigError(
+      `unknown command ${JSON.stringify(positionals.join(' '))}; expected no command, "check", "reload" or "stop"`,
+    );
   }
-  const command: Command = values.help ? 'help' : values.version ? 'version' : named ?? 'run';
+  const command: Command = values.help ? 'help' : values.version ? 'version' : (named ?? 'run');
   return {
     command,
     ...(values.config !== undefined ? { file: values.config } : {}),
-    overrides: { listen: values.listen, admin: values.admin, upstreams: values.upstream, workers: values.workers, pidFile: values['pid-file'] },
+    overrides: {
+      listen: values.listen,
+      admin: values.admin,
+      upstreams: values.upstream,
+      workers: values.workers,
+      pidFile: values['pid-file'],
+    },
   };
 }
 
@@ -88,7 +96,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${version}\n`);
     return 0;
   }
-  if (parsed.command === 'reload' || parsed.command === 'stop') return control(parsed.command, parsed.file, parsed.overrides);
+  if (parsed.command === 'reload' || parsed.command === 'stop')
+    return control(parsed.command, parsed.file, parsed.overrides);
   let config;
   try {
     config = loadConfig(parsed.file, parsed.overrides);
@@ -98,10 +107,14 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (parsed.command === 'check') {
-    const pools = Object.entries(config.pools).map(([name, p]) =>
-      `${name} (${p.dns !== undefined ? `DNS ${p.dns.type} ${p.dns.name}` : p.members!.map((m) => m.url).join(', ')})`);
+    const pools = Object.entries(config.pools).map(
+      ([name, p]) =>
+        `${name} (${p.dns !== undefined ? `DNS ${p.dns.type} ${p.dns.name}` : p.members!.map((m) => m.url).join(', ')})`,
+    );
     const upstreams = pools.length === 0 ? 'built-in demo origin' : pools.join('; ');
-    process.stdout.write(`configuration OK: listen ${config.listen}, ${config.workerCount} worker(s), ${config.routes.length} route(s), pools: ${upstreams}\n`);
+    process.stdout.write(
+      `configuration OK: listen ${config.listen}, ${config.workerCount} worker(s), ${config.routes.length} route(s), pools: ${upstreams}\n`,
+    );
     return 0;
   }
   const logger = createLogger('primary', config.log.level, {}, config.log.format);
@@ -137,10 +150,17 @@ async function main(argv: string[]): Promise<number> {
  * `reload` and `stop`: find the running instance by its pid file (--pid-file, else the pidFile of
  * --config, else the default), act, and report what happened.
  */
-async function control(command: 'reload' | 'stop', file: string | undefined, overrides: ConfigOverrides): Promise<number> {
+async function control(
+  command: 'reload' | 'stop',
+  file: string | undefined,
+  overrides: ConfigOverrides,
+): Promise<number> {
   let pidFile: string;
   try {
-    pidFile = overrides.pidFile !== undefined ? resolve(overrides.pidFile) : pidFileOf(file === undefined ? {} : loadConfig(file, overrides));
+    pidFile =
+      overrides.pidFile !== undefined
+        ? resolve(overrides.pidFile)
+        : pidFileOf(file === undefined ? {} : loadConfig(file, overrides));
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     const refused = command === 'reload' ? 'reload refused; the running configuration stays.\n' : '';
@@ -179,7 +199,9 @@ async function control(command: 'reload' | 'stop', file: string | undefined, ove
     const last = now?.lastReload;
     if (last === undefined || last === null || last.generation <= before) continue;
     if (last.ok) {
-      process.stdout.write(`reloaded: ${last.workers ?? now!.workers} worker(s), config hash ${last.configHash ?? now!.configHash}\n`);
+      process.stdout.write(
+        `reloaded: ${last.workers ?? now!.workers} worker(s), config hash ${last.configHash ?? now!.configHash}\n`,
+      );
       return 0;
     }
     process.stderr.write(`switchyard: reload failed; the running configuration stays.\n${last.error ?? ''}\n`);

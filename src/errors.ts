@@ -95,7 +95,11 @@ export class PoolQueueFullError extends SwitchyardError {
 /** No route matched the request's host, path, method and headers. */
 export class NoRouteError extends SwitchyardError {
   constructor(host: string | null, path: string) {
-    super('SWY_ERR_NO_ROUTE', 404, `no route matches host ${JSON.stringify((host ?? '').slice(0, 255))} and path ${JSON.stringify(path.slice(0, 255))}`);
+    super(
+      'SWY_ERR_NO_ROUTE',
+      404,
+      `no route matches host ${JSON.stringify((host ?? '').slice(0, 255))} and path ${JSON.stringify(path.slice(0, 255))}`,
+    );
   }
 }
 
@@ -177,13 +181,25 @@ export function toSwitchyardError(err: unknown): SwitchyardError {
   const e = err as NodeJS.ErrnoException | undefined;
   const code = e?.code ?? '';
   const msg = e?.message ?? String(err);
-  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EHOSTUNREACH' ||
-      code === 'ENETUNREACH' || code === 'EAI_AGAIN' || code === 'EADDRNOTAVAIL') {
+  if (
+    code === 'ECONNREFUSED' ||
+    code === 'ENOTFOUND' ||
+    code === 'EHOSTUNREACH' ||
+    code === 'ENETUNREACH' ||
+    code === 'EAI_AGAIN' ||
+    code === 'EADDRNOTAVAIL'
+  ) {
     return new UpstreamConnectError(msg, { cause: err });
   }
-  if (code.startsWith('ERR_TLS') || code.startsWith('ERR_SSL') || code.includes('CERT') ||
-      code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || code === 'SELF_SIGNED_CERT_IN_CHAIN' ||
-      code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || code === 'HOSTNAME_MISMATCH') {
+  if (
+    code.startsWith('ERR_TLS') ||
+    code.startsWith('ERR_SSL') ||
+    code.includes('CERT') ||
+    code === 'DEPTH_ZERO_SELF_SIGNED_CERT' ||
+    code === 'SELF_SIGNED_CERT_IN_CHAIN' ||
+    code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' ||
+    code === 'HOSTNAME_MISMATCH'
+  ) {
     return new UpstreamTlsError(msg, { cause: err });
   }
   if (code.startsWith('HPE_')) return new UpstreamProtocolError(msg, { cause: err });
@@ -192,8 +208,15 @@ export function toSwitchyardError(err: unknown): SwitchyardError {
 
 /** Reason phrases of the statuses switchyard answers with itself. */
 export const STATUS_TEXT: Readonly<Record<number, string>> = {
-  400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 408: 'Request Timeout', 413: 'Content Too Large',
-  417: 'Expectation Failed', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable',
+  400: 'Bad Request',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  408: 'Request Timeout',
+  413: 'Content Too Large',
+  417: 'Expectation Failed',
+  431: 'Request Header Fields Too Large',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
   504: 'Gateway Timeout',
 };
 

@@ -20,7 +20,12 @@ export function resolveLogFormat(format: LogFormat): 'json' | 'pretty' {
 /** The one time format of every terminal line, process and access alike. */
 export const PRETTY_TIME = 'HH:MM:ss.l';
 
-export function createLogger(role: string, level: LevelWithSilent, extra: Record<string, unknown> = {}, format: LogFormat = 'json'): Logger {
+export function createLogger(
+  role: string,
+  level: LevelWithSilent,
+  extra: Record<string, unknown> = {},
+  format: LogFormat = 'json',
+): Logger {
   const options = {
     level,
     base: { role, pid: process.pid, ...extra },
@@ -33,11 +38,18 @@ export function createLogger(role: string, level: LevelWithSilent, extra: Record
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const pretty = require('pino-pretty') as typeof import('pino-pretty');
     // Synchronous, like the JSON destination below: lines stay in order across processes.
-    return pino(options, pretty({
-      sync: true, colorize: true, singleLine: true, translateTime: `SYS:${PRETTY_TIME}`, ignore: 'pid,hostname,role,worker',
-      messageFormat: (log: Record<string, unknown>, key: string) =>
-        `${log.worker !== undefined ? `[worker ${log.worker as number}]` : `[${log.role as string}]`} ${(log[key] as string | undefined) ?? ''}`,
-    }));
+    return pino(
+      options,
+      pretty({
+        sync: true,
+        colorize: true,
+        singleLine: true,
+        translateTime: `SYS:${PRETTY_TIME}`,
+        ignore: 'pid,hostname,role,worker',
+        messageFormat: (log: Record<string, unknown>, key: string) =>
+          `${log.worker !== undefined ? `[worker ${log.worker as number}]` : `[${log.role as string}]`} ${(log[key] as string | undefined) ?? ''}`,
+      }),
+    );
   }
   // Synchronous writes: lines stay whole and in order across processes sharing stdout, and
   // none is lost when a process exits right after logging. maxWrite: lines that wait for a full
@@ -71,7 +83,10 @@ export function errField(err: unknown): { code: string | undefined; message: str
 export class RarelyLogged {
   private readonly last = new Map<string, { at: number; since: number }>();
 
-  constructor(private readonly logger: Logger, private readonly intervalMs = 1000) {}
+  constructor(
+    private readonly logger: Logger,
+    private readonly intervalMs = 1000,
+  ) {}
 
   warn(kind: string, fields: Record<string, unknown>, msg: string): void {
     this.log('warn', kind, fields, msg);

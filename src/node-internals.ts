@@ -54,7 +54,8 @@ function loadHttpCommon(): { HTTPParser: HTTPParserConstructor; methods: string[
   try {
     const common = require('_http_common') as { HTTPParser?: HTTPParserConstructor; methods?: string[] };
     const P = common.HTTPParser;
-    if (typeof P !== 'function' || typeof P.kOnHeadersComplete !== 'number' || !Array.isArray(common.methods)) return null;
+    if (typeof P !== 'function' || typeof P.kOnHeadersComplete !== 'number' || !Array.isArray(common.methods))
+      return null;
     return { HTTPParser: P, methods: common.methods };
   } catch {
     return null;
@@ -63,8 +64,10 @@ function loadHttpCommon(): { HTTPParser: HTTPParserConstructor; methods: string[
 
 const httpCommon = loadHttpCommon();
 if (httpCommon === null) {
-  throw new Error(`switchyard needs node:http's llhttp binding (_http_common.HTTPParser), which Node.js ${process.version} does not export; `
-    + 'supported: Node.js 20.19 and later 20.x, 22, 24 and 26');
+  throw new Error(
+    `switchyard needs node:http's llhttp binding (_http_common.HTTPParser), which Node.js ${process.version} does not export; ` +
+      'supported: Node.js 20.19 and later 20.x, 22, 24 and 26',
+  );
 }
 export const HTTPParser: HTTPParserConstructor = httpCommon.HTTPParser;
 /** llhttp's method names, by the index its head callback passes. */
@@ -98,8 +101,11 @@ function loadStreamWrap(): { binding: StreamWrapBinding; uvEof: number } | null 
     const binding = (process as unknown as { binding: (this: void, name: string) => unknown }).binding;
     const streamWrap = binding('stream_wrap') as StreamWrapBinding;
     const uvEof = (binding('uv') as { UV_EOF: number }).UV_EOF;
-    const ok = typeof streamWrap.WriteWrap === 'function' && typeof streamWrap.ShutdownWrap === 'function'
-      && streamWrap.streamBaseState instanceof Int32Array && typeof uvEof === 'number';
+    const ok =
+      typeof streamWrap.WriteWrap === 'function' &&
+      typeof streamWrap.ShutdownWrap === 'function' &&
+      streamWrap.streamBaseState instanceof Int32Array &&
+      typeof uvEof === 'number';
     return ok ? { binding: streamWrap, uvEof } : null;
   } catch {
     return null;
@@ -133,7 +139,7 @@ export function listenHandleOf(server: object): ListenHandle | null {
 export function socketHandleOf<T extends object>(socket: object): T | null {
   if (streamWrap === null) return null;
   const handle = (socket as { _handle?: unknown })._handle;
-  return handle !== null && typeof handle === 'object' ? handle as T : null;
+  return handle !== null && typeof handle === 'object' ? (handle as T) : null;
 }
 
 let ownerSymbol: symbol | null = null;
@@ -143,14 +149,18 @@ let ownerSymbol: symbol | null = null;
  * Fallback: a symbol of our own.
  */
 export function ownerSlot(handle: object): symbol {
-  ownerSymbol ??= (disabled ? undefined : Object.getOwnPropertySymbols(handle).find((s) => s.description === 'owner_symbol'))
-    ?? Symbol('switchyard.owner');
+  ownerSymbol ??=
+    (disabled ? undefined : Object.getOwnPropertySymbols(handle).find((s) => s.description === 'owner_symbol')) ??
+    Symbol('switchyard.owner');
   return ownerSymbol;
 }
 
 // ---- Buffer's own latin1 and UTF-8 coders, under toString() and write() ----
 
-type FastBuffer = Buffer & { latin1Slice?(start: number, end: number): string; utf8Write?(s: string, offset: number): number };
+type FastBuffer = Buffer & {
+  latin1Slice?(start: number, end: number): string;
+  utf8Write?(s: string, offset: number): number;
+};
 const probe = Buffer.alloc(4) as FastBuffer;
 const fastCoders = !disabled && typeof probe.latin1Slice === 'function' && typeof probe.utf8Write === 'function';
 
@@ -182,7 +192,7 @@ export function promDefaultMetric(name: string): Collect | null {
   if (disabled) return null;
   try {
     const collect = require(`prom-client/lib/metrics/${name}`) as unknown;
-    return typeof collect === 'function' ? collect as Collect : null;
+    return typeof collect === 'function' ? (collect as Collect) : null;
   } catch {
     return null;
   }

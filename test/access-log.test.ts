@@ -5,7 +5,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AccessLog } from '../src/ops/access-log';
 import { ProxyServer } from '../src/proxy/server';
-import { delay, httpUpstream, resolveConfig, onCleanup, rawUpstream, request, silentLogger, startCli, waitFor } from './support/helpers';
+import {
+  delay,
+  httpUpstream,
+  resolveConfig,
+  onCleanup,
+  rawUpstream,
+  request,
+  silentLogger,
+  startCli,
+  waitFor,
+} from './support/helpers';
 
 async function proxyWithLog(config: Record<string, unknown>, format: 'json' | 'common' | 'combined') {
   const file = join(mkdtempSync(join(tmpdir(), 'swy-access-')), 'access.log');
@@ -17,7 +27,11 @@ async function proxyWithLog(config: Record<string, unknown>, format: 'json' | 'c
   const lines = async (count = 1): Promise<string[]> => {
     accessLog.flush();
     return waitFor(() => {
-      const got = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => l !== '') : [];
+      const got = existsSync(file)
+        ? readFileSync(file, 'utf8')
+            .split('\n')
+            .filter((l) => l !== '')
+        : [];
       return got.length >= count ? got : null;
     });
   };
@@ -33,12 +47,29 @@ describe('access log', () => {
       req.on('end', () => res.end('hello'));
     });
     const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'json');
-    await request(`${p.url}/a?b=1`, { method: 'POST', headers: { 'x-request-id': 'client-id-42', 'content-length': '3' } }, 'abc');
+    await request(
+      `${p.url}/a?b=1`,
+      { method: 'POST', headers: { 'x-request-id': 'client-id-42', 'content-length': '3' } },
+      'abc',
+    );
     await request(`${p.url}/evil`, { headers: { 'x-request-id': 'bad id"\\' } });
     const [first, second] = (await p.lines(2)).map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.deepEqual(
       { ...first, time: 0, durationUs: 0, upstreamUs: 0, remote: '' },
-      { time: 0, worker: 7, reqId: 'client-id-42', remote: '', method: 'POST', path: '/a?b=1', status: 200, bytesIn: 3, bytesOut: 5, durationUs: 0, upstreamUs: 0, upstream: up.url },
+      {
+        time: 0,
+        worker: 7,
+        reqId: 'client-id-42',
+        remote: '',
+        method: 'POST',
+        path: '/a?b=1',
+        status: 200,
+        bytesIn: 3,
+        bytesOut: 5,
+        durationUs: 0,
+        upstreamUs: 0,
+        upstream: up.url,
+      },
     );
     assert.ok((first.durationUs as number) >= (first.upstreamUs as number));
     assert.match(String(first.remote), /127\.0\.0\.1/);
@@ -51,7 +82,9 @@ describe('access log', () => {
     const up = await rawUpstream((s) => s.once('data', () => s.destroy()));
     const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'json');
     assert.equal((await request(p.url)).status, 502);
-    const silent = await httpUpstream(() => { /* never answers */ });
+    const silent = await httpUpstream(() => {
+      /* never answers */
+    });
     const q = await proxyWithLog({ upstreams: [{ url: silent.url }] }, 'json');
     const req = http.get(q.url, { agent: false });
     req.on('error', () => undefined);
@@ -68,17 +101,34 @@ describe('access log', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'swy-access-')), 'access.log');
     const log = new AccessLog({ format: 'json', file, worker: 3 });
     const entry = {
-      reqId: 'r', remote: '127.0.0.1', method: 'GET', httpMinor: 1, status: 200, bytesIn: 0, bytesOut: 2, durationUs: 5,
-      upstreamUs: 4, upstream: 'http://127.0.0.1:1', error: undefined, referer: undefined, userAgent: undefined,
+      reqId: 'r',
+      remote: '127.0.0.1',
+      method: 'GET',
+      httpMinor: 1,
+      status: 200,
+      bytesIn: 0,
+      bytesOut: 2,
+      durationUs: 5,
+      upstreamUs: 4,
+      upstream: 'http://127.0.0.1:1',
+      error: undefined,
+      referer: undefined,
+      userAgent: undefined,
     };
     // Paths arrive as latin1 (one char per byte); 'é' and '"' exercise encoding and escaping.
     const paths: string[] = [];
-    for (let i = 0; i < 3000; i++) paths.push(i === 1500 ? `/long/${'x'.repeat(100_000)}` : `/p${i}/${'\u00e9'.repeat(i % 97)}/"q"`);
+    for (let i = 0; i < 3000; i++)
+      paths.push(i === 1500 ? `/long/${'x'.repeat(100_000)}` : `/p${i}/${'\u00e9'.repeat(i % 97)}/"q"`);
     for (const path of paths) log.log({ ...entry, path });
     await log.close();
-    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    const lines = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
     assert.equal(lines.length, paths.length);
-    assert.deepEqual(lines.map((l) => (JSON.parse(l) as { path: string }).path), paths);
+    assert.deepEqual(
+      lines.map((l) => (JSON.parse(l) as { path: string }).path),
+      paths,
+    );
   });
 
   it('writes exactly what JSON.stringify would, for plain and escaped paths and upstreams that change', async () => {
@@ -86,28 +136,60 @@ describe('access log', () => {
     const log = new AccessLog({ format: 'json', file, worker: 3 });
     // Paths arrive as latin1: control characters, DEL, quotes, backslashes and bytes past ASCII
     // must be escaped or encoded; plain ones go between quotes as they are.
-    const paths = ['/plain?a=1&b=%20', '/q"uote', '/back\\slash', '/tab\there', '/del\x7f', '/nul\x00', '/\u00e9t\u00e9', '/ ~!#$[]{}', ''];
+    const paths = [
+      '/plain?a=1&b=%20',
+      '/q"uote',
+      '/back\\slash',
+      '/tab\there',
+      '/del\x7f',
+      '/nul\x00',
+      '/\u00e9t\u00e9',
+      '/ ~!#$[]{}',
+      '',
+    ];
     const upstreams = ['http://10.0.0.1:80', 'http://10.0.0.2:80', undefined, 'http://10.0.0.2:80'];
     const expected: Array<Record<string, unknown>> = [];
     for (let i = 0; i < 60; i++) {
       const upstream = upstreams[i % upstreams.length];
       const entry = {
-        reqId: `r${i}`, remote: i % 5 === 0 ? undefined : '127.0.0.1', method: 'GET', path: paths[i % paths.length], httpMinor: 1,
-        status: 200 + (i % 3), bytesIn: i, bytesOut: 2 * i, durationUs: 5 + i, upstreamUs: i % 7 === 0 ? undefined : 4,
-        upstream, error: i % 11 === 0 ? 'SWY_ERR_UPSTREAM_RESET' : undefined, referer: undefined, userAgent: undefined,
+        reqId: `r${i}`,
+        remote: i % 5 === 0 ? undefined : '127.0.0.1',
+        method: 'GET',
+        path: paths[i % paths.length],
+        httpMinor: 1,
+        status: 200 + (i % 3),
+        bytesIn: i,
+        bytesOut: 2 * i,
+        durationUs: 5 + i,
+        upstreamUs: i % 7 === 0 ? undefined : 4,
+        upstream,
+        error: i % 11 === 0 ? 'SWY_ERR_UPSTREAM_RESET' : undefined,
+        referer: undefined,
+        userAgent: undefined,
       };
       log.log(entry);
       expected.push({
-        worker: 3, reqId: entry.reqId, remote: entry.remote ?? '', method: 'GET', path: entry.path, status: entry.status,
-        bytesIn: entry.bytesIn, bytesOut: entry.bytesOut, durationUs: entry.durationUs, upstreamUs: entry.upstreamUs,
-        upstream: entry.upstream, error: entry.error,
+        worker: 3,
+        reqId: entry.reqId,
+        remote: entry.remote ?? '',
+        method: 'GET',
+        path: entry.path,
+        status: entry.status,
+        bytesIn: entry.bytesIn,
+        bytesOut: entry.bytesOut,
+        durationUs: entry.durationUs,
+        upstreamUs: entry.upstreamUs,
+        upstream: entry.upstream,
+        error: entry.error,
       });
       // Some lines a few milliseconds apart: a serializer that kept the line's start per millisecond
       // (load-tests/PERFORMANCE.md) would have to change it between them.
       if (i % 20 === 19) await delay(3);
     }
     await log.close();
-    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+    const lines = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
     assert.equal(lines.length, expected.length);
     let lastTime = 0;
     lines.forEach((line, i) => {
@@ -122,8 +204,10 @@ describe('access log', () => {
     const up = await httpUpstream((_req, res) => res.end('twelve bytes'));
     const p = await proxyWithLog({ upstreams: [{ url: up.url }] }, 'combined');
     await request(`${p.url}/page`, { headers: { referer: 'https://ref.example/', 'user-agent': 'test "agent"' } });
-    assert.match((await p.lines())[0],
-      /^\S*127\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/page HTTP\/1\.1" 200 12 "https:\/\/ref\.example\/" "test \\"agent\\""$/);
+    assert.match(
+      (await p.lines())[0],
+      /^\S*127\.0\.0\.1 - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET \/page HTTP\/1\.1" 200 12 "https:\/\/ref\.example\/" "test \\"agent\\""$/,
+    );
   });
 
   it('reopens its file on SIGUSR1 (logrotate), in a real cluster', async function () {

@@ -9,7 +9,13 @@ import { CLI, httpUpstream, request, startCli, waitFor } from './support/helpers
 
 function metricValue(text: string, series: string): number {
   const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  assert.ok(line, `no series ${series} in:\n${text.split('\n').filter((l) => l.startsWith('switchyard')).join('\n')}`);
+  assert.ok(
+    line,
+    `no series ${series} in:\n${text
+      .split('\n')
+      .filter((l) => l.startsWith('switchyard'))
+      .join('\n')}`,
+  );
   return Number(line.slice(series.length + 1));
 }
 
@@ -40,7 +46,9 @@ describe('admin listener: /metrics, /healthz, /readyz', function () {
     assert.equal(metricValue(metrics, 'switchyard_request_duration_seconds_bucket{le="+Inf"}'), 40);
     assert.equal(metricValue(metrics, 'switchyard_request_duration_seconds_count'), 40);
     assert.ok(metricValue(metrics, 'switchyard_request_duration_seconds_sum') > 0);
-    const buckets = [...metrics.matchAll(/^switchyard_request_duration_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)].map((m) => Number(m[2]));
+    const buckets = [...metrics.matchAll(/^switchyard_request_duration_seconds_bucket\{le="([^"]+)"\} (\d+)$/gm)].map(
+      (m) => Number(m[2]),
+    );
     assert.equal(buckets.length, 16);
     for (let i = 1; i < buckets.length; i++) assert.ok(buckets[i] >= buckets[i - 1], 'buckets are cumulative');
     assert.ok(metricValue(metrics, `switchyard_upstream_connections_open{pool="default",upstream="${up.url}"}`) >= 2);

@@ -9,7 +9,18 @@ import * as http from 'node:http';
 import type * as net from 'node:net';
 import { validate } from '../src/config/load';
 import { Membership } from '../src/upstream/membership';
-import { delay, httpUpstream, memberPool, onCleanup, rawUpstream, request, silentLogger, startProxy, waitFor, type Upstream } from './support/helpers';
+import {
+  delay,
+  httpUpstream,
+  memberPool,
+  onCleanup,
+  rawUpstream,
+  request,
+  silentLogger,
+  startProxy,
+  waitFor,
+  type Upstream,
+} from './support/helpers';
 
 interface Counted extends Upstream {
   hits: number;
@@ -17,19 +28,27 @@ interface Counted extends Upstream {
 }
 
 /** Three upstreams that answer with their name and count what they serve. */
-async function three(handler?: (name: string, req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<Counted[]> {
-  return Promise.all(['a', 'b', 'c'].map(async (name) => {
-    const counted = { hits: 0, name } as Counted;
-    const up = await httpUpstream((req, res) => {
-      counted.hits++;
-      if (handler !== undefined) handler(name, req, res);
-      else res.end(name);
-    });
-    return Object.assign(counted, up);
-  }));
+async function three(
+  handler?: (name: string, req: http.IncomingMessage, res: http.ServerResponse) => void,
+): Promise<Counted[]> {
+  return Promise.all(
+    ['a', 'b', 'c'].map(async (name) => {
+      const counted = { hits: 0, name } as Counted;
+      const up = await httpUpstream((req, res) => {
+        counted.hits++;
+        if (handler !== undefined) handler(name, req, res);
+        else res.end(name);
+      });
+      return Object.assign(counted, up);
+    }),
+  );
 }
 
-function pool(ups: Upstream[], extra: Record<string, unknown> = {}, member: (u: Upstream, i: number) => Record<string, unknown> = () => ({})) {
+function pool(
+  ups: Upstream[],
+  extra: Record<string, unknown> = {},
+  member: (u: Upstream, i: number) => Record<string, unknown> = () => ({}),
+) {
   return { pools: { web: { members: ups.map((u, i) => ({ url: u.url, ...member(u, i) })), ...extra } } };
 }
 
@@ -83,7 +102,10 @@ describe('pools of upstreams: balancing, health, retries', () => {
     const fast = tally(await sequential(`${proxy.url}/fast`, 20));
     assert.deepEqual(fast, { b: 10, c: 10 }, 'a, busy, got none');
     held.find((h) => h.name === 'a')!.end();
-    assert.deepEqual((await Promise.all(slow)).map((r) => r.status), [200, 200, 200]);
+    assert.deepEqual(
+      (await Promise.all(slow)).map((r) => r.status),
+      [200, 200, 200],
+    );
   });
 
   it('hash on a header or cookie keeps each key on one member', async () => {
@@ -116,7 +138,10 @@ describe('pools of upstreams: balancing, health, retries', () => {
       answers.push(r.body.toString());
     }
     // Every body arrived whole, once, at a live member.
-    assert.deepEqual(answers.map((a) => a.split(':')[1]), Array.from({ length: 9 }, (_, i) => `body-${i}`));
+    assert.deepEqual(
+      answers.map((a) => a.split(':')[1]),
+      Array.from({ length: 9 }, (_, i) => `body-${i}`),
+    );
     assert.ok(answers.every((a) => !a.startsWith('b:')));
   });
 
@@ -132,8 +157,14 @@ describe('pools of upstreams: balancing, health, retries', () => {
     const want = createHash('sha256').update(body).digest('hex');
     for (const headers of [{}, { Expect: '100-continue' }]) {
       // A fresh proxy each time: round robin starts at the dead member.
-      const proxy = await startProxy({ pools: { web: { members: [{ url: dead.url }, { url: up.url }], passive: { failures: 0 } } } });
-      const r = await request(proxy.url, { method: 'POST', headers: { ...headers, 'Content-Length': String(body.length) } }, body);
+      const proxy = await startProxy({
+        pools: { web: { members: [{ url: dead.url }, { url: up.url }], passive: { failures: 0 } } },
+      });
+      const r = await request(
+        proxy.url,
+        { method: 'POST', headers: { ...headers, 'Content-Length': String(body.length) } },
+        body,
+      );
       assert.equal(r.status, 200);
       assert.equal(r.body.toString(), want);
     }
@@ -189,9 +220,11 @@ describe('pools of upstreams: balancing, health, retries', () => {
     assert.equal(after.c, 10, `c gets traffic again: ${JSON.stringify(after)}`);
   });
 
-  it('never ejects a pool\'s only member: it serves again as soon as it is back', async () => {
+  it("never ejects a pool's only member: it serves again as soon as it is back", async () => {
     const only = await httpUpstream((_req, res) => res.end('only'));
-    const proxy = await startProxy({ pools: { web: { members: [{ url: only.url }], passive: { failures: 1, cooldown: 60_000 } } } });
+    const proxy = await startProxy({
+      pools: { web: { members: [{ url: only.url }], passive: { failures: 1, cooldown: 60_000 } } },
+    });
     await kill(only);
     for (let i = 0; i < 3; i++) assert.equal((await request(proxy.url)).status, 502);
     assert.equal(proxy.server.groups.get('web')!.members[0].healthy, true);
@@ -211,7 +244,9 @@ describe('pools of upstreams: balancing, health, retries', () => {
       }
       res.end(name);
     });
-    const proxy = await startProxy(pool(ups, { healthCheck: { path: '/health', interval: 30, timeout: 500, rise: 2, fall: 2 } }));
+    const proxy = await startProxy(
+      pool(ups, { healthCheck: { path: '/health', interval: 30, timeout: 500, rise: 2, fall: 2 } }),
+    );
     const group = proxy.server.groups.get('web')!;
     assert.deepEqual(tally(await sequential(proxy.url, 9)), { a: 3, b: 3, c: 3 });
     bHealthy = false;
@@ -223,12 +258,20 @@ describe('pools of upstreams: balancing, health, retries', () => {
   });
 
   it('announces a health change for the pool that changed, not for every pool', async () => {
-    const sick = await httpUpstream((_req, res) => { res.statusCode = 500; res.end(); });
+    const sick = await httpUpstream((_req, res) => {
+      res.statusCode = 500;
+      res.end();
+    });
     const fine = await httpUpstream((_req, res) => res.end('ok'));
-    const membership = new Membership(validate({ pools: {
-      a: { members: [{ url: sick.url }, { url: fine.url }], healthCheck: { path: '/', interval: 20, fall: 1 } },
-      b: { members: [{ url: fine.url }] },
-    } }).pools!, silentLogger);
+    const membership = new Membership(
+      validate({
+        pools: {
+          a: { members: [{ url: sick.url }, { url: fine.url }], healthCheck: { path: '/', interval: 20, fall: 1 } },
+          b: { members: [{ url: fine.url }] },
+        },
+      }).pools!,
+      silentLogger,
+    );
     const seen: string[][] = [];
     membership.onChange((s) => seen.push(Object.keys(s)));
     await membership.start();
@@ -258,8 +301,12 @@ describe('pools of upstreams: balancing, health, retries', () => {
 
   it('limits connections per member and answers 503 with Retry-After past the queue timeout', async () => {
     const hold: http.ServerResponse[] = [];
-    const up = await httpUpstream((_req, res) => { hold.push(res); });
-    const proxy = await startProxy({ pools: { web: { members: [{ url: up.url, maxConnections: 1 }], queueTimeout: 50 } } });
+    const up = await httpUpstream((_req, res) => {
+      hold.push(res);
+    });
+    const proxy = await startProxy({
+      pools: { web: { members: [{ url: up.url, maxConnections: 1 }], queueTimeout: 50 } },
+    });
     const first = request(proxy.url);
     await waitFor(() => hold.length === 1);
     const second = await request(proxy.url);
@@ -273,8 +320,12 @@ describe('pools of upstreams: balancing, health, retries', () => {
 
   it('refuses at once past the queue length bound (maxQueue), with Retry-After', async () => {
     const hold: http.ServerResponse[] = [];
-    const up = await httpUpstream((_req, res) => { hold.push(res); });
-    const proxy = await startProxy({ pools: { web: { members: [{ url: up.url, maxConnections: 1 }], maxQueue: 1, queueTimeout: 60_000 } } });
+    const up = await httpUpstream((_req, res) => {
+      hold.push(res);
+    });
+    const proxy = await startProxy({
+      pools: { web: { members: [{ url: up.url, maxConnections: 1 }], maxQueue: 1, queueTimeout: 60_000 } },
+    });
     const first = request(proxy.url);
     await waitFor(() => hold.length === 1);
     const queued = request(proxy.url);
@@ -303,14 +354,20 @@ describe('pools of upstreams: balancing, health, retries', () => {
     await waitFor(() => memberPool(proxy, 'web').stats().pending === 1499);
     first!.end('ok');
     const statuses = (await Promise.all(all)).map((r) => r.status);
-    assert.deepEqual(statuses.filter((s) => s !== 200), []);
+    assert.deepEqual(
+      statuses.filter((s) => s !== 200),
+      [],
+    );
   });
 
   it('loses no idempotent request under load when a member is killed, and uses it again once back', async () => {
     const ups = await three();
-    const proxy = await startProxy(pool(ups, {
-      retries: { idempotent: true }, passive: { failures: 1, cooldown: 300 },
-    }));
+    const proxy = await startProxy(
+      pool(ups, {
+        retries: { idempotent: true },
+        passive: { failures: 1, cooldown: 300 },
+      }),
+    );
     const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
     let stop = false;
     const failures: string[] = [];
@@ -319,7 +376,12 @@ describe('pools of upstreams: balancing, health, retries', () => {
       while (!stop) {
         try {
           const r = await new Promise<number>((resolve, reject) => {
-            http.get(`${proxy.url}/`, { agent }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)); }).on('error', reject);
+            http
+              .get(`${proxy.url}/`, { agent }, (res) => {
+                res.resume();
+                res.on('end', () => resolve(res.statusCode!));
+              })
+              .on('error', reject);
           });
           if (r !== 200) failures.push(String(r));
         } catch (err) {

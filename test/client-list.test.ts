@@ -6,7 +6,7 @@ class Item implements Listed {
   constructor(readonly id: number) {}
 }
 
-describe('ClientList (the server\'s open connections)', () => {
+describe("ClientList (the server's open connections)", () => {
   it('adds, removes from anywhere and counts; a removed item is not removed twice', () => {
     const list = new ClientList<Item>();
     const items = Array.from({ length: 6 }, (_, i) => new Item(i));
@@ -16,7 +16,13 @@ describe('ClientList (the server\'s open connections)', () => {
     assert.equal(list.delete(items[2]), false);
     assert.equal(list.delete(items[0]), true);
     assert.equal(list.size, 4);
-    assert.deepEqual(list.toArray().map((i) => i.id).sort(), [1, 3, 4, 5]);
+    assert.deepEqual(
+      list
+        .toArray()
+        .map((i) => i.id)
+        .sort(),
+      [1, 3, 4, 5],
+    );
     assert.equal(list.delete(new Item(9)), false);
   });
 
@@ -28,7 +34,16 @@ describe('ClientList (the server\'s open connections)', () => {
       seen.push(it.id);
       if (it.id % 2 === 0) list.delete(it);
     });
-    assert.deepEqual(seen.sort((a, b) => a - b), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    assert.deepEqual(list.toArray().map((i) => i.id).sort((a, b) => a - b), [1, 3, 5, 7, 9]);
+    assert.deepEqual(
+      seen.sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    );
+    assert.deepEqual(
+      list
+        .toArray()
+        .map((i) => i.id)
+        .sort((a, b) => a - b),
+      [1, 3, 5, 7, 9],
+    );
   });
 });

@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { completeResponse, delay, httpUpstream, memberPool, rawExchange, rawUpstream, startProxy, waitFor } from './support/helpers';
+import {
+  completeResponse,
+  delay,
+  httpUpstream,
+  memberPool,
+  rawExchange,
+  rawUpstream,
+  startProxy,
+  waitFor,
+} from './support/helpers';
 
 /** Split a byte string holding several responses with Content-Length bodies. */
 function responses(received: string): Array<{ head: string; body: string }> {
@@ -29,7 +38,10 @@ describe('client side of the protocol', () => {
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const raw = [1, 2, 3].map((i) => `GET /${i} HTTP/1.1\r\nHost: a\r\n\r\n`).join('');
     const got = await rawExchange(proxy.port, raw, (r) => responses(r).length === 3);
-    assert.deepEqual(responses(got).map((r) => r.body), ['body of /1', 'body of /2', 'body of /3']);
+    assert.deepEqual(
+      responses(got).map((r) => r.body),
+      ['body of /1', 'body of /2', 'body of /3'],
+    );
   });
 
   it('answers valid pipelined requests before the 400 for a broken one behind them, then closes', async () => {
@@ -40,16 +52,22 @@ describe('client side of the protocol', () => {
       res.end(`body of ${req.url}`);
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
-    const raw = 'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n';
+    const raw =
+      'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n';
     const got = await rawExchange(proxy.port, raw);
     const parts = responses(got);
-    assert.deepEqual(parts.map((p) => p.body), ['body of /1', 'body of /2', '400 Bad Request (SWY_ERR_BAD_REQUEST)\n']);
+    assert.deepEqual(
+      parts.map((p) => p.body),
+      ['body of /1', 'body of /2', '400 Bad Request (SWY_ERR_BAD_REQUEST)\n'],
+    );
     assert.match(parts[2].head, /Connection: close/);
     assert.deepEqual(seen, ['/1', '/2']);
   });
 
   it('closes after an HTTP/1.0 request without keep-alive, delimiting an unsized body by close', async () => {
-    const up = await rawUpstream((s) => s.once('data', () => s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n')));
+    const up = await rawUpstream((s) =>
+      s.once('data', () => s.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n')),
+    );
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const got = await rawExchange(proxy.port, 'GET / HTTP/1.0\r\nHost: a\r\n\r\n');
     assert.match(got, /^HTTP\/1\.1 200 OK\r\n/);
@@ -69,7 +87,9 @@ describe('client side of the protocol', () => {
   });
 
   it('re-frames an unsized upstream body as chunked for HTTP/1.1 clients', async () => {
-    const up = await rawUpstream((s) => s.once('data', () => s.end('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close')));
+    const up = await rawUpstream((s) =>
+      s.once('data', () => s.end('HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil close')),
+    );
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const got = await rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', (r) => r.endsWith('0\r\n\r\n'));
     assert.match(got, /\r\nTransfer-Encoding: chunked\r\n/);
@@ -81,7 +101,8 @@ describe('client side of the protocol', () => {
       let n = 0;
       s.on('data', () => {
         n++;
-        if (n === 1) s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n'); // HEAD: length, no body
+        if (n === 1)
+          s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n'); // HEAD: length, no body
         else if (n === 2) s.write('HTTP/1.1 204 No Content\r\n\r\n');
         else s.write('HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n');
       });
@@ -89,7 +110,9 @@ describe('client side of the protocol', () => {
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const sock = net.connect(proxy.port, '127.0.0.1');
     let got = '';
-    sock.on('data', (d) => { got += d.toString('latin1'); });
+    sock.on('data', (d) => {
+      got += d.toString('latin1');
+    });
     const ask = async (req: string, count: number): Promise<void> => {
       sock.write(req);
       await waitFor(() => (got.match(/HTTP\/1\.1 /g) ?? []).length >= count);
@@ -112,13 +135,20 @@ describe('client side of the protocol', () => {
     let seen: { expect: string | undefined; body: string } | null = null;
     const up = await httpUpstream((req, res) => {
       let body = '';
-      req.on('data', (c: Buffer) => { body += c.toString(); });
-      req.on('end', () => { seen = { expect: req.headers.expect, body }; res.end('stored'); });
+      req.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
+      req.on('end', () => {
+        seen = { expect: req.headers.expect, body };
+        res.end('stored');
+      });
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const sock = net.connect(proxy.port, '127.0.0.1');
     let got = '';
-    sock.on('data', (d) => { got += d.toString('latin1'); });
+    sock.on('data', (d) => {
+      got += d.toString('latin1');
+    });
     sock.write('PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n');
     await waitFor(() => got.includes('\r\n\r\n'));
     assert.equal(got, 'HTTP/1.1 100 Continue\r\n\r\n');
@@ -164,7 +194,12 @@ describe('client side of the protocol', () => {
     // start there, not wait for the keep-alive timeout (5 s, past this exchange's 3 s limit).
     const up = await httpUpstream((_req, res) => res.end('ok'));
     const proxy = await startProxy({ upstreams: [{ url: up.url }], server: { headersTimeout: 150 } });
-    const got = await rawExchange(proxy.port, 'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nX-Slow: ', undefined, 3000);
+    const got = await rawExchange(
+      proxy.port,
+      'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nX-Slow: ',
+      undefined,
+      3000,
+    );
     const parts = responses(got);
     assert.equal(parts[0]?.body, 'ok');
     assert.match(parts[1]?.head ?? '', /^HTTP\/1\.1 408 Request Timeout\r\n/);
@@ -177,20 +212,29 @@ describe('client side of the protocol', () => {
       res.end(`${req.url}:${body}`);
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
-    const raw = 'POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello'
-      + 'GET /2 HTTP/1.1\r\nHost: a\r\n\r\n'
-      + 'POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n'
-      + 'GET /4 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n';
+    const raw =
+      'POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello' +
+      'GET /2 HTTP/1.1\r\nHost: a\r\n\r\n' +
+      'POST /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n' +
+      'GET /4 HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n';
     const got = await rawExchange(proxy.port, raw, (r) => responses(r).length === 4);
-    assert.deepEqual(responses(got).map((r) => r.body), ['/1:hello', '/2:', '/3:abc', '/4:']);
+    assert.deepEqual(
+      responses(got).map((r) => r.body),
+      ['/1:hello', '/2:', '/3:abc', '/4:'],
+    );
   });
 
   it('skips a CRLF before a keep-alive request, and lets a lone CRLF idle out silently', async () => {
     const up = await httpUpstream((req, res) => res.end(`body of ${req.url}`));
-    const proxy = await startProxy({ upstreams: [{ url: up.url }], server: { headersTimeout: 100, keepAliveTimeout: 400 } });
+    const proxy = await startProxy({
+      upstreams: [{ url: up.url }],
+      server: { headersTimeout: 100, keepAliveTimeout: 400 },
+    });
     const socket = net.connect(proxy.port, '127.0.0.1');
     let got = '';
-    socket.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+    socket.on('data', (d: Buffer) => {
+      got += d.toString('latin1');
+    });
     const closed = once(socket, 'close');
     socket.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\n');
     await waitFor(() => responses(got).length === 1);
@@ -200,7 +244,10 @@ describe('client side of the protocol', () => {
     // keep-alive timeout's close.
     socket.write('\r\n');
     await closed;
-    assert.deepEqual(responses(got).map((r) => r.body), ['body of /1', 'body of /2']);
+    assert.deepEqual(
+      responses(got).map((r) => r.body),
+      ['body of /1', 'body of /2'],
+    );
   });
 
   it('starts the head clock for a request behind a CRLF on a parser a cut-off head left behind', async () => {
@@ -219,7 +266,10 @@ describe('client side of the protocol', () => {
   });
 
   it('answers 408 to a client that sends its body too slowly', async () => {
-    const up = await httpUpstream((req, res) => { req.resume(); req.on('end', () => res.end('ok')); });
+    const up = await httpUpstream((req, res) => {
+      req.resume();
+      req.on('end', () => res.end('ok'));
+    });
     const proxy = await startProxy({ upstreams: [{ url: up.url }], server: { requestTimeout: 200 } });
     const got = await rawExchange(proxy.port, 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc');
     assert.match(got, /^HTTP\/1\.1 408 /);
@@ -236,19 +286,39 @@ describe('client side of the protocol', () => {
 
   it('passes header bytes outside ASCII through unchanged, both ways', async () => {
     let seen: Buffer | null = null;
-    const up = await rawUpstream((s) => s.once('data', (d) => {
-      seen = d;
-      s.write(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nX-Back: caf'), Buffer.from([0xe9]), Buffer.from('\r\nContent-Length: 0\r\n\r\n')]));
-    }));
+    const up = await rawUpstream((s) =>
+      s.once('data', (d) => {
+        seen = d;
+        s.write(
+          Buffer.concat([
+            Buffer.from('HTTP/1.1 200 OK\r\nX-Back: caf'),
+            Buffer.from([0xe9]),
+            Buffer.from('\r\nContent-Length: 0\r\n\r\n'),
+          ]),
+        );
+      }),
+    );
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
-    const req = Buffer.concat([Buffer.from('GET / HTTP/1.1\r\nHost: a\r\nX-Name: caf'), Buffer.from([0xe9]), Buffer.from('\r\n\r\n')]);
+    const req = Buffer.concat([
+      Buffer.from('GET / HTTP/1.1\r\nHost: a\r\nX-Name: caf'),
+      Buffer.from([0xe9]),
+      Buffer.from('\r\n\r\n'),
+    ]);
     const got = await rawExchange(proxy.port, req, completeResponse);
-    assert.ok(seen !== null && (seen as Buffer).includes(Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0d, 0x0a])), 'upstream got the byte 0xe9 as is');
-    assert.ok(Buffer.from(got, 'latin1').includes(Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0d, 0x0a])), 'client got the byte 0xe9 as is');
+    assert.ok(
+      seen !== null && (seen as Buffer).includes(Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0d, 0x0a])),
+      'upstream got the byte 0xe9 as is',
+    );
+    assert.ok(
+      Buffer.from(got, 'latin1').includes(Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x0d, 0x0a])),
+      'client got the byte 0xe9 as is',
+    );
   });
 
   it('takes a client FIN mid-exchange as the client leaving, and aborts the upstream exchange', async () => {
-    const up = await httpUpstream(() => { /* never answers */ });
+    const up = await httpUpstream(() => {
+      /* never answers */
+    });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const sock = net.connect(proxy.port, '127.0.0.1');
     sock.on('error', () => undefined);

@@ -30,11 +30,18 @@ function exchange(port: number, bytes: string, more?: Buffer, readAfterMs = 0): 
         s.pause();
         setTimeout(() => s.resume(), readAfterMs);
       }
-      if (more !== undefined) timer = setInterval(() => { if (s.writable) s.write(more); }, 5);
+      if (more !== undefined)
+        timer = setInterval(() => {
+          if (s.writable) s.write(more);
+        }, 5);
     });
     s.on('data', (d: Buffer) => chunks.push(d));
-    s.on('end', () => { how ||= 'end'; });
-    s.on('error', (err: NodeJS.ErrnoException) => { how ||= err.code ?? err.message; });
+    s.on('end', () => {
+      how ||= 'end';
+    });
+    s.on('error', (err: NodeJS.ErrnoException) => {
+      how ||= err.code ?? err.message;
+    });
     s.on('close', () => {
       clearInterval(timer);
       resolve({ received: Buffer.concat(chunks), how });
@@ -60,7 +67,8 @@ describe('how a client connection ends', () => {
       assert.equal(bodyOf(got.received).toString(), `you asked /c${i}`);
     }
     // Closing at once is the handle transport's; the net.Socket fallback half-closes first.
-    if (handleTransportAvailable) assert.ok(writeBatchStats.closedAtOnce >= before + 20, 'each closed without a half-close first');
+    if (handleTransportAvailable)
+      assert.ok(writeBatchStats.closedAtOnce >= before + 20, 'each closed without a half-close first');
     await waitFor(() => proxy.server.connections === 0);
   });
 
@@ -97,9 +105,15 @@ describe('how a client connection ends', () => {
       const s = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
       s.pause();
       setTimeout(() => s.resume(), 200);
-      s.on('data', (d: Buffer) => { length += d.length; });
-      s.on('end', () => { how ||= 'end'; });
-      s.on('error', (e: NodeJS.ErrnoException) => { how ||= e.code ?? e.message; });
+      s.on('data', (d: Buffer) => {
+        length += d.length;
+      });
+      s.on('end', () => {
+        how ||= 'end';
+      });
+      s.on('error', (e: NodeJS.ErrnoException) => {
+        how ||= e.code ?? e.message;
+      });
       s.on('close', () => resolve({ length, how }));
     });
     assert.ok(queued, 'the write was still queued when the close was asked for');

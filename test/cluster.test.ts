@@ -21,12 +21,15 @@ describe('cluster (the CLI as a real cluster)', function () {
   it('runs workers with an 8 MiB semi-space unless the operator chose a size, and with --expose-gc', async () => {
     const up = await httpUpstream((_req, res) => res.end('ok'));
     // A worker's own process.execArgv, as it logs it at start (its title hides /proc/PID/cmdline).
-    const argsOf = async (cli: Cli) => (await waitFor(() => cli.logs.find((l) => l.event === 'node-internals'))).execArgv as string[];
+    const argsOf = async (cli: Cli) =>
+      (await waitFor(() => cli.logs.find((l) => l.event === 'node-internals'))).execArgv as string[];
     const ours = await startCli(['--upstream', up.url, '--workers', '1']);
     const args = await argsOf(ours);
     assert.ok(args.includes('--max-semi-space-size=8'), args.join(' '));
     assert.ok(args.includes('--expose-gc'));
-    const theirs = await startCli(['--upstream', up.url, '--workers', '1'], { NODE_OPTIONS: '--max-semi-space-size=32' });
+    const theirs = await startCli(['--upstream', up.url, '--workers', '1'], {
+      NODE_OPTIONS: '--max-semi-space-size=32',
+    });
     const given = await argsOf(theirs);
     assert.ok(!given.some((a) => a.includes('semi-space')), given.join(' '));
     assert.equal((await request(`http://127.0.0.1:${theirs.port}/`)).status, 200);
@@ -68,7 +71,9 @@ describe('cluster (the CLI as a real cluster)', function () {
 
   it('on SIGTERM, finishes an in-flight request, then exits 0', async () => {
     let arrived!: () => void;
-    const arrivedP = new Promise<void>((r) => { arrived = r; });
+    const arrivedP = new Promise<void>((r) => {
+      arrived = r;
+    });
     const up = await httpUpstream(async (_req, res) => {
       arrived();
       await delay(800);
@@ -90,17 +95,25 @@ describe('cluster (the CLI as a real cluster)', function () {
   });
 
   it('bounds a stop by timeouts.drain: a request that never ends is cut, and the process exits 0', async () => {
-    const up = await httpUpstream((_req, res) => { res.writeHead(200); res.write('never ends'); });
+    const up = await httpUpstream((_req, res) => {
+      res.writeHead(200);
+      res.write('never ends');
+    });
     const dir = mkdtempSync(join(tmpdir(), 'swy-drain-'));
-    writeFileSync(join(dir, 'switchyard.yaml'), `upstreams:\n  - url: ${up.url}\nworkers: 1\ntimeouts:\n  drain: 300\n`);
+    writeFileSync(
+      join(dir, 'switchyard.yaml'),
+      `upstreams:\n  - url: ${up.url}\nworkers: 1\ntimeouts:\n  drain: 300\n`,
+    );
     const cli = await startCli(['--config', join(dir, 'switchyard.yaml')]);
     const cut = new Promise<boolean>((resolve) => {
-      http.get(`http://127.0.0.1:${cli.port}/`, { agent: false }, (res) => {
-        res.once('data', () => cli.child.kill('SIGTERM'));
-        res.on('aborted', () => resolve(!res.complete));
-        res.on('error', () => resolve(!res.complete));
-        res.on('end', () => resolve(!res.complete));
-      }).on('error', () => resolve(true));
+      http
+        .get(`http://127.0.0.1:${cli.port}/`, { agent: false }, (res) => {
+          res.once('data', () => cli.child.kill('SIGTERM'));
+          res.on('aborted', () => resolve(!res.complete));
+          res.on('error', () => resolve(!res.complete));
+          res.on('end', () => resolve(!res.complete));
+        })
+        .on('error', () => resolve(true));
     });
     assert.equal(await cut, true, 'the unfinished response was cut, not passed off as complete');
     assert.deepEqual(await cli.exited, { code: 0, signal: null });
@@ -124,7 +137,12 @@ describe('cluster (the CLI as a real cluster)', function () {
     const up = await httpUpstream((_req, res) => res.end('ok'));
     const first = await startCli(['--upstream', up.url, '--workers', '1']);
     const taken = `127.0.0.1:${first.port}`;
-    await assert.rejects(startCli(['--upstream', up.url, '--workers', '1', '--listen', taken]),
-      (err: Error) => err.message.includes('"code":2') && err.message.includes(`switchyard: listen: cannot listen on ${taken}`) && err.message.includes('EADDRINUSE'));
+    await assert.rejects(
+      startCli(['--upstream', up.url, '--workers', '1', '--listen', taken]),
+      (err: Error) =>
+        err.message.includes('"code":2') &&
+        err.message.includes(`switchyard: listen: cannot listen on ${taken}`) &&
+        err.message.includes('EADDRINUSE'),
+    );
   });
 });

@@ -34,7 +34,8 @@ describe('configuration', () => {
   it('resolves a transform module relative to the config file, and names the key when it is missing', () => {
     const dir = mkdtempSync(join(tmpdir(), 'swy-module-'));
     writeFileSync(join(dir, 'banner.js'), 'module.exports = (b) => b;\n');
-    const yaml = (module: string) => `upstreams: [{ url: "http://127.0.0.1:3000" }]\nroutes:\n  - pool: default\n    transform: ${module}\n    compress: true\n`;
+    const yaml = (module: string) =>
+      `upstreams: [{ url: "http://127.0.0.1:3000" }]\nroutes:\n  - pool: default\n    transform: ${module}\n    compress: true\n`;
     writeFileSync(join(dir, 'ok.yaml'), yaml('./banner.js'));
     const c = loadConfig(join(dir, 'ok.yaml'));
     assert.equal(c.routes[0].transform!.module, join(dir, 'banner.js'));
@@ -54,7 +55,13 @@ describe('configuration', () => {
     assert.equal(c.upstreams, undefined);
     assert.equal(c.preserveHost, false);
     assert.deepEqual(c.trustedProxies, []);
-    assert.deepEqual(c.timeouts, { connect: 5000, responseHeader: 60000, idle: 60000, drain: 30000, streamDrain: 600000 });
+    assert.deepEqual(c.timeouts, {
+      connect: 5000,
+      responseHeader: 60000,
+      idle: 60000,
+      drain: 30000,
+      streamDrain: 600000,
+    });
     assert.deepEqual(c.pool, { maxConnections: 256, queueTimeout: 30000, maxQueue: 10000, keepAliveTimeout: 4000 });
   });
 
@@ -65,18 +72,25 @@ describe('configuration', () => {
   });
 
   it('reads YAML, lets flags override it, and freezes the result', () => {
-    const file = yamlFile('listen: 0.0.0.0:9000\nworkers: 3\nupstreams:\n  - url: http://10.0.0.5:3000\npool:\n  maxConnections: 8\n');
+    const file = yamlFile(
+      'listen: 0.0.0.0:9000\nworkers: 3\nupstreams:\n  - url: http://10.0.0.5:3000\npool:\n  maxConnections: 8\n',
+    );
     const c = loadConfig(file, { listen: '127.0.0.1:9001', upstreams: ['https://a.example', 'http://b.example:81'] });
     assert.equal(c.listen, '127.0.0.1:9001');
     assert.equal(c.workerCount, 3);
-    assert.deepEqual(c.upstreams!.map((u) => u.url), ['https://a.example', 'http://b.example:81']);
+    assert.deepEqual(
+      c.upstreams!.map((u) => u.url),
+      ['https://a.example', 'http://b.example:81'],
+    );
     assert.equal(c.pool.maxConnections, 8);
     assert.equal(c.pool.keepAliveTimeout, 4000);
     assert.ok(Object.isFrozen(c) && Object.isFrozen(c.pool) && Object.isFrozen(c.upstreams![0]));
   });
 
   it('resolves file paths relative to the config file', () => {
-    const file = yamlFile(`upstreams: [{ url: "http://127.0.0.1:3000" }]\ntls:\n  cert: ${join(FIXTURES, 'server.pem')}\n  key: ${join(FIXTURES, 'server-key.pem')}\n`);
+    const file = yamlFile(
+      `upstreams: [{ url: "http://127.0.0.1:3000" }]\ntls:\n  cert: ${join(FIXTURES, 'server.pem')}\n  key: ${join(FIXTURES, 'server-key.pem')}\n`,
+    );
     assert.equal(loadConfig(file).tls!.cert, join(FIXTURES, 'server.pem'));
     const dir = mkdtempSync(join(tmpdir(), 'swy-relative-'));
     copyFileSync(join(FIXTURES, 'ca.pem'), join(dir, 'ca.pem'));
@@ -85,7 +99,11 @@ describe('configuration', () => {
   });
 
   it('names the key, the value given and what was expected', () => {
-    const msg = configError(() => loadConfig(yamlFile('listen: nowhere\nworkers: -1\npool:\n  maxConnections: "many"\nupstreams:\n  - url: ftp://x\n')));
+    const msg = configError(() =>
+      loadConfig(
+        yamlFile('listen: nowhere\nworkers: -1\npool:\n  maxConnections: "many"\nupstreams:\n  - url: ftp://x\n'),
+      ),
+    );
     assert.match(msg, /listen: got "nowhere"; expected HOST:PORT/);
     assert.match(msg, /workers: got -1; expected/);
     assert.match(msg, /pool\.maxConnections: got "many"; expected number/);
@@ -93,30 +111,49 @@ describe('configuration', () => {
   });
 
   it('rejects unknown keys, naming them', () => {
-    const msg = configError(() => loadConfig(yamlFile('listen: 127.0.0.1:1\ntimeouts:\n  conect: 5\nupstream: http://x\n')));
+    const msg = configError(() =>
+      loadConfig(yamlFile('listen: 127.0.0.1:1\ntimeouts:\n  conect: 5\nupstream: http://x\n')),
+    );
     assert.match(msg, /timeouts\.conect: unknown key/);
     assert.match(msg, /upstream: unknown key/);
   });
 
   it('rejects bad trustedProxies entries and an upstream with a path', () => {
-    const msg = configError(() => loadConfig(yamlFile('trustedProxies: [10.0.0.0/33, banana]\nupstreams:\n  - url: http://x.example/api\n')));
+    const msg = configError(() =>
+      loadConfig(yamlFile('trustedProxies: [10.0.0.0/33, banana]\nupstreams:\n  - url: http://x.example/api\n')),
+    );
     assert.match(msg, /trustedProxies\[0\]: got "10\.0\.0\.0\/33"; expected an IP address or CIDR range/);
     assert.match(msg, /trustedProxies\[1\]: got "banana"/);
     assert.match(msg, /upstreams\[0\]\.url: got "http:\/\/x\.example\/api"/);
   });
 
   it('reports YAML syntax errors, missing files and unreadable certificates', () => {
-    assert.match(configError(() => loadConfig(yamlFile('listen: [unclosed\n'))), /not valid YAML/);
-    assert.match(configError(() => loadConfig('/nonexistent/switchyard.yaml')), /cannot read config file \/nonexistent\/switchyard\.yaml/);
-    assert.match(configError(() => loadConfig(yamlFile('tls:\n  cert: /nope.pem\n  key: /nope-key.pem\n'))), /tls\.cert: got "\/nope\.pem"; expected a readable file/);
-    assert.match(configError(() => loadConfig(yamlFile('- a\n- b\n'))), /expected a mapping of keys/);
+    assert.match(
+      configError(() => loadConfig(yamlFile('listen: [unclosed\n'))),
+      /not valid YAML/,
+    );
+    assert.match(
+      configError(() => loadConfig('/nonexistent/switchyard.yaml')),
+      /cannot read config file \/nonexistent\/switchyard\.yaml/,
+    );
+    assert.match(
+      configError(() => loadConfig(yamlFile('tls:\n  cert: /nope.pem\n  key: /nope-key.pem\n'))),
+      /tls\.cert: got "\/nope\.pem"; expected a readable file/,
+    );
+    assert.match(
+      configError(() => loadConfig(yamlFile('- a\n- b\n'))),
+      /expected a mapping of keys/,
+    );
   });
 
   describe('CLI', () => {
     it('check: exits 0 and summarises a valid config', () => {
       const r = cli('check', '--upstream', 'http://127.0.0.1:3000', '--workers', '2');
       assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stdout, /configuration OK: listen 127\.0\.0\.1:8000, 2 worker\(s\), 1 route\(s\), pools: default \(http:\/\/127\.0\.0\.1:3000\)/);
+      assert.match(
+        r.stdout,
+        /configuration OK: listen 127\.0\.0\.1:8000, 2 worker\(s\), 1 route\(s\), pools: default \(http:\/\/127\.0\.0\.1:3000\)/,
+      );
     });
 
     it('check: exits 2 naming the bad key, before anything listens', () => {
@@ -142,9 +179,13 @@ describe('configuration', () => {
     it('--help and --version', () => {
       const help = cli('--help');
       assert.equal(help.status, 0);
-      for (const flag of ['--config', '--listen', '--upstream', '--workers', 'check']) assert.ok(help.stdout.includes(flag), flag);
+      for (const flag of ['--config', '--listen', '--upstream', '--workers', 'check'])
+        assert.ok(help.stdout.includes(flag), flag);
       const version = cli('--version');
-      assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version);
+      assert.equal(
+        version.stdout.trim(),
+        (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version,
+      );
     });
   });
 
@@ -152,7 +193,10 @@ describe('configuration', () => {
     /** Every key path of the schema, e.g. `timeouts.connect`, `upstreams[].url`. */
     function keyPaths(schema: Record<string, unknown>, prefix = ''): string[] {
       const out: string[] = [];
-      const node = (schema.anyOf as Array<Record<string, unknown>> | undefined)?.find((s) => s.type === 'object' || s.type === 'array') ?? schema;
+      const node =
+        (schema.anyOf as Array<Record<string, unknown>> | undefined)?.find(
+          (s) => s.type === 'object' || s.type === 'array',
+        ) ?? schema;
       if (node.type === 'array' && node.items) return keyPaths(node.items as Record<string, unknown>, `${prefix}[]`);
       const props = node.properties as Record<string, Record<string, unknown>> | undefined;
       const named = node.additionalProperties as Record<string, unknown> | undefined;
@@ -170,10 +214,14 @@ describe('configuration', () => {
       const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
       const keys = keyPaths(configJsonSchema() as Record<string, unknown>);
       for (const key of keys) assert.ok(readme.includes(`\`${key}\``), `README lacks config key \`${key}\``);
-      const section = readme.slice(readme.indexOf('## Configuration reference'), readme.indexOf('\n## ', readme.indexOf('## Configuration reference') + 5));
+      const section = readme.slice(
+        readme.indexOf('## Configuration reference'),
+        readme.indexOf('\n## ', readme.indexOf('## Configuration reference') + 5),
+      );
       const documented = [...section.matchAll(/^\| `([a-zA-Z0-9.[\]<>]+)` \|/gm)].map((m) => m[1]);
       assert.ok(documented.length > 0);
-      for (const key of documented) assert.ok(keys.includes(key), `README documents \`${key}\`, which the schema lacks`);
+      for (const key of documented)
+        assert.ok(keys.includes(key), `README documents \`${key}\`, which the schema lacks`);
     });
 
     it('the README documents every SWY_ERR_* code the source can produce', () => {
@@ -183,7 +231,8 @@ describe('configuration', () => {
         for (const entry of readdirSync(dir, { withFileTypes: true })) {
           const path = join(dir, entry.name);
           if (entry.isDirectory()) walk(path);
-          else if (entry.name.endsWith('.ts')) for (const m of readFileSync(path, 'utf8').matchAll(/SWY_ERR_[A-Z_]+/g)) codes.add(m[0]);
+          else if (entry.name.endsWith('.ts'))
+            for (const m of readFileSync(path, 'utf8').matchAll(/SWY_ERR_[A-Z_]+/g)) codes.add(m[0]);
         }
       };
       walk(join(ROOT, 'src'));
@@ -193,7 +242,15 @@ describe('configuration', () => {
 
     it('the README documents every CLI flag', () => {
       const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-      for (const flag of ['--config', '--listen', '--upstream', '--workers', '--help', '--version', 'switchyard check']) {
+      for (const flag of [
+        '--config',
+        '--listen',
+        '--upstream',
+        '--workers',
+        '--help',
+        '--version',
+        'switchyard check',
+      ]) {
         assert.ok(readme.includes(flag), `README lacks ${flag}`);
       }
     });

@@ -15,8 +15,12 @@ function run(...args: string[]): Promise<{ status: number | null; stdout: string
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     child.on('exit', (status) => resolve({ status, stdout, stderr }));
   });
 }
@@ -52,7 +56,11 @@ describe('switchyard reload and stop', function () {
 
     // A reload that fails inside the instance (here: SIGHUP by hand) is recorded for the next look.
     cli.child.kill('SIGHUP');
-    await waitFor(() => (JSON.parse(readFileSync(`${pidFile}.status`, 'utf8')) as { lastReload: { ok: boolean } }).lastReload.ok === false);
+    await waitFor(
+      () =>
+        (JSON.parse(readFileSync(`${pidFile}.status`, 'utf8')) as { lastReload: { ok: boolean } }).lastReload.ok ===
+        false,
+    );
 
     const stop = await run('stop', '--pid-file', pidFile);
     assert.equal(stop.status, 0, stop.stderr);

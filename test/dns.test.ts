@@ -17,7 +17,13 @@ async function upstreamOn(host: string, port = 0): Promise<{ port: number; hits:
   });
   server.listen(port, host);
   await once(server, 'listening');
-  onCleanup(() => new Promise((r) => { server.closeAllConnections(); server.close(() => r(undefined)); }));
+  onCleanup(
+    () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(() => r(undefined));
+      }),
+  );
   return { port: (server.address() as AddressInfo).port, hits: () => hits };
 }
 
@@ -47,11 +53,13 @@ describe('DNS-discovered pools', () => {
     assert.deepEqual(await bodies(proxy.url, 6), new Set([`127.0.0.3:${port}`, `127.0.0.4:${port}`]));
   });
 
-  it('re-resolves on the records\' TTL when no interval is set', async () => {
+  it("re-resolves on the records' TTL when no interval is set", async () => {
     const up = await upstreamOn('127.0.0.1');
     const dns = await startDnsServer();
     dns.a.set('ttl.test', { addresses: ['127.0.0.1'], ttl: 1 });
-    const proxy = await startProxy({ pools: { p: { dns: { name: 'ttl.test', port: up.port, servers: [dns.address] } } } });
+    const proxy = await startProxy({
+      pools: { p: { dns: { name: 'ttl.test', port: up.port, servers: [dns.address] } } },
+    });
     assert.equal((await request(proxy.url)).status, 200);
     const asked = dns.queries;
     await waitFor(() => dns.queries > asked, 50);
@@ -63,9 +71,14 @@ describe('DNS-discovered pools', () => {
     if (up === null) this.skip();
     const dns = await startDnsServer();
     dns.aaaa.set('v6.test', { addresses: ['::1'], ttl: 60 });
-    const proxy = await startProxy({ pools: { p: { dns: { name: 'v6.test', type: 'AAAA', port: up.port, servers: [dns.address] } } } });
+    const proxy = await startProxy({
+      pools: { p: { dns: { name: 'v6.test', type: 'AAAA', port: up.port, servers: [dns.address] } } },
+    });
     assert.deepEqual(await bodies(proxy.url, 2), new Set([`::1:${up.port}`]));
-    assert.deepEqual(proxy.server.groups.get('p')!.members.map((m) => m.url), [`http://[::1]:${up.port}`]);
+    assert.deepEqual(
+      proxy.server.groups.get('p')!.members.map((m) => m.url),
+      [`http://[::1]:${up.port}`],
+    );
   });
 
   it('takes SRV records of the best priority, at their own ports', async () => {
@@ -78,7 +91,9 @@ describe('DNS-discovered pools', () => {
       { priority: 10, weight: 1, port: b.port, target: '127.0.0.1' },
       { priority: 20, weight: 1, port: backup.port, target: '127.0.0.1' },
     ]);
-    const proxy = await startProxy({ pools: { p: { dns: { name: '_http._tcp.svc.test', type: 'SRV', servers: [dns.address] } } } });
+    const proxy = await startProxy({
+      pools: { p: { dns: { name: '_http._tcp.svc.test', type: 'SRV', servers: [dns.address] } } },
+    });
     assert.deepEqual(await bodies(proxy.url, 6), new Set([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`]));
     assert.equal(backup.hits(), 0);
   });

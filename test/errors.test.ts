@@ -7,13 +7,17 @@ import { closedPort, httpUpstream, rawUpstream, request, startProxy, waitFor } f
 /** Resolves with how a response ended: complete, or aborted after its head. */
 function fetchOutcome(url: string): Promise<{ status: number; complete: boolean; body: string }> {
   return new Promise((resolve, reject) => {
-    http.get(url, { agent: false }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => { body += c.toString(); });
-      res.on('end', () => resolve({ status: res.statusCode!, complete: res.complete, body }));
-      res.on('error', () => resolve({ status: res.statusCode!, complete: false, body }));
-      res.on('aborted', () => resolve({ status: res.statusCode!, complete: false, body }));
-    }).on('error', reject);
+    http
+      .get(url, { agent: false }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => {
+          body += c.toString();
+        });
+        res.on('end', () => resolve({ status: res.statusCode!, complete: res.complete, body }));
+        res.on('error', () => resolve({ status: res.statusCode!, complete: false, body }));
+        res.on('aborted', () => resolve({ status: res.statusCode!, complete: false, body }));
+      })
+      .on('error', reject);
   });
 }
 
@@ -49,7 +53,9 @@ describe('errors map to the status a user expects', () => {
   });
 
   it('504 when the upstream sends no response head within timeouts.responseHeader', async () => {
-    const up = await rawUpstream(() => { /* silent */ });
+    const up = await rawUpstream(() => {
+      /* silent */
+    });
     const proxy = await startProxy({ upstreams: [{ url: up.url }], timeouts: { responseHeader: 150 } });
     const res = await request(proxy.url);
     assert.equal(res.status, 504);
@@ -57,7 +63,9 @@ describe('errors map to the status a user expects', () => {
   });
 
   it('aborts the client when the upstream stalls mid-body past timeouts.idle', async () => {
-    const up = await rawUpstream((socket) => socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial')));
+    const up = await rawUpstream((socket) =>
+      socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial')),
+    );
     const proxy = await startProxy({ upstreams: [{ url: up.url }], timeouts: { idle: 150 } });
     const out = await fetchOutcome(proxy.url);
     assert.equal(out.status, 200);
@@ -65,7 +73,9 @@ describe('errors map to the status a user expects', () => {
   });
 
   it('aborts the client, never ends it cleanly, when the upstream closes mid-body', async () => {
-    const up = await rawUpstream((socket) => socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial')));
+    const up = await rawUpstream((socket) =>
+      socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial')),
+    );
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const out = await fetchOutcome(proxy.url);
     assert.equal(out.complete, false);
@@ -76,12 +86,21 @@ describe('errors map to the status a user expects', () => {
     let requests = 0;
     const up = await httpUpstream((req, res) => {
       requests++;
-      if (req.url === '/slow') { res.writeHead(200); res.write('start'); return; } // never ends
+      if (req.url === '/slow') {
+        res.writeHead(200);
+        res.write('start');
+        return;
+      } // never ends
       res.end('fast');
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     await new Promise<void>((resolve) => {
-      const req = http.get(`${proxy.url}/slow`, { agent: false }, (res) => res.once('data', () => { req.destroy(); resolve(); }));
+      const req = http.get(`${proxy.url}/slow`, { agent: false }, (res) =>
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        }),
+      );
       req.on('error', () => undefined);
     });
     const slowConn = up.connections[0];
@@ -94,7 +113,10 @@ describe('errors map to the status a user expects', () => {
 
   it('takes a client reset mid-stream (writes failing under the relay) as the client leaving', async () => {
     const up = await httpUpstream((req, res) => {
-      if (req.url !== '/stream') { res.end('fast'); return; }
+      if (req.url !== '/stream') {
+        res.end('fast');
+        return;
+      }
       res.writeHead(200);
       const timer = setInterval(() => res.write(Buffer.alloc(16 * 1024, 'x')), 2);
       res.on('close', () => clearInterval(timer));
@@ -114,7 +136,11 @@ describe('errors map to the status a user expects', () => {
 
   it('never delivers bytes an upstream sends after its response to the next request', async () => {
     const up = await rawUpstream((socket) => {
-      socket.on('data', () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled'));
+      socket.on('data', () =>
+        socket.write(
+          'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled',
+        ),
+      );
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const first = await request(proxy.url);
@@ -143,8 +169,13 @@ describe('errors map to the status a user expects', () => {
   }
 
   it('ignores a 1xx and relays the final response', async () => {
-    const up = await rawUpstream((socket) => socket.once('data', () => socket.write(
-      'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone')));
+    const up = await rawUpstream((socket) =>
+      socket.once('data', () =>
+        socket.write(
+          'HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone',
+        ),
+      ),
+    );
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const res = await request(proxy.url);
     assert.equal(res.status, 201);
@@ -154,7 +185,10 @@ describe('errors map to the status a user expects', () => {
 
 describe('upstream faults: the response head is checked before anything reaches the client', () => {
   const cases: Array<[string, string]> = [
-    ['Content-Length with Transfer-Encoding', 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n'],
+    [
+      'Content-Length with Transfer-Encoding',
+      'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    ],
     ['two different Content-Lengths', 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd'],
     ['Transfer-Encoding: chunked, chunked', 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n'],
     ['an invalid status line', 'HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n'],
@@ -177,7 +211,11 @@ describe('upstream faults: the response head is checked before anything reaches 
   ] as const) {
     it(`a body sent after a ${name} response never reaches the next request`, async () => {
       const up = await rawUpstream((socket) => {
-        socket.on('data', (d) => socket.write(d.toString().startsWith('GET /next') ? 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean' : first));
+        socket.on('data', (d) =>
+          socket.write(
+            d.toString().startsWith('GET /next') ? 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean' : first,
+          ),
+        );
       });
       const proxy = await startProxy({ upstreams: [{ url: up.url }] });
       const res = await request(`${proxy.url}/first`, { method });
@@ -189,7 +227,8 @@ describe('upstream faults: the response head is checked before anything reaches 
   it('a body sent after a 204 never reaches the next request', async () => {
     const up = await rawUpstream((socket) => {
       socket.on('data', (d) => {
-        if (d.toString().startsWith('GET /204')) socket.write('HTTP/1.1 204 No Content\r\nContent-Length: 8\r\n\r\nsmuggled');
+        if (d.toString().startsWith('GET /204'))
+          socket.write('HTTP/1.1 204 No Content\r\nContent-Length: 8\r\n\r\nsmuggled');
         else socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nclean');
       });
     });

@@ -22,8 +22,27 @@ const TEMPLATES = [
   'GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n',
   'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n',
 ];
-const INSERTS = ['\r', '\n', '\r\n', ' ', '\t', ':', '\0', '\x7f', ',', ';', '0', 'F', '-', 'chunked', 'Content-Length: 3\r\n',
-  'Transfer-Encoding: chunked\r\n', 'Host: b\r\n', '\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n', '\xff'];
+const INSERTS = [
+  '\r',
+  '\n',
+  '\r\n',
+  ' ',
+  '\t',
+  ':',
+  '\0',
+  '\x7f',
+  ',',
+  ';',
+  '0',
+  'F',
+  '-',
+  'chunked',
+  'Content-Length: 3\r\n',
+  'Transfer-Encoding: chunked\r\n',
+  'Host: b\r\n',
+  '\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n',
+  '\xff',
+];
 
 function mutate(rand: () => number, input: string): string {
   let s = input;
@@ -31,18 +50,29 @@ function mutate(rand: () => number, input: string): string {
   for (let k = 0; k < n; k++) {
     const at = Math.floor(rand() * (s.length + 1));
     switch (Math.floor(rand() * 6)) {
-      case 0: s = s.slice(0, at) + INSERTS[Math.floor(rand() * INSERTS.length)] + s.slice(at); break;
-      case 1: s = s.slice(0, at) + s.slice(at + 1 + Math.floor(rand() * 4)); break;
-      case 2: s = s.slice(0, at) + String.fromCharCode(Math.floor(rand() * 256)) + s.slice(at + 1); break;
-      case 3: { // duplicate a line
+      case 0:
+        s = s.slice(0, at) + INSERTS[Math.floor(rand() * INSERTS.length)] + s.slice(at);
+        break;
+      case 1:
+        s = s.slice(0, at) + s.slice(at + 1 + Math.floor(rand() * 4));
+        break;
+      case 2:
+        s = s.slice(0, at) + String.fromCharCode(Math.floor(rand() * 256)) + s.slice(at + 1);
+        break;
+      case 3: {
+        // duplicate a line
         const lines = s.split('\r\n');
         const i = Math.floor(rand() * lines.length);
         lines.splice(i, 0, lines[i]);
         s = lines.join('\r\n');
         break;
       }
-      case 4: s = s.slice(0, at); break; // truncate
-      default: s = s.replace(/\d+/, String(Math.floor(rand() * 20))); break;
+      case 4:
+        s = s.slice(0, at);
+        break; // truncate
+      default:
+        s = s.replace(/\d+/, String(Math.floor(rand() * 20)));
+        break;
     }
   }
   return s;
@@ -80,7 +110,9 @@ describe('fuzz: random and mutated requests against a running proxy', function (
     const upstreamErrors: string[] = [];
     let forwarded = 0;
     const up = await rawUpstream((socket) => {
-      const checker = strictRequestChecker(() => { forwarded++; });
+      const checker = strictRequestChecker(() => {
+        forwarded++;
+      });
       socket.on('error', () => undefined);
       socket.on('data', (d) => {
         checker.feed(d);
@@ -96,14 +128,22 @@ describe('fuzz: random and mutated requests against a running proxy', function (
     const cases = Array.from({ length: 600 }, () => mutate(rand, TEMPLATES[Math.floor(rand() * TEMPLATES.length)]));
     const hangs: string[] = [];
     const deadline = Date.now() + 45_000;
-    const one = (bytes: string): Promise<void> => new Promise((resolve) => {
-      const s = net.connect(proxy.port, '127.0.0.1');
-      const timer = setTimeout(() => { hangs.push(JSON.stringify(bytes)); s.destroy(); resolve(); }, 5000);
-      s.on('error', () => undefined);
-      s.resume();
-      s.on('close', () => { clearTimeout(timer); resolve(); });
-      s.write(Buffer.from(bytes, 'latin1'));
-    });
+    const one = (bytes: string): Promise<void> =>
+      new Promise((resolve) => {
+        const s = net.connect(proxy.port, '127.0.0.1');
+        const timer = setTimeout(() => {
+          hangs.push(JSON.stringify(bytes));
+          s.destroy();
+          resolve();
+        }, 5000);
+        s.on('error', () => undefined);
+        s.resume();
+        s.on('close', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        s.write(Buffer.from(bytes, 'latin1'));
+      });
     for (let i = 0; i < cases.length && Date.now() < deadline; i += 25) {
       await Promise.all(cases.slice(i, i + 25).map(one));
     }

@@ -34,8 +34,11 @@ describe('request smuggling: header syntax', () => {
   it('asterisk-form target: 400, nothing upstream; the connection stays usable (the request was well framed)', async () => {
     const up = await recordingUpstream();
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
-    const got = await rawExchange(proxy.port, 'OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n',
-      (r) => r.includes('\r\n\r\nok'));
+    const got = await rawExchange(
+      proxy.port,
+      'OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n',
+      (r) => r.includes('\r\n\r\nok'),
+    );
     assert.match(got, /^HTTP\/1\.1 400 [\s\S]*SWY_ERR_BAD_TARGET[\s\S]*HTTP\/1\.1 200 /);
     assert.equal(up.requests(), 1);
     assert.match(up.received(), /^GET \/next HTTP\/1\.1\r\n/);

@@ -13,7 +13,9 @@ async function echoHeaders() {
 }
 
 /** Send `raw` through a fresh proxy to an echoHeaders upstream: the response, and the headers the upstream got. */
-async function upstreamHeadersFor(raw: string): Promise<{ response: string; headers: IncomingHttpHeaders; upstreamPort: number }> {
+async function upstreamHeadersFor(
+  raw: string,
+): Promise<{ response: string; headers: IncomingHttpHeaders; upstreamPort: number }> {
   const { up, seen } = await echoHeaders();
   const proxy = await startProxy({ upstreams: [{ url: up.url }] });
   const response = await rawExchange(proxy.port, raw, completeResponse);
@@ -39,12 +41,22 @@ describe('request headers', () => {
   });
 
   it('removes hop-by-hop headers and every header named in Connection', async () => {
-    const raw = 'GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret, x-other\r\n'
-      + 'Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\n'
-      + 'Upgrade: h2c\r\nX-Secret: 1\r\nX-Other: 2\r\nX-Kept: 3\r\n\r\n';
+    const raw =
+      'GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret, x-other\r\n' +
+      'Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\n' +
+      'Upgrade: h2c\r\nX-Secret: 1\r\nX-Other: 2\r\nX-Kept: 3\r\n\r\n';
     const { response, headers: h } = await upstreamHeadersFor(raw);
     assert.match(response, /^HTTP\/1\.1 200 /);
-    for (const name of ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'x-secret', 'x-other']) {
+    for (const name of [
+      'connection',
+      'keep-alive',
+      'proxy-connection',
+      'te',
+      'trailer',
+      'upgrade',
+      'x-secret',
+      'x-other',
+    ]) {
       assert.equal(h[name], undefined, `${name} must not reach the upstream`);
     }
     assert.equal(h['x-kept'], '3');
@@ -52,8 +64,9 @@ describe('request headers', () => {
 
   it('removes a field named in Connection whatever the case of its letters, and only that field', async () => {
     // '^' is '~' less 0x20, as 'A' is 'a' less 0x20: only letters have a case.
-    const raw = 'GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close, x-1~\r\n'
-      + 'X-1~: gone\r\nX-1^: kept\r\nx-1~: gone too\r\nClose: gone as well\r\n\r\n';
+    const raw =
+      'GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close, x-1~\r\n' +
+      'X-1~: gone\r\nX-1^: kept\r\nx-1~: gone too\r\nClose: gone as well\r\n\r\n';
     const { response, headers: h } = await upstreamHeadersFor(raw);
     assert.match(response, /^HTTP\/1\.1 200 /);
     assert.equal(h['x-1~'], undefined);
@@ -62,12 +75,14 @@ describe('request headers', () => {
   });
 
   it('knows field names in any case, and only those names: a one-character miss is an ordinary field', async () => {
-    const raw = 'GET /x HTTP/1.1\r\nhOST: a.example\r\ncONNECTION: X-SECRET\r\nX-SECRET: 1\r\nKEEP-ALIVE: timeout=5\r\n'
-      + 'tE: trailers\r\nX-FORWARDED-FOR: 6.6.6.6\r\nVIA: 1.0 other\r\n'
-      + 'Connectiom: a\r\nKeep_Alive: b\r\nX-Forwarded-Fo1: c\r\nVib: d\r\nTf: e\r\n\r\n';
+    const raw =
+      'GET /x HTTP/1.1\r\nhOST: a.example\r\ncONNECTION: X-SECRET\r\nX-SECRET: 1\r\nKEEP-ALIVE: timeout=5\r\n' +
+      'tE: trailers\r\nX-FORWARDED-FOR: 6.6.6.6\r\nVIA: 1.0 other\r\n' +
+      'Connectiom: a\r\nKeep_Alive: b\r\nX-Forwarded-Fo1: c\r\nVib: d\r\nTf: e\r\n\r\n';
     const { response, headers: h, upstreamPort } = await upstreamHeadersFor(raw);
     assert.match(response, /^HTTP\/1\.1 200 /);
-    for (const name of ['connection', 'x-secret', 'keep-alive', 'te']) assert.equal(h[name], undefined, `${name} must not reach the upstream`);
+    for (const name of ['connection', 'x-secret', 'keep-alive', 'te'])
+      assert.equal(h[name], undefined, `${name} must not reach the upstream`);
     assert.equal(h['x-forwarded-for'], '127.0.0.1');
     assert.equal(h['x-forwarded-host'], 'a.example');
     assert.equal(h.via, '1.0 other, 1.1 switchyard');
@@ -77,9 +92,13 @@ describe('request headers', () => {
 
   it('removes hop-by-hop headers from the response, and names listed in its Connection', async () => {
     const up = await rawUpstream((socket) => {
-      socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n'
-        + 'Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\nUpgrade: h2c\r\nTE: trailers\r\n'
-        + 'X-End: kept\r\nContent-Length: 2\r\n\r\nok'));
+      socket.once('data', () =>
+        socket.write(
+          'HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n' +
+            'Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTrailer: X-T\r\nUpgrade: h2c\r\nTE: trailers\r\n' +
+            'X-End: kept\r\nContent-Length: 2\r\n\r\nok',
+        ),
+      );
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const res = await request(proxy.url);
@@ -94,11 +113,15 @@ describe('request headers', () => {
     assert.equal(res.headers.via, '1.1 switchyard');
   });
 
-  it('keeps the upstream\'s Date and response X-Request-Id as sent, whatever their case, and adds a Date only when missing', async () => {
+  it("keeps the upstream's Date and response X-Request-Id as sent, whatever their case, and adds a Date only when missing", async () => {
     const up = await rawUpstream((socket) => {
-      socket.on('data', (d: Buffer) => socket.write(d.includes('/dated')
-        ? 'HTTP/1.1 200 OK\r\nDATE: Tue, 01 Jan 2030 00:00:00 GMT\r\nx-request-ID: up-1\r\nContent-Length: 2\r\n\r\nok'
-        : 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok'));
+      socket.on('data', (d: Buffer) =>
+        socket.write(
+          d.includes('/dated')
+            ? 'HTTP/1.1 200 OK\r\nDATE: Tue, 01 Jan 2030 00:00:00 GMT\r\nx-request-ID: up-1\r\nContent-Length: 2\r\n\r\nok'
+            : 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+        ),
+      );
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const dated = await rawExchange(proxy.port, 'GET /dated HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
@@ -110,7 +133,11 @@ describe('request headers', () => {
 
   it('removes a name its Connection lists alone, as it does one in a list', async () => {
     const up = await rawUpstream((socket) => {
-      socket.once('data', () => socket.write('HTTP/1.1 200 OK\r\nConnection:  X-Hop \r\nX-Hop: 1\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok'));
+      socket.once('data', () =>
+        socket.write(
+          'HTTP/1.1 200 OK\r\nConnection:  X-Hop \r\nX-Hop: 1\r\nX-End: kept\r\nContent-Length: 2\r\n\r\nok',
+        ),
+      );
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const res = await request(proxy.url);
@@ -124,7 +151,8 @@ describe('request headers', () => {
     // More than one batch of IDs (request-id.ts cuts them 128 at a time).
     for (let i = 0; i < 300; i++) assert.equal((await request(proxy.url)).status, 200);
     const ids = seen.map((s) => s.headers['x-request-id']);
-    for (const id of ids) assert.match(String(id), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    for (const id of ids)
+      assert.match(String(id), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
     assert.equal(new Set(ids).size, 300);
   });
 
@@ -132,7 +160,12 @@ describe('request headers', () => {
     const { up, seen } = await echoHeaders();
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     await request(proxy.url, {
-      headers: { host: 'real.example', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.example' },
+      headers: {
+        host: 'real.example',
+        'x-forwarded-for': '6.6.6.6',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'evil.example',
+      },
     });
     const h = seen[0].headers;
     assert.equal(h['x-forwarded-for'], '127.0.0.1');
@@ -157,7 +190,13 @@ describe('request headers', () => {
     const { up, seen } = await echoHeaders();
     const proxy = await startProxy({ upstreams: [{ url: up.url }], trustedProxies: ['127.0.0.0/8'] });
     await request(proxy.url, {
-      headers: { host: 'edge.internal', 'x-forwarded-for': '203.0.113.7', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'www.example', via: '1.1 edge' },
+      headers: {
+        host: 'edge.internal',
+        'x-forwarded-for': '203.0.113.7',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'www.example',
+        via: '1.1 edge',
+      },
     });
     const h = seen[0].headers;
     assert.equal(h['x-forwarded-for'], '203.0.113.7, 127.0.0.1');
@@ -177,7 +216,11 @@ describe('request headers', () => {
   it('reduces an absolute-form target to its path, never naming another host upstream', async () => {
     const { up, seen } = await echoHeaders();
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
-    const got = await rawExchange(proxy.port, 'GET http://other.example/x?y=1 HTTP/1.1\r\nHost: a.example\r\n\r\n', completeResponse);
+    const got = await rawExchange(
+      proxy.port,
+      'GET http://other.example/x?y=1 HTTP/1.1\r\nHost: a.example\r\n\r\n',
+      completeResponse,
+    );
     assert.match(got, /^HTTP\/1\.1 200 /);
     assert.equal(seen[0].url, '/x?y=1');
     assert.equal(seen[0].headers.host, `127.0.0.1:${up.port}`);

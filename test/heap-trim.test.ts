@@ -16,15 +16,23 @@ function newSpaceBytes(metrics: string): number {
 /** Opens `count` keep-alive connections, each with one answered request, and keeps them open. */
 async function openIdle(port: number, count: number): Promise<net.Socket[]> {
   const sockets: net.Socket[] = [];
-  onCleanup(() => { for (const s of sockets) s.destroy(); });
+  onCleanup(() => {
+    for (const s of sockets) s.destroy();
+  });
   for (let i = 0; i < count; i += 250) {
-    await Promise.all(Array.from({ length: Math.min(250, count - i) }, () => new Promise<void>((ok, fail) => {
-      const s = net.connect(port, '127.0.0.1');
-      sockets.push(s);
-      s.once('error', fail);
-      s.write('GET / HTTP/1.1\r\nHost: t\r\n\r\n');
-      s.once('data', () => ok());
-    })));
+    await Promise.all(
+      Array.from(
+        { length: Math.min(250, count - i) },
+        () =>
+          new Promise<void>((ok, fail) => {
+            const s = net.connect(port, '127.0.0.1');
+            sockets.push(s);
+            s.once('error', fail);
+            s.write('GET / HTTP/1.1\r\nHost: t\r\n\r\n');
+            s.once('data', () => ok());
+          }),
+      ),
+    );
   }
   return sockets;
 }
@@ -36,10 +44,15 @@ describe('idle heap trim (the CLI as a real cluster)', function () {
     const up = await httpUpstream((_req, res) => res.end('ok'));
     // Idle connections must outlive the wait: the default keep-alive timeout is 5 s.
     const config = join(mkdtempSync(join(tmpdir(), 'swy-trim-')), 'switchyard.yaml');
-    writeFileSync(config, `upstreams:\n  - url: ${up.url}\nserver:\n  keepAliveTimeout: 120000\nlog:\n  level: debug\n`);
+    writeFileSync(
+      config,
+      `upstreams:\n  - url: ${up.url}\nserver:\n  keepAliveTimeout: 120000\nlog:\n  level: debug\n`,
+    );
     // V8's own memory reducer may shrink new space first (15–30 s after a burst in the runs
     // measured), and then there is nothing left to trim: switched off, only the trim can.
-    const cli = await startCli(['--config', config, '--workers', '1', '--admin', '127.0.0.1:0'], {}, ['--no-memory-reducer']);
+    const cli = await startCli(['--config', config, '--workers', '1', '--admin', '127.0.0.1:0'], {}, [
+      '--no-memory-reducer',
+    ]);
     const admin = `http://${String((await waitFor(() => cli.logs.find((l) => typeof l.admin === 'string'))).admin)}`;
     const metrics = async (): Promise<string> => (await request(`${admin}/metrics`)).body.toString();
     const atStart = newSpaceBytes(await metrics());
@@ -53,7 +66,9 @@ describe('idle heap trim (the CLI as a real cluster)', function () {
     // A deadline inside mocha's, so that a miss says what new space was instead of timing out.
     const line = await Promise.race([
       waitFor(() => cli.logs.find((l) => l.msg === 'idle: young generation trimmed')),
-      delay(45_000).then(async () => assert.fail(`no trim within 45 s; new space is now ${newSpaceBytes(await metrics())} bytes`)),
+      delay(45_000).then(async () =>
+        assert.fail(`no trim within 45 s; new space is now ${newSpaceBytes(await metrics())} bytes`),
+      ),
     ]);
     const before = Number(line.newSpaceBefore);
     const after = Number(line.newSpaceAfter);

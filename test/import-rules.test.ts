@@ -15,12 +15,16 @@ function importGraph(): Map<string, string[]> {
   const walk = (dir: string): void => {
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
       const path = join(dir, entry.name);
-      if (entry.isDirectory()) { walk(path); continue; }
+      if (entry.isDirectory()) {
+        walk(path);
+        continue;
+      }
       if (!entry.name.endsWith('.ts')) continue;
       const text = readFileSync(path, 'utf8');
       // `import … from './x'`, `export … from './x'` (over several lines too) and `import './x'`.
-      const deps = [...text.matchAll(/^(?:(?:import|export)\s[^'";]*?from\s+|import\s+)'(\.[^']+)'/gm)]
-        .map((m) => relative(ROOT, resolve(dirname(path), m[1])));
+      const deps = [...text.matchAll(/^(?:(?:import|export)\s[^'";]*?from\s+|import\s+)'(\.[^']+)'/gm)].map((m) =>
+        relative(ROOT, resolve(dirname(path), m[1])),
+      );
       graph.set(relative(ROOT, path).replace(/\.ts$/, ''), deps);
     }
   };
@@ -66,10 +70,17 @@ describe('import rules', () => {
     };
     visit('src/primary/supervisor');
     visit('src/cli');
-    assert.deepEqual([...reached].filter((m) => /^src\/proxy\/|^workers\//.test(m)), []);
+    assert.deepEqual(
+      [...reached].filter((m) => /^src\/proxy\/|^workers\//.test(m)),
+      [],
+    );
     // What it does import from upstream/ is pool membership and what membership needs.
-    assert.deepEqual([...reached].filter((m) => m.startsWith('src/upstream/')).sort(),
-      ['src/upstream/dns', 'src/upstream/health-check', 'src/upstream/membership', 'src/upstream/target']);
+    assert.deepEqual([...reached].filter((m) => m.startsWith('src/upstream/')).sort(), [
+      'src/upstream/dns',
+      'src/upstream/health-check',
+      'src/upstream/membership',
+      'src/upstream/target',
+    ]);
   });
 
   it('has no import cycles', () => {

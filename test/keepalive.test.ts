@@ -34,7 +34,9 @@ describe('keep-alive pooling to the upstream', () => {
   });
 
   it('answers 503 when no connection frees up within queueTimeout', async () => {
-    const up = await httpUpstream(() => { /* never answers */ });
+    const up = await httpUpstream(() => {
+      /* never answers */
+    });
     const proxy = await startProxy({ upstreams: [{ url: up.url }], pool: { maxConnections: 1, queueTimeout: 100 } });
     const first = request(proxy.url).catch(() => null);
     await waitFor(() => up.connections.length === 1);
@@ -109,21 +111,28 @@ describe('keep-alive pooling to the upstream', () => {
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const agent = new http.Agent({ keepAlive: true, maxSockets: bodies.length });
-    const fetchSlowly = (i: number): Promise<Buffer> => new Promise((ok, fail) => {
-      http.get(`${proxy.url}/${i}`, { agent }, (res) => {
-        const parts: Buffer[] = [];
-        res.pause();
-        setTimeout(() => res.resume(), 500);
-        res.on('data', (d: Buffer) => parts.push(d));
-        res.on('end', () => ok(Buffer.concat(parts)));
-        res.on('error', fail);
-      }).on('error', fail);
-    });
+    const fetchSlowly = (i: number): Promise<Buffer> =>
+      new Promise((ok, fail) => {
+        http
+          .get(`${proxy.url}/${i}`, { agent }, (res) => {
+            const parts: Buffer[] = [];
+            res.pause();
+            setTimeout(() => res.resume(), 500);
+            res.on('data', (d: Buffer) => parts.push(d));
+            res.on('end', () => ok(Buffer.concat(parts)));
+            res.on('error', fail);
+          })
+          .on('error', fail);
+      });
     for (let round = 0; round < 2; round++) {
       const got = await Promise.all(bodies.map((_, i) => fetchSlowly(i)));
       got.forEach((body, i) => {
         assert.equal(body.length, bodies[i].length, `body ${i} length`);
-        assert.equal(createHash('sha256').update(body).digest('hex'), createHash('sha256').update(bodies[i]).digest('hex'), `body ${i}`);
+        assert.equal(
+          createHash('sha256').update(body).digest('hex'),
+          createHash('sha256').update(bodies[i]).digest('hex'),
+          `body ${i}`,
+        );
       });
     }
     agent.destroy();
@@ -142,18 +151,21 @@ describe('keep-alive pooling to the upstream', () => {
       res.end();
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
-    const fetch = (path: string, holdMs: number): Promise<Buffer> => new Promise((ok, fail) => {
-      http.get(`${proxy.url}${path}`, { agent: false }, (res) => {
-        const parts: Buffer[] = [];
-        if (holdMs > 0) {
-          res.pause();
-          setTimeout(() => res.resume(), holdMs);
-        }
-        res.on('data', (d: Buffer) => parts.push(d));
-        res.on('end', () => ok(Buffer.concat(parts)));
-        res.on('error', fail);
-      }).on('error', fail);
-    });
+    const fetch = (path: string, holdMs: number): Promise<Buffer> =>
+      new Promise((ok, fail) => {
+        http
+          .get(`${proxy.url}${path}`, { agent: false }, (res) => {
+            const parts: Buffer[] = [];
+            if (holdMs > 0) {
+              res.pause();
+              setTimeout(() => res.resume(), holdMs);
+            }
+            res.on('data', (d: Buffer) => parts.push(d));
+            res.on('end', () => ok(Buffer.concat(parts)));
+            res.on('error', fail);
+          })
+          .on('error', fail);
+      });
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
     const slow = fetch('/stalled', 1500);
     await delay(300);
@@ -161,7 +173,7 @@ describe('keep-alive pooling to the upstream', () => {
       const got = await Promise.all(fast.map((_, i) => fetch(`/${i}`, 0)));
       got.forEach((body, i) => assert.equal(sha(body), sha(fast[i]), `fast body ${i}, round ${round}`));
     }
-    assert.equal(sha(await slow), sha(stalled), 'the stalled client\'s body');
+    assert.equal(sha(await slow), sha(stalled), "the stalled client's body");
   });
 
   it('closes idle pooled connections after pool.keepAliveTimeout', async () => {

@@ -2,7 +2,17 @@ import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import pino from 'pino';
 import { ProxyServer } from '../src/proxy/server';
-import { completeResponse, delay, httpUpstream, onCleanup, rawExchange, request, resolveConfig, startProxy, waitFor } from './support/helpers';
+import {
+  completeResponse,
+  delay,
+  httpUpstream,
+  onCleanup,
+  rawExchange,
+  request,
+  resolveConfig,
+  startProxy,
+  waitFor,
+} from './support/helpers';
 
 function openKeepAlive(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -32,9 +42,19 @@ describe('limits and slow clients', () => {
 
   it('logs a flood of dropped connections as one line a second, with a count of the rest', async () => {
     const lines: Array<{ msg: string; alsoSinceLastLine?: number }> = [];
-    const logger = pino({ level: 'warn' }, { write: (line: string) => { lines.push(JSON.parse(line) as { msg: string }); } });
+    const logger = pino(
+      { level: 'warn' },
+      {
+        write: (line: string) => {
+          lines.push(JSON.parse(line) as { msg: string });
+        },
+      },
+    );
     const up = await httpUpstream((_req, res) => res.end('ok'));
-    const server = new ProxyServer(resolveConfig({ upstreams: [{ url: up.url }], server: { maxConnections: 1 } }), logger);
+    const server = new ProxyServer(
+      resolveConfig({ upstreams: [{ url: up.url }], server: { maxConnections: 1 } }),
+      logger,
+    );
     const { port } = await server.listen('127.0.0.1', 0);
     onCleanup(() => server.drain(10));
     const held = await openKeepAlive(port);
@@ -77,7 +97,9 @@ describe('limits and slow clients', () => {
   it('times out the slow ones (408) without affecting the rest', async () => {
     const up = await httpUpstream((_req, res) => res.end('ok'));
     const proxy = await startProxy({ upstreams: [{ url: up.url }], server: { headersTimeout: 200 } });
-    const answers = Promise.all(Array.from({ length: 100 }, () => rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ')));
+    const answers = Promise.all(
+      Array.from({ length: 100 }, () => rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ')),
+    );
     assert.equal((await request(proxy.url)).status, 200);
     for (const got of await answers) assert.match(got, /^HTTP\/1\.1 408 /);
   });

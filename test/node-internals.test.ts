@@ -13,13 +13,19 @@ describe('Node internals', function () {
   this.timeout(30_000);
 
   it('are used nowhere but src/node-internals.ts', () => {
-    const internal = /require\('_http_common'\)|process\)?\.binding|process as unknown as \{ binding|owner_symbol|\.latin1Slice\(|\.utf8Write\(|prom-client\/lib|\._handle\b/;
+    const internal =
+      /require\('_http_common'\)|process\)?\.binding|process as unknown as \{ binding|owner_symbol|\.latin1Slice\(|\.utf8Write\(|prom-client\/lib|\._handle\b/;
     const offenders: string[] = [];
     const walk = (dir: string): void => {
       for (const entry of readdirSync(dir, { withFileTypes: true })) {
         const path = join(dir, entry.name);
         if (entry.isDirectory()) walk(path);
-        else if (entry.name.endsWith('.ts') && !path.endsWith('node-internals.ts') && internal.test(readFileSync(path, 'utf8'))) offenders.push(path);
+        else if (
+          entry.name.endsWith('.ts') &&
+          !path.endsWith('node-internals.ts') &&
+          internal.test(readFileSync(path, 'utf8'))
+        )
+          offenders.push(path);
       }
     };
     walk(join(ROOT, 'src'));
@@ -32,24 +38,37 @@ describe('Node internals', function () {
     const cli = await startCli(['--upstream', up.url, '--workers', '1']);
     const line = await waitFor(() => cli.logs.find((l) => l.event === 'node-internals'));
     assert.equal(line.node, process.version);
-    assert.deepEqual({ tcpHandles: line.tcpHandles, bufferCoders: line.bufferCoders, promMetricFiles: line.promMetricFiles }, capabilities());
+    assert.deepEqual(
+      { tcpHandles: line.tcpHandles, bufferCoders: line.bufferCoders, promMetricFiles: line.promMetricFiles },
+      capabilities(),
+    );
   });
 
   it('reported missing (SWITCHYARD_NODE_INTERNALS=off), the public-API fallbacks serve alike', async () => {
     const up = await httpUpstream((req, res) => {
       let body = '';
-      req.on('data', (c: Buffer) => { body += c.toString(); });
+      req.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
       req.on('end', () => res.end(`${req.method} ${req.url} ${body}`));
     });
-    const cli = await startCli(['--upstream', up.url, '--workers', '1', '--admin', '127.0.0.1:0'], { SWITCHYARD_NODE_INTERNALS: 'off' });
+    const cli = await startCli(['--upstream', up.url, '--workers', '1', '--admin', '127.0.0.1:0'], {
+      SWITCHYARD_NODE_INTERNALS: 'off',
+    });
     const line = await waitFor(() => cli.logs.find((l) => l.event === 'node-internals'));
     assert.deepEqual([line.tcpHandles, line.bufferCoders, line.promMetricFiles], [false, false, false]);
     assert.match(String(line.msg), /fallbacks in use/);
     const url = `http://127.0.0.1:${cli.port}`;
     assert.equal((await request(`${url}/a`)).body.toString(), 'GET /a ');
-    assert.equal((await request(`${url}/b`, { method: 'POST' }, 'x'.repeat(100_000))).body.toString(), `POST /b ${'x'.repeat(100_000)}`);
+    assert.equal(
+      (await request(`${url}/b`, { method: 'POST' }, 'x'.repeat(100_000))).body.toString(),
+      `POST /b ${'x'.repeat(100_000)}`,
+    );
     // Keep-alive and pipelining on the fallback transport, in raw bytes.
-    const out = await rawExchange(cli.port, 'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    const out = await rawExchange(
+      cli.port,
+      'GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
+    );
     assert.match(out, /GET \/1 [\s\S]*GET \/2 $/);
     const bad = await rawExchange(cli.port, 'GET /x\r\n');
     assert.match(bad, /^HTTP\/1\.1 400 /);

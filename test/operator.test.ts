@@ -12,7 +12,20 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/config/load';
 import { ConfigSchema } from '../src/config/schema';
 import { ConfigError } from '../src/errors';
-import { CLI, ROOT, closedPort, configFile, delay, httpUpstream, onCleanup, rawExchange, request, startCli, startProxy, waitFor } from './support/helpers';
+import {
+  CLI,
+  ROOT,
+  closedPort,
+  configFile,
+  delay,
+  httpUpstream,
+  onCleanup,
+  rawExchange,
+  request,
+  startCli,
+  startProxy,
+  waitFor,
+} from './support/helpers';
 
 function check(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   return spawnSync(process.execPath, [CLI, 'check', ...args], { encoding: 'utf8' });
@@ -24,19 +37,33 @@ async function freePortTaken(): Promise<{ address: string; close: () => void }> 
   return { address: `127.0.0.1:${(s.address() as net.AddressInfo).port}`, close: () => s.close() };
 }
 
-describe('the operator\'s first hour', function () {
+describe("the operator's first hour", function () {
   this.timeout(30_000);
 
   it('Ctrl-C (SIGINT to the whole process group) drains once and every process exits 0', async () => {
     const up = await httpUpstream((_req, res) => res.end('ok'));
     const dir = mkdtempSync(join(tmpdir(), 'swy-sigint-'));
-    const cli = await startCli(['--upstream', up.url, '--workers', '2', '--config', configFile(
-      `upstreams: [{ url: "${up.url}" }]\naccessLog:\n  file: ${join(dir, 'access.log')}\n`)], {}, [], { detached: true });
+    const cli = await startCli(
+      [
+        '--upstream',
+        up.url,
+        '--workers',
+        '2',
+        '--config',
+        configFile(`upstreams: [{ url: "${up.url}" }]\naccessLog:\n  file: ${join(dir, 'access.log')}\n`),
+      ],
+      {},
+      [],
+      { detached: true },
+    );
     assert.equal((await request(`http://127.0.0.1:${cli.port}/`)).status, 200);
     process.kill(-cli.child.pid!, 'SIGINT');
     const exit = await cli.exited;
     assert.deepEqual(exit, { code: 0, signal: null });
-    assert.deepEqual(cli.logs.filter((l) => l.level === 'fatal' || l.level === 'error'), []);
+    assert.deepEqual(
+      cli.logs.filter((l) => l.level === 'fatal' || l.level === 'error'),
+      [],
+    );
     const exits = cli.logs.filter((l) => l.msg === 'worker exited');
     assert.equal(exits.length, 2);
     for (const e of exits) assert.equal(e.code, 0);
@@ -47,13 +74,19 @@ describe('the operator\'s first hour', function () {
     it('fails `check` and startup with exit 2, naming accessLog.file and the OS error', () => {
       const dir = mkdtempSync(join(tmpdir(), 'swy-log-'));
       writeFileSync(join(dir, 'not-a-dir'), 'x');
-      for (const [file, error] of [[dir, /EISDIR/], [join(dir, 'not-a-dir', 'access.log'), /ENOTDIR/]] as const) {
+      for (const [file, error] of [
+        [dir, /EISDIR/],
+        [join(dir, 'not-a-dir', 'access.log'), /ENOTDIR/],
+      ] as const) {
         const config = configFile(`upstreams: [{ url: "http://127.0.0.1:3000" }]\naccessLog:\n  file: ${file}\n`);
         const r = check('--config', config);
         assert.equal(r.status, 2);
         assert.match(r.stderr, /accessLog\.file: got ".*"; expected a file switchyard can append to/);
         assert.match(r.stderr, error);
-        const run = spawnSync(process.execPath, [CLI, '--config', config, '--listen', '127.0.0.1:0'], { encoding: 'utf8', timeout: 20_000 });
+        const run = spawnSync(process.execPath, [CLI, '--config', config, '--listen', '127.0.0.1:0'], {
+          encoding: 'utf8',
+          timeout: 20_000,
+        });
         assert.equal(run.status, 2);
         assert.match(run.stderr, /accessLog\.file/);
       }
@@ -61,13 +94,19 @@ describe('the operator\'s first hour', function () {
 
     it('a write failing while running is counted and logged once, and the worker keeps serving', async function () {
       const up = await httpUpstream((_req, res) => res.end('ok'));
-      const cli = await startCli(['--config', configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\naccessLog:\n  file: /dev/full\n`),
-        '--admin', '127.0.0.1:0']);
+      const cli = await startCli([
+        '--config',
+        configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\naccessLog:\n  file: /dev/full\n`),
+        '--admin',
+        '127.0.0.1:0',
+      ]);
       const url = `http://127.0.0.1:${cli.port}/`;
       for (let i = 0; i < 20; i++) assert.equal((await request(url)).status, 200);
       const admin = String((await waitFor(() => cli.logs.find((l) => typeof l.admin === 'string'))).admin);
       const errors = await waitFor(async () => {
-        const m = /switchyard_access_log_errors_total (\d+)/.exec((await request(`http://${admin}/metrics`)).body.toString());
+        const m = /switchyard_access_log_errors_total (\d+)/.exec(
+          (await request(`http://${admin}/metrics`)).body.toString(),
+        );
         return m !== null && Number(m[1]) > 0 ? Number(m[1]) : null;
       });
       assert.ok(errors > 0);
@@ -81,7 +120,7 @@ describe('the operator\'s first hour', function () {
     });
   });
 
-  it('a failed request\'s log line has one msg, and the cause in err (code and message)', async () => {
+  it("a failed request's log line has one msg, and the cause in err (code and message)", async () => {
     const port = await closedPort();
     const cli = await startCli(['--upstream', `http://127.0.0.1:${port}`, '--workers', '1']);
     assert.equal((await request(`http://127.0.0.1:${cli.port}/`)).status, 502);
@@ -110,7 +149,10 @@ describe('the operator\'s first hour', function () {
 
   it('answers to slow clients (408) and broken requests (400) reach the access log', async () => {
     const up = await httpUpstream((_req, res) => res.end('ok'));
-    const cli = await startCli(['--config', configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\nserver:\n  headersTimeout: 200\n`)]);
+    const cli = await startCli([
+      '--config',
+      configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\nserver:\n  headersTimeout: 200\n`),
+    ]);
     const slow = await rawExchange(cli.port, 'GET / HTTP/1.1\r\nHost: a\r\n');
     assert.match(slow, /^HTTP\/1\.1 408 /);
     assert.match(slow, /SWY_ERR_REQUEST_TIMEOUT/);
@@ -122,12 +164,18 @@ describe('the operator\'s first hour', function () {
   it('a taken admin port: one line naming admin.listen and the address, exit 2', async () => {
     const taken = await freePortTaken();
     try {
-      const r = spawnSync(process.execPath, [CLI, '--upstream', 'http://127.0.0.1:3000', '--listen', '127.0.0.1:0', '--admin', taken.address],
-        { encoding: 'utf8', timeout: 20_000 });
+      const r = spawnSync(
+        process.execPath,
+        [CLI, '--upstream', 'http://127.0.0.1:3000', '--listen', '127.0.0.1:0', '--admin', taken.address],
+        { encoding: 'utf8', timeout: 20_000 },
+      );
       assert.equal(r.status, 2);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, r.stderr);
-      assert.match(lines[0], new RegExp(`^switchyard: admin\\.listen: cannot listen on ${taken.address}: .*EADDRINUSE`));
+      assert.match(
+        lines[0],
+        new RegExp(`^switchyard: admin\\.listen: cannot listen on ${taken.address}: .*EADDRINUSE`),
+      );
     } finally {
       taken.close();
     }
@@ -141,23 +189,41 @@ describe('the operator\'s first hour', function () {
       const config = loadConfig(configFile(text));
       assert.equal(config.routes.length, 20_000);
       const proxy = await startProxy({ pools: config.pools, routes: config.routes });
-      assert.equal((await request(proxy.url, { headers: { host: 'site19999.example.com' } })).body.toString(), 'site19999.example.com');
+      assert.equal(
+        (await request(proxy.url, { headers: { host: 'site19999.example.com' } })).body.toString(),
+        'site19999.example.com',
+      );
       assert.equal((await request(proxy.url, { headers: { host: 'nope.example.com' } })).status, 404);
     });
 
     it('takes 150 routes sharing one anchor, and refuses an alias bomb with a config error', () => {
-      let text = 'pools:\n  app:\n    members: [{ url: "http://127.0.0.1:3000" }]\nx-common: &common { pool: app }\nroutes:\n';
+      let text =
+        'pools:\n  app:\n    members: [{ url: "http://127.0.0.1:3000" }]\nx-common: &common { pool: app }\nroutes:\n';
       for (let i = 0; i < 150; i++) text += '  - *common\n';
       // x-common is not a key of the schema: refused as such, after the anchors were expanded.
       assert.throws(() => loadConfig(configFile(text)), /x-common: unknown key/);
-      const routes = text.replace('x-common: &common { pool: app }\n', '').replace('routes:\n  - *common', 'routes:\n  - &common { pool: app }');
+      const routes = text
+        .replace('x-common: &common { pool: app }\n', '')
+        .replace('routes:\n  - *common', 'routes:\n  - &common { pool: app }');
       assert.equal(loadConfig(configFile(routes)).routes.length, 150);
       let bomb = 'a: &a ["x","x","x","x","x","x","x","x","x","x"]\n';
-      for (const [name, prev] of [['b', 'a'], ['c', 'b'], ['d', 'c'], ['e', 'd'], ['f', 'e'], ['g', 'f'], ['h', 'g'], ['i', 'h']]) {
+      for (const [name, prev] of [
+        ['b', 'a'],
+        ['c', 'b'],
+        ['d', 'c'],
+        ['e', 'd'],
+        ['f', 'e'],
+        ['g', 'f'],
+        ['h', 'g'],
+        ['i', 'h'],
+      ]) {
         bomb += `${name}: &${name} [${Array(10).fill(`*${prev}`).join(',')}]\n`;
       }
       const file = configFile(bomb);
-      assert.throws(() => loadConfig(file), (err: unknown) => err instanceof ConfigError && /alias/.test(err.message));
+      assert.throws(
+        () => loadConfig(file),
+        (err: unknown) => err instanceof ConfigError && /alias/.test(err.message),
+      );
       const r = check('--config', file);
       assert.equal(r.status, 2);
       assert.equal(r.stderr.split('\n').filter((l) => /^\s+at /.test(l)).length, 0, 'no stack trace');
@@ -191,12 +257,14 @@ describe('the operator\'s first hour', function () {
       const defaults = ConfigSchema.parse({}) as unknown as Record<string, unknown>;
       const compare = (got: unknown, want: unknown, path: string): void => {
         if (want !== null && typeof want === 'object' && !Array.isArray(want)) {
-          for (const [k, v] of Object.entries(want)) compare((got as Record<string, unknown>)[k], v, path === '' ? k : `${path}.${k}`);
+          for (const [k, v] of Object.entries(want))
+            compare((got as Record<string, unknown>)[k], v, path === '' ? k : `${path}.${k}`);
           return;
         }
         assert.deepEqual(got, want, `switchyard.example.yaml: ${path}`);
       };
-      for (const [key, value] of Object.entries(defaults)) compare((example as unknown as Record<string, unknown>)[key], value, key);
+      for (const [key, value] of Object.entries(defaults))
+        compare((example as unknown as Record<string, unknown>)[key], value, key);
     });
   });
 
@@ -221,17 +289,20 @@ describe('the operator\'s first hour', function () {
   });
 });
 
-
 describe('log lines an operator can read', function () {
   this.timeout(30_000);
 
   it('log.format pretty: one readable line each, process and access lines in one time format', async () => {
     const up = await httpUpstream((_req, res) => res.end('ok'));
-    const file = configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\nlisten: 127.0.0.1:0\nlog:\n  format: pretty\n`);
+    const file = configFile(
+      `upstreams: [{ url: "${up.url}" }]\nworkers: 1\nlisten: 127.0.0.1:0\nlog:\n  format: pretty\n`,
+    );
     const child = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
     onCleanup(() => child.kill('SIGKILL'));
     let out = '';
-    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
     const listening = await waitFor(() => /switchyard listening on [^\n]*"listen":"127\.0\.0\.1:(\d+)"/.exec(out));
     const port = Number(listening[1]);
     assert.equal((await request(`http://127.0.0.1:${port}/hello`)).status, 200);
@@ -246,7 +317,8 @@ describe('log lines an operator can read', function () {
     const started = plain().find((l) => l.includes('switchyard listening'))!;
     assert.match(started, time);
     assert.match(started, /INFO: \[primary\] switchyard listening/);
-    for (const line of out.split('\n').filter((l) => l !== '')) assert.ok(!line.startsWith('{'), `a JSON line: ${line}`);
+    for (const line of out.split('\n').filter((l) => l !== ''))
+      assert.ok(!line.startsWith('{'), `a JSON line: ${line}`);
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
   });

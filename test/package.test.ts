@@ -10,10 +10,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT } from './support/helpers';
 
-function npm(args: string[], cwd: string, env: NodeJS.ProcessEnv = {}): { status: number | null; stdout: string; stderr: string } {
+function npm(
+  args: string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv = {},
+): { status: number | null; stdout: string; stderr: string } {
   const cli = process.env.npm_execpath ?? 'npm';
   const [cmd, pre] = cli.endsWith('.js') ? [process.execPath, [cli]] : [cli, []];
-  return spawnSync(cmd, [...pre, ...args], { cwd, encoding: 'utf8', env: { ...process.env, ...env }, timeout: 240_000 });
+  return spawnSync(cmd, [...pre, ...args], {
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 240_000,
+  });
 }
 
 describe('the package', function () {
@@ -29,16 +38,25 @@ describe('the package', function () {
     assert.ok(files.includes('dist/src/cli.js'));
     assert.ok(files.includes('dist/workers/proxy-worker.js'));
     assert.ok(files.includes('deploy/switchyard.service'));
-    assert.deepEqual(files.filter((f) => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('dist/test/')), []);
+    assert.deepEqual(
+      files.filter((f) => f.startsWith('src/') || f.startsWith('test/') || f.startsWith('dist/test/')),
+      [],
+    );
 
     const prefix = join(dir, 'prefix');
-    const install = npm(['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(dir, info.filename)], dir,
-      { CXX: '/bin/false', CC: '/bin/false' });
+    const install = npm(
+      ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', join(dir, info.filename)],
+      dir,
+      { CXX: '/bin/false', CC: '/bin/false' },
+    );
     assert.equal(install.status, 0, `${install.stdout}\n${install.stderr}`);
     const bin = join(prefix, 'bin', 'switchyard');
     const version = spawnSync(bin, ['--version'], { encoding: 'utf8' });
     assert.equal(version.status, 0, version.stderr);
-    assert.equal(version.stdout.trim(), (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version);
+    assert.equal(
+      version.stdout.trim(),
+      (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version,
+    );
     const check = spawnSync(bin, ['check', '--config', join(ROOT, 'switchyard.example.yaml')], { encoding: 'utf8' });
     assert.equal(check.status, 0, check.stderr);
   });

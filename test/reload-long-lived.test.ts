@@ -29,8 +29,10 @@ async function wsUpstream() {
   const received: Buffer[] = [];
   const server = http.createServer((_req, res) => res.end('plain'));
   server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
-      + `Sec-WebSocket-Accept: ${websocketAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`);
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Accept: ${websocketAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`,
+    );
     let n = 0;
     socket.on('data', (d: Buffer) => {
       received.push(d);
@@ -46,11 +48,17 @@ function wsClient(port: number) {
   const socket = net.connect(port, '127.0.0.1');
   let got = Buffer.alloc(0);
   let closed = false;
-  socket.on('data', (d: Buffer) => { got = Buffer.concat([got, d]); });
-  socket.on('close', () => { closed = true; });
+  socket.on('data', (d: Buffer) => {
+    got = Buffer.concat([got, d]);
+  });
+  socket.on('close', () => {
+    closed = true;
+  });
   socket.on('error', () => undefined);
-  socket.write(`GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n`
-    + `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  socket.write(
+    `GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+      `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  );
   return { socket, got: () => got, closed: () => closed };
 }
 
@@ -58,8 +66,13 @@ describe('long-lived connections across a reload', function () {
   this.timeout(30_000);
 
   it('FrameBoundary knows frame boundaries, however the bytes are split', () => {
-    const frames = [clientFrame('hi'), serverFrame('x'.repeat(125)), Buffer.concat([Buffer.from([0x82, 126, 0x01, 0x00]), Buffer.alloc(256)]),
-      Buffer.concat([Buffer.from([0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]), Buffer.alloc(65536)]), goingAwayFrame(true)];
+    const frames = [
+      clientFrame('hi'),
+      serverFrame('x'.repeat(125)),
+      Buffer.concat([Buffer.from([0x82, 126, 0x01, 0x00]), Buffer.alloc(256)]),
+      Buffer.concat([Buffer.from([0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]), Buffer.alloc(65536)]),
+      goingAwayFrame(true),
+    ];
     const stream = Buffer.concat(frames);
     const ends = new Set<number>();
     let at = 0;
@@ -78,7 +91,9 @@ describe('long-lived connections across a reload', function () {
 
   it('a WebSocket on a retired worker runs on past timeouts.drain, while new connections reach the new worker', async () => {
     const up = await wsUpstream();
-    const file = configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\ntimeouts:\n  drain: 200\n  streamDrain: 60000\n`);
+    const file = configFile(
+      `upstreams: [{ url: "${up.url}" }]\nworkers: 1\ntimeouts:\n  drain: 200\n  streamDrain: 60000\n`,
+    );
     const cli = await startCli(['--config', file]);
     const ws = wsClient(cli.port);
     await waitFor(() => ws.got().includes('\r\n\r\n'));
@@ -103,12 +118,17 @@ describe('long-lived connections across a reload', function () {
       let n = 0;
       const timer = setInterval(() => {
         res.write('x'.repeat(10));
-        if (++n === chunks) { clearInterval(timer); res.end(); }
+        if (++n === chunks) {
+          clearInterval(timer);
+          res.end();
+        }
       }, 40);
       res.on('close', () => clearInterval(timer));
     });
     const up = await listenUpstream(server);
-    const file = configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\ntimeouts:\n  drain: 200\n  streamDrain: 60000\n`);
+    const file = configFile(
+      `upstreams: [{ url: "${up.url}" }]\nworkers: 1\ntimeouts:\n  drain: 200\n  streamDrain: 60000\n`,
+    );
     const cli = await startCli(['--config', file]);
     const done = new Promise<{ bytes: number; complete: boolean }>((resolve) => {
       http.get(`http://127.0.0.1:${cli.port}/download`, { agent: false }, (res) => {
@@ -122,20 +142,36 @@ describe('long-lived connections across a reload', function () {
       });
     });
     assert.deepEqual(await done, { bytes: chunks * 10, complete: true });
-    assert.ok(cli.logs.some((l) => String(l.msg).startsWith('drain: tunnels and streams go on')), 'the download outlived timeouts.drain');
+    assert.ok(
+      cli.logs.some((l) => String(l.msg).startsWith('drain: tunnels and streams go on')),
+      'the download outlived timeouts.drain',
+    );
   });
 
   it('past timeouts.streamDrain, both peers get a 1001 close frame, then the tunnel closes', async () => {
     const up = await wsUpstream();
-    const file = configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\ntimeouts:\n  drain: 100\n  streamDrain: 400\n`);
+    const file = configFile(
+      `upstreams: [{ url: "${up.url}" }]\nworkers: 1\ntimeouts:\n  drain: 100\n  streamDrain: 400\n`,
+    );
     const cli = await startCli(['--config', file]);
     const ws = wsClient(cli.port);
     await waitFor(() => ws.got().includes('\r\n\r\n'));
     ws.socket.write(clientFrame('one'));
     await waitFor(() => ws.got().includes('echo:1'));
     cli.child.kill('SIGHUP');
-    await waitFor(() => ws.closed() || ws.got().subarray(-4).equals(Buffer.from([0x88, 0x02, 0x03, 0xe9])));
-    assert.deepEqual([...ws.got().subarray(-4)], [0x88, 0x02, 0x03, 0xe9], 'the client got close 1001 after the last whole frame');
+    await waitFor(
+      () =>
+        ws.closed() ||
+        ws
+          .got()
+          .subarray(-4)
+          .equals(Buffer.from([0x88, 0x02, 0x03, 0xe9])),
+    );
+    assert.deepEqual(
+      [...ws.got().subarray(-4)],
+      [0x88, 0x02, 0x03, 0xe9],
+      'the client got close 1001 after the last whole frame',
+    );
     await waitFor(() => up.received().length > 0 && up.received()[up.received().length - 8] === 0x88);
     const tail = up.received().subarray(-8);
     assert.equal(tail[1], 0x82, 'a masked close frame with 2 bytes of payload');
@@ -145,7 +181,9 @@ describe('long-lived connections across a reload', function () {
 
   it('a stop cuts tunnels at timeouts.drain, with a 1001 close frame', async () => {
     const up = await wsUpstream();
-    const file = configFile(`upstreams: [{ url: "${up.url}" }]\nworkers: 1\ntimeouts:\n  drain: 200\n  streamDrain: 60000\n`);
+    const file = configFile(
+      `upstreams: [{ url: "${up.url}" }]\nworkers: 1\ntimeouts:\n  drain: 200\n  streamDrain: 60000\n`,
+    );
     const cli = await startCli(['--config', file]);
     const ws = wsClient(cli.port);
     await waitFor(() => ws.got().includes('\r\n\r\n'));

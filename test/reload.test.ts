@@ -25,7 +25,10 @@ describe('zero-downtime reload (SIGHUP)', function () {
         try {
           const res = await request(url, useAgent ? { agent } : {});
           if (res.status !== 200) failures.push(`status ${res.status}`);
-          else { ok++; seen.add(res.body.toString()); }
+          else {
+            ok++;
+            seen.add(res.body.toString());
+          }
         } catch (err) {
           failures.push((err as Error).message);
         }

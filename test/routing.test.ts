@@ -28,7 +28,9 @@ async function named(name: string): Promise<Upstream & { seen: http.IncomingMess
 
 describe('routing', () => {
   it('matches exact and wildcard hosts, path prefixes on segment boundaries, methods and headers; the first match wins', async () => {
-    const [site, api, wild, canary, fallback] = await Promise.all(['site', 'api', 'wild', 'canary', 'fallback'].map(named));
+    const [site, api, wild, canary, fallback] = await Promise.all(
+      ['site', 'api', 'wild', 'canary', 'fallback'].map(named),
+    );
     const pool = (u: Upstream) => ({ members: [{ url: u.url }] });
     const proxy = await startProxy({
       pools: { site: pool(site), api: pool(api), wild: pool(wild), canary: pool(canary), fallback: pool(fallback) },
@@ -51,7 +53,11 @@ describe('routing', () => {
     assert.equal(await get('example.com', '/apix'), 'site /apix', 'a prefix matches whole segments only');
     assert.equal(await get('example.com', '/api', {}, 'DELETE'), 'site /api', 'method mismatch falls through');
     assert.equal(await get('www.example.com', '/api/x'), 'api /api/x');
-    assert.equal(await get('www.example.com', '/other'), 'wild /other', 'the wildcard route applies where the exact one does not match');
+    assert.equal(
+      await get('www.example.com', '/other'),
+      'wild /other',
+      'the wildcard route applies where the exact one does not match',
+    );
     assert.equal(await get('a.example.com', '/api'), 'wild /api');
     assert.equal(await get('a.b.example.com', '/'), 'fallback /', 'a wildcard matches one label');
     assert.equal(await get('example.org', '/'), 'fallback /');
@@ -65,7 +71,10 @@ describe('routing', () => {
       pools: { admin: { members: [{ url: admin.url }] }, app: { members: [{ url: app.url }] } },
       routes: [{ match: { path: '/admin' }, pool: 'admin' }, { pool: 'app' }],
     });
-    const body = async (path: string) => (await rawExchange(proxy.port, `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)).split('\r\n\r\n')[1];
+    const body = async (path: string) =>
+      (await rawExchange(proxy.port, `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)).split(
+        '\r\n\r\n',
+      )[1];
     assert.equal(await body('/%61dmin/users'), 'admin /admin/users', 'percent-encoded unreserved characters');
     assert.equal(await body('/static/../admin'), 'admin /admin', 'dot segments');
     assert.equal(await body('/%2e%2e/admin/x'), 'admin /admin/x', 'encoded dot segments');
@@ -82,11 +91,16 @@ describe('routing', () => {
     });
     const r = await request(`${proxy.url}/missing`, { headers: { Host: 'unknown.test' } });
     assert.equal(r.status, 404);
-    assert.match(r.body.toString(), /^404 Not Found \(SWY_ERR_NO_ROUTE\): no route matches host "unknown.test" and path "\/missing"\n$/);
+    assert.match(
+      r.body.toString(),
+      /^404 Not Found \(SWY_ERR_NO_ROUTE\): no route matches host "unknown.test" and path "\/missing"\n$/,
+    );
     assert.equal(up.seen.length, 0);
     // The connection stays usable: a 404 is an answer, not a protocol error.
-    const raw = await rawExchange(proxy.port,
-      'GET /a HTTP/1.1\r\nHost: nope\r\n\r\nGET /b HTTP/1.1\r\nHost: known.test\r\nConnection: close\r\n\r\n');
+    const raw = await rawExchange(
+      proxy.port,
+      'GET /a HTTP/1.1\r\nHost: nope\r\n\r\nGET /b HTTP/1.1\r\nHost: known.test\r\nConnection: close\r\n\r\n',
+    );
     assert.match(raw, /^HTTP\/1\.1 404 [\s\S]*HTTP\/1\.1 200 [\s\S]*only \/b$/);
   });
 
@@ -97,11 +111,17 @@ describe('routing', () => {
       routes: [
         { match: { path: '/strip' }, pool: 'app', rewrite: { stripPrefix: '/strip' } },
         { match: { path: '/add' }, pool: 'app', rewrite: { addPrefix: '/inner' } },
-        { match: { path: '/old/' }, pool: 'app', rewrite: { stripPrefix: '/old/', addPrefix: '/v2/' }, rewriteLocation: true },
+        {
+          match: { path: '/old/' },
+          pool: 'app',
+          rewrite: { stripPrefix: '/old/', addPrefix: '/v2/' },
+          rewriteLocation: true,
+        },
         { pool: 'app', rewriteLocation: true },
       ],
     });
-    const body = async (path: string) => (await request(`${proxy.url}${path}`, { headers: { Host: 'public.test' } })).body.toString();
+    const body = async (path: string) =>
+      (await request(`${proxy.url}${path}`, { headers: { Host: 'public.test' } })).body.toString();
     assert.equal(await body('/strip/a/b?c=d'), 'app /a/b?c=d');
     assert.equal(await body('/strip'), 'app /');
     assert.equal(await body('/strip?q'), 'app /?q');
@@ -109,10 +129,13 @@ describe('routing', () => {
     assert.equal(await body('/old/page'), 'app /v2/page');
 
     const redirect = async (path: string, location: string) =>
-      (await request(`${proxy.url}${path}`, { headers: { Host: 'public.test:8443', 'X-Test-Redirect': location } })).headers.location;
+      (await request(`${proxy.url}${path}`, { headers: { Host: 'public.test:8443', 'X-Test-Redirect': location } }))
+        .headers.location;
     // A redirect to the member itself becomes one to the public host; the prefix swap is undone.
     assert.equal(await redirect('/old/page', `${up.url}/v2/next?x=1`), 'http://public.test:8443/old/next?x=1');
-    const both = await request(`${proxy.url}/old/page`, { headers: { Host: 'public.test:8443', 'X-Test-Redirect': '/v2/moved' } });
+    const both = await request(`${proxy.url}/old/page`, {
+      headers: { Host: 'public.test:8443', 'X-Test-Redirect': '/v2/moved' },
+    });
     assert.equal(both.headers['content-location'], '/old/moved');
     assert.equal(await redirect('/old/page', '/v2/relative'), '/old/relative');
     assert.equal(await redirect('/plain', `${up.url}`), 'http://public.test:8443/');
@@ -121,23 +144,33 @@ describe('routing', () => {
     assert.equal(await redirect('/plain', `${up.url}0/x`), `${up.url}0/x`);
   });
 
-  it('edits request and response headers per route, after the proxy\'s own', async () => {
+  it("edits request and response headers per route, after the proxy's own", async () => {
     const up = await named('app');
     const proxy = await startProxy({
       pools: { app: { members: [{ url: up.url }] } },
-      routes: [{
-        pool: 'app',
-        requestHeaders: { set: { 'X-Env': 'prod', 'X-Forwarded-Proto': 'https', Host: 'internal.test' }, add: { 'X-Tag': 'two' }, remove: ['Cookie', 'Via'] },
-        responseHeaders: { set: { 'Cache-Control': 'no-store' }, add: { 'X-Frame-Options': 'DENY' }, remove: ['X-Upstream-Internal'] },
-      }],
+      routes: [
+        {
+          pool: 'app',
+          requestHeaders: {
+            set: { 'X-Env': 'prod', 'X-Forwarded-Proto': 'https', Host: 'internal.test' },
+            add: { 'X-Tag': 'two' },
+            remove: ['Cookie', 'Via'],
+          },
+          responseHeaders: {
+            set: { 'Cache-Control': 'no-store' },
+            add: { 'X-Frame-Options': 'DENY' },
+            remove: ['X-Upstream-Internal'],
+          },
+        },
+      ],
     });
     const r = await request(`${proxy.url}/`, { headers: { 'X-Env': 'dev', 'X-Tag': 'one', Cookie: 'a=b' } });
     assert.equal(r.status, 200);
     const got = up.seen[0];
-    assert.equal(got.headers['x-env'], 'prod', 'set replaces the client\'s value');
-    assert.equal(got.headers['x-tag'], 'one, two', 'add keeps the client\'s value');
+    assert.equal(got.headers['x-env'], 'prod', "set replaces the client's value");
+    assert.equal(got.headers['x-tag'], 'one, two', "add keeps the client's value");
     assert.equal(got.headers.cookie, undefined);
-    assert.equal(got.headers.via, undefined, 'the proxy\'s own fields can be removed too');
+    assert.equal(got.headers.via, undefined, "the proxy's own fields can be removed too");
     assert.equal(got.headers['x-forwarded-proto'], 'https', 'and set');
     assert.equal(got.headers.host, 'internal.test');
     assert.equal(got.rawHeaders.filter((h) => h.toLowerCase() === 'x-forwarded-proto').length, 1);
@@ -148,21 +181,41 @@ describe('routing', () => {
   });
 
   it('refuses routes that name a missing pool, and header edits of framing fields, naming the key', () => {
-    assert.throws(() => startProxySync({ pools: { a: { members: [{ url: 'http://127.0.0.1:1' }] } }, routes: [{ pool: 'b' }] }),
-      /routes\[0\]\.pool: got "b"; expected the name of a pool: a/);
-    assert.throws(() => validate({ pools: { a: { members: [{ url: 'http://127.0.0.1:1' }] } }, routes: [{ pool: 'a', requestHeaders: { set: { 'Content-Length': '1' } } }] }),
-      /routes\[0\]\.requestHeaders\.set\.Content-Length/);
-    assert.throws(() => startProxySync({ pools: { a: { members: [{ url: 'http://127.0.0.1:1' }] }, b: { members: [{ url: 'http://127.0.0.1:2' }] } } }),
-      /routes: got nothing; expected a list of routes, since there are 2 pools/);
+    assert.throws(
+      () => startProxySync({ pools: { a: { members: [{ url: 'http://127.0.0.1:1' }] } }, routes: [{ pool: 'b' }] }),
+      /routes\[0\]\.pool: got "b"; expected the name of a pool: a/,
+    );
+    assert.throws(
+      () =>
+        validate({
+          pools: { a: { members: [{ url: 'http://127.0.0.1:1' }] } },
+          routes: [{ pool: 'a', requestHeaders: { set: { 'Content-Length': '1' } } }],
+        }),
+      /routes\[0\]\.requestHeaders\.set\.Content-Length/,
+    );
+    assert.throws(
+      () =>
+        startProxySync({
+          pools: { a: { members: [{ url: 'http://127.0.0.1:1' }] }, b: { members: [{ url: 'http://127.0.0.1:2' }] } },
+        }),
+      /routes: got nothing; expected a list of routes, since there are 2 pools/,
+    );
     assert.throws(() => validate({ pools: { a: {} } }), /pools\.a: .*expected either `members` or `dns`/);
   });
 
   it('finds the right route among 10,000 hosts (the table is maps, not a list)', () => {
     const routes = [];
-    for (let i = 0; i < 10_000; i++) routes.push({ match: { host: `site${i}.example.com` }, pool: i % 2 === 0 ? 'even' : 'odd' });
+    for (let i = 0; i < 10_000; i++)
+      routes.push({ match: { host: `site${i}.example.com` }, pool: i % 2 === 0 ? 'even' : 'odd' });
     routes.push({ match: { host: '*.example.net' }, pool: 'odd' });
-    const config = validate({ pools: { even: { members: [{ url: 'http://127.0.0.1:1' }] }, odd: { members: [{ url: 'http://127.0.0.1:2' }] } }, routes });
-    const groups = new Map<string, UpstreamGroup>([['even', { name: 'even' } as UpstreamGroup], ['odd', { name: 'odd' } as UpstreamGroup]]);
+    const config = validate({
+      pools: { even: { members: [{ url: 'http://127.0.0.1:1' }] }, odd: { members: [{ url: 'http://127.0.0.1:2' }] } },
+      routes,
+    });
+    const groups = new Map<string, UpstreamGroup>([
+      ['even', { name: 'even' } as UpstreamGroup],
+      ['odd', { name: 'odd' } as UpstreamGroup],
+    ]);
     const router = new Router(routing(config).routes, groups);
     for (const i of [0, 1, 4242, 9999]) {
       assert.equal(router.match(`site${i}.example.com`, '/', 'GET', [])?.index, i);

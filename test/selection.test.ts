@@ -3,7 +3,15 @@
  */
 import assert from 'node:assert/strict';
 import {
-  createSelector, LeastConnections, RandomTwo, RendezvousHash, RoundRobin, SmoothWeightedRoundRobin, hashString, type Candidate, type Selector,
+  createSelector,
+  LeastConnections,
+  RandomTwo,
+  RendezvousHash,
+  RoundRobin,
+  SmoothWeightedRoundRobin,
+  hashString,
+  type Candidate,
+  type Selector,
 } from '../src/upstream/selection';
 
 function members(...spec: Array<Partial<Candidate> & { name: string }>): Array<Candidate & { name: string }> {
@@ -33,12 +41,18 @@ describe('selection policies (pure)', () => {
   it('round-robin takes members in turn and skips unavailable ones', () => {
     const rr: Selector = new RoundRobin();
     const ms = members({ name: 'a' }, { name: 'b' }, { name: 'c' });
-    assert.deepEqual([0, 1, 2, 3, 4, 5].map(() => rr.pick(ms, all3, null)), [0, 1, 2, 0, 1, 2]);
-    assert.deepEqual([0, 1, 2, 3].map(() => rr.pick(ms, [true, false, true], null)), [0, 2, 0, 2]);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5].map(() => rr.pick(ms, all3, null)),
+      [0, 1, 2, 0, 1, 2],
+    );
+    assert.deepEqual(
+      [0, 1, 2, 3].map(() => rr.pick(ms, [true, false, true], null)),
+      [0, 2, 0, 2],
+    );
     assert.equal(rr.pick(ms, [false, false, false], null), -1);
   });
 
-  it('weighted-round-robin gives each member its weight\'s share, interleaved (nginx smooth WRR)', () => {
+  it("weighted-round-robin gives each member its weight's share, interleaved (nginx smooth WRR)", () => {
     const wrr: Selector = new SmoothWeightedRoundRobin();
     const ms = members({ name: 'a', weight: 5 }, { name: 'b', weight: 1 }, { name: 'c', weight: 1 });
     const seq = Array.from({ length: 7 }, () => wrr.pick(ms, all3, null));
@@ -55,10 +69,20 @@ describe('selection policies (pure)', () => {
     const busy = members({ name: 'a', inflight: 5 }, { name: 'b', inflight: 2 }, { name: 'c', inflight: 9 });
     assert.equal(lc.pick(busy, all3, null), 1);
     assert.equal(lc.pick(busy, [true, false, true], null), 0);
-    const weighted = members({ name: 'a', inflight: 4, weight: 4 }, { name: 'b', inflight: 2 }, { name: 'c', inflight: 3 });
+    const weighted = members(
+      { name: 'a', inflight: 4, weight: 4 },
+      { name: 'b', inflight: 2 },
+      { name: 'c', inflight: 3 },
+    );
     assert.equal(lc.pick(weighted, all3, null), 0); // 4/4 = 1 < 2
     const idle = members({ name: 'a' }, { name: 'b' }, { name: 'c' });
-    assert.deepEqual(counts(Array.from({ length: 30 }, () => lc.pick(idle, all3, null)), 3), [10, 10, 10]);
+    assert.deepEqual(
+      counts(
+        Array.from({ length: 30 }, () => lc.pick(idle, all3, null)),
+        3,
+      ),
+      [10, 10, 10],
+    );
   });
 
   it('random-two never picks the busier of its two draws, and spreads load over all', () => {
@@ -73,7 +97,12 @@ describe('selection policies (pure)', () => {
     assert.equal(p2c.pick(ms, [false, false, true], null), 2);
     assert.equal(p2c.pick(ms, [false, false, false], null), -1);
     const even = members({ name: 'a' }, { name: 'b' }, { name: 'c' });
-    assert.ok(counts(Array.from({ length: 3000 }, () => p2c.pick(even, all3, null)), 3).every((n) => n > 800));
+    assert.ok(
+      counts(
+        Array.from({ length: 3000 }, () => p2c.pick(even, all3, null)),
+        3,
+      ).every((n) => n > 800),
+    );
   });
 
   it('hash keeps a key on its member, spreads keys evenly, and moves only ~1/n of them when a member joins or leaves', () => {
@@ -81,9 +110,19 @@ describe('selection policies (pure)', () => {
     const three = members({ name: 'http://a:1' }, { name: 'http://b:1' }, { name: 'http://c:1' });
     const keys = Array.from({ length: 3000 }, (_, i) => `10.0.${i >> 8}.${i & 255}`);
     const before = keys.map((k) => three[h.pick(three, all3, k)].name);
-    assert.deepEqual(keys.map((k) => three[h.pick(three, all3, k)].name), before, 'same key, same member');
-    const share = counts(keys.map((k) => h.pick(three, all3, k)), 3);
-    assert.ok(share.every((n) => n > 850 && n < 1150), `shares ${share.join()}`);
+    assert.deepEqual(
+      keys.map((k) => three[h.pick(three, all3, k)].name),
+      before,
+      'same key, same member',
+    );
+    const share = counts(
+      keys.map((k) => h.pick(three, all3, k)),
+      3,
+    );
+    assert.ok(
+      share.every((n) => n > 850 && n < 1150),
+      `shares ${share.join()}`,
+    );
 
     // A fourth member takes about a quarter of the keys, all of them from the others; nothing else moves.
     const four = [...three, ...members({ name: 'http://d:1' })];
@@ -105,9 +144,15 @@ describe('selection policies (pure)', () => {
   it('hash honours weights, and falls back to round robin without a key', () => {
     const h = new RendezvousHash();
     const ms = members({ name: 'a', weight: 3 }, { name: 'b', weight: 1 });
-    const c = counts(Array.from({ length: 4000 }, (_, i) => h.pick(ms, [true, true], `user-${i}`)), 2);
+    const c = counts(
+      Array.from({ length: 4000 }, (_, i) => h.pick(ms, [true, true], `user-${i}`)),
+      2,
+    );
     assert.ok(c[0] > 2800 && c[0] < 3200, `weighted share ${c.join()}`);
-    assert.deepEqual([0, 1, 2, 3].map(() => h.pick(ms, [true, true], null)), [0, 1, 0, 1]);
+    assert.deepEqual(
+      [0, 1, 2, 3].map(() => h.pick(ms, [true, true], null)),
+      [0, 1, 0, 1],
+    );
   });
 
   it('createSelector knows every policy name the schema allows', () => {

@@ -14,7 +14,10 @@ function generated(total: number): Readable {
   for (let i = 0; i < block.length; i++) block[i] = (i * 31 + 7) & 0xff;
   return new Readable({
     read() {
-      if (sent >= total) { this.push(null); return; }
+      if (sent >= total) {
+        this.push(null);
+        return;
+      }
       const n = Math.min(block.length, total - sent);
       sent += n;
       this.push(n === block.length ? block : block.subarray(0, n));
@@ -25,7 +28,10 @@ function generated(total: number): Readable {
 async function digest(stream: Readable): Promise<{ sha: string; bytes: number }> {
   const h = createHash('sha256');
   let bytes = 0;
-  for await (const c of stream) { h.update(c as Buffer); bytes += (c as Buffer).length; }
+  for await (const c of stream) {
+    h.update(c as Buffer);
+    bytes += (c as Buffer).length;
+  }
   return { sha: h.digest('hex'), bytes };
 }
 
@@ -35,22 +41,38 @@ describe('streaming', () => {
     const received: Array<{ sha: string; bytes: number; te?: string; cl?: string }> = [];
     const up = await httpUpstream(async (req, res) => {
       const d = await digest(req);
-      received.push({ ...d, ...(req.headers['transfer-encoding'] ? { te: req.headers['transfer-encoding'] } : {}), ...(req.headers['content-length'] ? { cl: req.headers['content-length'] } : {}) });
+      received.push({
+        ...d,
+        ...(req.headers['transfer-encoding'] ? { te: req.headers['transfer-encoding'] } : {}),
+        ...(req.headers['content-length'] ? { cl: req.headers['content-length'] } : {}),
+      });
       res.end('stored');
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const expected = await digest(generated(64 * MiB));
     for (const sized of [true, false]) {
       const status = await new Promise<number>((resolve, reject) => {
-        const req = http.request(`${proxy.url}/upload`, {
-          method: 'POST', agent: false, headers: sized ? { 'content-length': String(64 * MiB) } : {},
-        }, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode!)); });
+        const req = http.request(
+          `${proxy.url}/upload`,
+          {
+            method: 'POST',
+            agent: false,
+            headers: sized ? { 'content-length': String(64 * MiB) } : {},
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          },
+        );
         req.on('error', reject);
         pipeline(generated(64 * MiB), req).catch(reject);
       });
       assert.equal(status, 200);
     }
-    assert.deepEqual(received.map((r) => r.sha), [expected.sha, expected.sha]);
+    assert.deepEqual(
+      received.map((r) => r.sha),
+      [expected.sha, expected.sha],
+    );
     assert.equal(received[0].cl, String(64 * MiB));
     assert.equal(received[1].te, 'chunked');
   });
@@ -79,7 +101,10 @@ describe('streaming', () => {
       const write = (): void => {
         while (written < 512 * MiB) {
           written += 64 * 1024;
-          if (!res.write(Buffer.alloc(64 * 1024))) { res.once('drain', write); return; }
+          if (!res.write(Buffer.alloc(64 * 1024))) {
+            res.once('drain', write);
+            return;
+          }
         }
         res.end();
       };
@@ -97,17 +122,26 @@ describe('streaming', () => {
   });
 
   it('applies backpressure to the client when the upstream does not read the upload', async () => {
-    const up = await httpUpstream((req) => { req.pause(); });
+    const up = await httpUpstream((req) => {
+      req.pause();
+    });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     let accepted = 0;
     let stop = false;
-    const req = http.request(`${proxy.url}/up`, { method: 'POST', agent: false, headers: { 'content-length': String(512 * MiB) } });
+    const req = http.request(`${proxy.url}/up`, {
+      method: 'POST',
+      agent: false,
+      headers: { 'content-length': String(512 * MiB) },
+    });
     req.on('error', () => undefined);
     const chunk = Buffer.alloc(64 * 1024);
     const pump = (): void => {
       while (!stop && accepted < 512 * MiB) {
         accepted += chunk.length;
-        if (!req.write(chunk)) { req.once('drain', pump); return; }
+        if (!req.write(chunk)) {
+          req.once('drain', pump);
+          return;
+        }
       }
     };
     pump();
@@ -119,7 +153,9 @@ describe('streaming', () => {
 
   it('delivers the first bytes of a slow response before the upstream finishes', async () => {
     let finish!: () => void;
-    const finished = new Promise<void>((r) => { finish = r; });
+    const finished = new Promise<void>((r) => {
+      finish = r;
+    });
     const up = await httpUpstream(async (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.write('first part\n');
@@ -127,7 +163,9 @@ describe('streaming', () => {
       res.end('second part\n');
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
-    const res = await new Promise<http.IncomingMessage>((resolve, reject) => http.get(proxy.url, { agent: false }, resolve).on('error', reject));
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
+      http.get(proxy.url, { agent: false }, resolve).on('error', reject),
+    );
     const first = await new Promise<string>((resolve) => res.once('data', (c: Buffer) => resolve(c.toString())));
     assert.equal(first, 'first part\n');
     finish();

@@ -27,7 +27,14 @@ function notifySocket(): { path: string; messages: Array<Record<string, string>>
   const path = join(mkdtempSync(join(tmpdir(), 'swy-notify-')), 'notify.sock');
   const messages: Array<Record<string, string>> = [];
   const socket = (unixDgram as UnixDgram).createSocket('unix_dgram', (buf) => {
-    messages.push(Object.fromEntries(buf.toString().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)])));
+    messages.push(
+      Object.fromEntries(
+        buf
+          .toString()
+          .split('\n')
+          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+      ),
+    );
   });
   socket.bind(path);
   onCleanup(() => socket.close());
@@ -45,7 +52,10 @@ describe('systemd', function () {
     }
     const up = await httpUpstream((_req, res) => res.end('ok'));
     const notify = notifySocket();
-    const cli = await startCli(['--upstream', up.url, '--workers', '2'], { NOTIFY_SOCKET: notify.path, WATCHDOG_USEC: '200000' });
+    const cli = await startCli(['--upstream', up.url, '--workers', '2'], {
+      NOTIFY_SOCKET: notify.path,
+      WATCHDOG_USEC: '200000',
+    });
     const ready = await waitFor(() => notify.messages.find((m) => m.READY === '1'));
     assert.match(ready.STATUS, /serving http:\/\/127\.0\.0\.1:0 with 2 worker\(s\)/);
     assert.equal(ready.MAINPID, String(cli.child.pid));
@@ -61,7 +71,8 @@ describe('systemd', function () {
     await cli.exited;
     await waitFor(() => notify.messages.some((m) => m.STOPPING === '1'));
 
-    const order = notify.messages.filter((m) => m.WATCHDOG === undefined)
+    const order = notify.messages
+      .filter((m) => m.WATCHDOG === undefined)
       .map((m) => (m.READY ? 'READY' : m.RELOADING ? 'RELOADING' : m.STOPPING ? 'STOPPING' : 'other'));
     assert.deepEqual(order, ['READY', 'RELOADING', 'READY', 'STOPPING']);
     const reloading = notify.messages.find((m) => m.RELOADING === '1')!;

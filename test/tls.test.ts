@@ -20,7 +20,9 @@ async function httpsUpstream(cert: string, key: string) {
 describe('TLS', () => {
   it('verifies an https upstream against a configured CA, with SNI', async () => {
     const up = await httpsUpstream('server.pem', 'server-key.pem');
-    const proxy = await startProxy({ upstreams: [{ url: `https://localhost:${up.port}`, ca: resolve(FIXTURES, 'ca.pem') }] });
+    const proxy = await startProxy({
+      upstreams: [{ url: `https://localhost:${up.port}`, ca: resolve(FIXTURES, 'ca.pem') }],
+    });
     const res = await request(proxy.url);
     assert.equal(res.status, 200);
     assert.equal(res.body.toString(), `secure localhost:${up.port}`);
@@ -29,7 +31,9 @@ describe('TLS', () => {
 
   it('reuses the TLS connection across requests', async () => {
     const up = await httpsUpstream('server.pem', 'server-key.pem');
-    const proxy = await startProxy({ upstreams: [{ url: `https://127.0.0.1:${up.port}`, ca: resolve(FIXTURES, 'ca.pem') }] });
+    const proxy = await startProxy({
+      upstreams: [{ url: `https://127.0.0.1:${up.port}`, ca: resolve(FIXTURES, 'ca.pem') }],
+    });
     for (let i = 0; i < 10; i++) assert.equal((await request(proxy.url)).status, 200);
     assert.equal(up.connections.length, 1);
   });
@@ -44,7 +48,9 @@ describe('TLS', () => {
 
   it('answers 502 for a self-signed certificate not issued by the configured CA', async () => {
     const up = await httpsUpstream('self-signed.pem', 'self-signed-key.pem');
-    const proxy = await startProxy({ upstreams: [{ url: `https://localhost:${up.port}`, ca: resolve(FIXTURES, 'ca.pem') }] });
+    const proxy = await startProxy({
+      upstreams: [{ url: `https://localhost:${up.port}`, ca: resolve(FIXTURES, 'ca.pem') }],
+    });
     const res = await request(proxy.url);
     assert.equal(res.status, 502);
     assert.match(res.body.toString(), /SWY_ERR_UPSTREAM_TLS/);
@@ -52,7 +58,11 @@ describe('TLS', () => {
 
   it('answers 502 when the certificate names another host', async () => {
     const up = await httpsUpstream('server.pem', 'server-key.pem');
-    const proxy = await startProxy({ upstreams: [{ url: `https://127.0.0.1:${up.port}`, ca: resolve(FIXTURES, 'ca.pem'), servername: 'other.example' }] });
+    const proxy = await startProxy({
+      upstreams: [
+        { url: `https://127.0.0.1:${up.port}`, ca: resolve(FIXTURES, 'ca.pem'), servername: 'other.example' },
+      ],
+    });
     const res = await request(proxy.url);
     assert.equal(res.status, 502);
   });
@@ -75,11 +85,15 @@ describe('TLS', () => {
       tls: { cert: resolve(FIXTURES, 'server.pem'), key: resolve(FIXTURES, 'server-key.pem') },
     });
     const body = await new Promise<string>((resolvePromise, reject) => {
-      https.get(`https://localhost:${proxy.port}/`, { ca: pem('ca.pem'), agent: false }, (res) => {
-        let b = '';
-        res.on('data', (c: Buffer) => { b += c.toString(); });
-        res.on('end', () => resolvePromise(b));
-      }).on('error', reject);
+      https
+        .get(`https://localhost:${proxy.port}/`, { ca: pem('ca.pem'), agent: false }, (res) => {
+          let b = '';
+          res.on('data', (c: Buffer) => {
+            b += c.toString();
+          });
+          res.on('end', () => resolvePromise(b));
+        })
+        .on('error', reject);
     });
     assert.equal(body, 'behind tls');
     assert.equal(proto, 'https');

@@ -28,7 +28,11 @@ async function proxyFor(up: { url: string }, route: Record<string, unknown>, ext
 }
 
 function html(res: http.ServerResponse, body: string | Buffer, headers: Record<string, string> = {}): void {
-  res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Length': String(Buffer.byteLength(body)), ...headers });
+  res.writeHead(200, {
+    'Content-Type': 'text/html; charset=utf-8',
+    'Content-Length': String(Buffer.byteLength(body)),
+    ...headers,
+  });
   res.end(body);
 }
 
@@ -82,15 +86,30 @@ describe('response transforms and compression', () => {
   it('leaves HEAD, 304, ranges, no-transform and other media types untouched', async () => {
     const body = `${INTERNAL}/x`;
     const up = await httpUpstream((req, res) => {
-      if (req.url === '/304') { res.writeHead(304, { ETag: '"e"' }); res.end(); return; }
-      if (req.url === '/range') { res.writeHead(206, { 'Content-Type': 'text/html', 'Content-Range': 'bytes 0-4/100' }); res.end(body.slice(0, 5)); return; }
-      if (req.url === '/nt') { html(res, body, { 'Cache-Control': 'public, no-transform' }); return; }
-      if (req.url === '/png') { res.writeHead(200, { 'Content-Type': 'image/png' }); res.end(body); return; }
+      if (req.url === '/304') {
+        res.writeHead(304, { ETag: '"e"' });
+        res.end();
+        return;
+      }
+      if (req.url === '/range') {
+        res.writeHead(206, { 'Content-Type': 'text/html', 'Content-Range': 'bytes 0-4/100' });
+        res.end(body.slice(0, 5));
+        return;
+      }
+      if (req.url === '/nt') {
+        html(res, body, { 'Cache-Control': 'public, no-transform' });
+        return;
+      }
+      if (req.url === '/png') {
+        res.writeHead(200, { 'Content-Type': 'image/png' });
+        res.end(body);
+        return;
+      }
       html(res, body, { ETag: '"e"' });
     });
     const proxy = await proxyFor(up, { transform: REPLACE, compress: true });
     const head = await request(proxy.url, { method: 'HEAD', headers: { 'Accept-Encoding': 'gzip' } });
-    assert.equal(head.headers['content-length'], String(body.length), 'HEAD keeps the upstream\'s length');
+    assert.equal(head.headers['content-length'], String(body.length), "HEAD keeps the upstream's length");
     assert.equal(head.headers.etag, '"e"');
     assert.equal(head.headers['content-encoding'], undefined);
     assert.match(String(head.headers.vary), /Accept-Encoding/, 'HEAD carries the Vary a GET would');
@@ -176,13 +195,18 @@ describe('response transforms and compression', () => {
       module.exports = (body) => { const end = Date.now() + 400; while (Date.now() < end); return body.toString().toUpperCase(); };
     `);
     for (const onOverload of ['pass', 'reject'] as const) {
-      const proxy = await proxyFor(up, { transform: { module: mod, timeout: 5000 } },
-        { transformPool: { threads: 1, maxQueue: 1, onOverload } });
+      const proxy = await proxyFor(
+        up,
+        { transform: { module: mod, timeout: 5000 } },
+        { transformPool: { threads: 1, maxQueue: 1, onOverload } },
+      );
       // One runs, one waits, the other two find the queue full.
-      const results = await Promise.all([1, 2, 3, 4].map(async (i) => {
-        await delay(i * 40);
-        return request(`${proxy.url}/p${i}`);
-      }));
+      const results = await Promise.all(
+        [1, 2, 3, 4].map(async (i) => {
+          await delay(i * 40);
+          return request(`${proxy.url}/p${i}`);
+        }),
+      );
       const bodies = results.map((r) => `${r.status} ${r.body.toString()}`);
       assert.deepEqual(bodies.slice(0, 2), ['200 PAGE /P1', '200 PAGE /P2'], onOverload);
       if (onOverload === 'pass') {
@@ -220,7 +244,8 @@ describe('response transforms and compression', () => {
       const r = await request(`${proxy.url}${path}`, { headers: { 'Accept-Encoding': accept } });
       assert.equal(r.headers['content-encoding'], expected, `${accept} ${path}`);
       assert.match(String(r.headers.vary), /Accept-Encoding/, `${accept} ${path}: Vary`);
-      const decoded = expected === 'gzip' ? zlib.gunzipSync(r.body) : expected === 'br' ? zlib.brotliDecompressSync(r.body) : r.body;
+      const decoded =
+        expected === 'gzip' ? zlib.gunzipSync(r.body) : expected === 'br' ? zlib.brotliDecompressSync(r.body) : r.body;
       assert.equal(decoded.toString(), path === '/tiny' ? 'tiny' : page);
       if (expected !== undefined) assert.equal(r.headers['content-length'], undefined);
     }
@@ -255,6 +280,6 @@ describe('response transforms and compression', () => {
     assert.equal(negotiateEncoding('x-gzip', ['gzip']), 'gzip');
     assert.equal(negotiateEncoding('*;q=0.1, gzip;q=0', ['br', 'gzip']), 'br');
     assert.equal(negotiateEncoding('BR;Q=0.9, GZIP;q=0.8', ['gzip', 'br']), 'br');
-    assert.equal(negotiateEncoding('gzip;q=0.8, br;q=0.8', ['gzip', 'br']), 'gzip', 'ties go to the server\'s order');
+    assert.equal(negotiateEncoding('gzip;q=0.8, br;q=0.8', ['gzip', 'br']), 'gzip', "ties go to the server's order");
   });
 });

@@ -27,7 +27,11 @@ for (const clientSockets of ['handle', 'net'] as const) {
       // Every byte value; small enough that head and body leave in one write.
       const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
       const up = await httpUpstream((req, res) => {
-        if (req.url === '/chunked') { res.write(bytes.subarray(0, 100)); res.end(bytes.subarray(100)); return; }
+        if (req.url === '/chunked') {
+          res.write(bytes.subarray(0, 100));
+          res.end(bytes.subarray(100));
+          return;
+        }
         res.setHeader('content-length', bytes.length);
         res.end(bytes);
       });
@@ -62,7 +66,11 @@ for (const clientSockets of ['handle', 'net'] as const) {
 
     it('keeps a connection for the next request, and a client that leaves mid-response aborts the upstream exchange', async () => {
       const up = await httpUpstream((req, res) => {
-        if (req.url === '/slow') { res.writeHead(200); res.write('start'); return; } // never ends
+        if (req.url === '/slow') {
+          res.writeHead(200);
+          res.write('start');
+          return;
+        } // never ends
         res.end('ok');
       });
       const proxy = await startProxy({ upstreams: [{ url: up.url }] }, { clientSockets });
@@ -76,7 +84,9 @@ for (const clientSockets of ['handle', 'net'] as const) {
       const client = net.connect(proxy.port, '127.0.0.1');
       client.on('error', () => undefined);
       let got = '';
-      client.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+      client.on('data', (d: Buffer) => {
+        got += d.toString('latin1');
+      });
       client.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
       await waitFor(() => got.includes('start'));
       assert.equal(completeResponse(got), false);

@@ -6,8 +6,9 @@ import { websocketAccept } from '../src/proxy/upgrade';
 import { listenUpstream, rawUpstream, startProxy, waitFor } from './support/helpers';
 
 const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
-const UPGRADE = `GET /chat HTTP/1.1\r\nHost: public.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n`
-  + `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+const UPGRADE =
+  `GET /chat HTTP/1.1\r\nHost: public.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+  `Sec-WebSocket-Key: ${KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
 
 /** A WebSocket-speaking upstream (handshake only): echoes every byte after its 101. */
 async function echoUpstream() {
@@ -17,8 +18,10 @@ async function echoUpstream() {
   server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
     seen.push(req.headers);
     sockets.push(socket);
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
-      + `Sec-WebSocket-Accept: ${websocketAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`);
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Accept: ${websocketAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`,
+    );
     if (head.length > 0) socket.write(head);
     socket.on('data', (d) => socket.write(d));
     socket.on('error', () => undefined);
@@ -30,7 +33,9 @@ async function echoUpstream() {
 function client(port: number): { socket: net.Socket; received: () => string } {
   const socket = net.connect(port, '127.0.0.1');
   let got = '';
-  socket.on('data', (d) => { got += d.toString('latin1'); });
+  socket.on('data', (d) => {
+    got += d.toString('latin1');
+  });
   socket.on('error', () => undefined);
   return { socket, received: () => got };
 }
@@ -43,7 +48,10 @@ describe('Upgrade / WebSocket tunnels', () => {
     c.socket.write(`${UPGRADE}early`);
     await waitFor(() => c.received().endsWith('\r\n\r\nearly'));
     assert.match(c.received(), /^HTTP\/1\.1 101 /);
-    assert.match(c.received(), new RegExp(`Sec-WebSocket-Accept: ${websocketAccept(KEY).replace(/[+/=]/g, '\\$&')}\\r\\n`));
+    assert.match(
+      c.received(),
+      new RegExp(`Sec-WebSocket-Accept: ${websocketAccept(KEY).replace(/[+/=]/g, '\\$&')}\\r\\n`),
+    );
     c.socket.write('ping');
     await waitFor(() => c.received().endsWith('earlyping'));
     const h = up.seen[0];
@@ -75,7 +83,9 @@ describe('Upgrade / WebSocket tunnels', () => {
   });
 
   it('relays an upstream that refuses the upgrade as its normal response, then closes', async () => {
-    const up = await rawUpstream((s) => s.once('data', () => s.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope')));
+    const up = await rawUpstream((s) =>
+      s.once('data', () => s.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope')),
+    );
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const c = client(proxy.port);
     const closed = new Promise((r) => c.socket.on('close', r));
@@ -85,8 +95,13 @@ describe('Upgrade / WebSocket tunnels', () => {
   });
 
   it('answers 502 to a 101 without a valid Sec-WebSocket-Accept', async () => {
-    const up = await rawUpstream((s) => s.once('data', () => s.write(
-      'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: forged=\r\n\r\n')));
+    const up = await rawUpstream((s) =>
+      s.once('data', () =>
+        s.write(
+          'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: forged=\r\n\r\n',
+        ),
+      ),
+    );
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const c = client(proxy.port);
     const closed = new Promise((r) => c.socket.on('close', r));
@@ -101,8 +116,10 @@ describe('Upgrade / WebSocket tunnels', () => {
     // and in order, also when the upstream stops reading for a while and the tunnel pauses.
     const server = http.createServer((_req, res) => res.writeHead(426).end());
     server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
-        + `Sec-WebSocket-Accept: ${websocketAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`);
+      socket.write(
+        `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Accept: ${websocketAccept(String(req.headers['sec-websocket-key']))}\r\n\r\n`,
+      );
       const hash = createHash('sha256').update(head);
       let size = head.length;
       socket.pause();

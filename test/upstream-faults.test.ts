@@ -25,7 +25,9 @@ function fetchOutcome(url: string): Promise<Outcome> {
     const req = http.get(url, { agent: false }, (res) => {
       let body = '';
       const done = (complete: boolean) => resolve({ status: res.statusCode!, informational, complete, body });
-      res.on('data', (c: Buffer) => { body += c.toString(); });
+      res.on('data', (c: Buffer) => {
+        body += c.toString();
+      });
       res.on('end', () => done(res.complete));
       res.on('error', () => done(false));
       res.on('aborted', () => done(false));
@@ -49,52 +51,80 @@ interface Fault {
 const FAULTS: Fault[] = [
   {
     name: 'Content-Length and Transfer-Encoding together',
-    act: (s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'),
-    check: (o) => { assert.equal(o.status, 502); assert.match(o.body, /SWY_ERR_UPSTREAM_PROTOCOL/); },
+    act: (s) =>
+      s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'),
+    check: (o) => {
+      assert.equal(o.status, 502);
+      assert.match(o.body, /SWY_ERR_UPSTREAM_PROTOCOL/);
+    },
     discards: true,
   },
   {
     name: 'two different Content-Length values',
     act: (s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!'),
-    check: (o) => { assert.equal(o.status, 502); assert.match(o.body, /SWY_ERR_UPSTREAM_PROTOCOL/); },
+    check: (o) => {
+      assert.equal(o.status, 502);
+      assert.match(o.body, /SWY_ERR_UPSTREAM_PROTOCOL/);
+    },
     discards: true,
   },
   {
     name: 'a bad status line',
     act: (s) => s.write('HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n'),
-    check: (o) => { assert.equal(o.status, 502); assert.match(o.body, /SWY_ERR_UPSTREAM_PROTOCOL/); },
+    check: (o) => {
+      assert.equal(o.status, 502);
+      assert.match(o.body, /SWY_ERR_UPSTREAM_PROTOCOL/);
+    },
     discards: true,
   },
   {
     name: 'a close mid-body',
     act: (s) => s.end('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial'),
-    check: (o) => { assert.equal(o.status, 200); assert.equal(o.complete, false); assert.equal(o.body, 'partial'); },
+    check: (o) => {
+      assert.equal(o.status, 200);
+      assert.equal(o.complete, false);
+      assert.equal(o.body, 'partial');
+    },
     discards: true,
   },
   {
     name: 'extra bytes after a complete response',
     act: (s) => s.write(`${OK}HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nextra`),
-    check: (o) => { assert.equal(o.status, 200); assert.equal(o.complete, true); assert.equal(o.body, 'ok'); },
+    check: (o) => {
+      assert.equal(o.status, 200);
+      assert.equal(o.complete, true);
+      assert.equal(o.body, 'ok');
+    },
     discards: true,
   },
   {
     name: 'a 103 Early Hints before the final response',
     act: (s) => s.write(`HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n${OK}`),
-    check: (o) => { assert.deepEqual(o.informational, [103]); assert.equal(o.status, 200); assert.equal(o.body, 'ok'); },
+    check: (o) => {
+      assert.deepEqual(o.informational, [103]);
+      assert.equal(o.status, 200);
+      assert.equal(o.body, 'ok');
+    },
     discards: false,
   },
   {
     name: 'a stall before the head',
     act: () => undefined,
     config: { timeouts: { responseHeader: 200 } },
-    check: (o) => { assert.equal(o.status, 504); assert.match(o.body, /SWY_ERR_UPSTREAM_HEADERS_TIMEOUT/); },
+    check: (o) => {
+      assert.equal(o.status, 504);
+      assert.match(o.body, /SWY_ERR_UPSTREAM_HEADERS_TIMEOUT/);
+    },
     discards: true,
   },
   {
     name: 'a stall mid-body',
     act: (s) => s.write('HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial'),
     config: { timeouts: { idle: 200 } },
-    check: (o) => { assert.equal(o.status, 200); assert.equal(o.complete, false); },
+    check: (o) => {
+      assert.equal(o.status, 200);
+      assert.equal(o.complete, false);
+    },
     discards: true,
   },
 ];

@@ -22,11 +22,18 @@ function parseResponses(raw: Buffer): Array<{ status: number; head: string; body
   let at = 0;
   while (at < raw.length) {
     const end = raw.indexOf('\r\n\r\n', at);
-    assert.ok(end !== -1, `a response head is cut short: ${JSON.stringify(raw.subarray(at, at + 200).toString('latin1'))}`);
+    assert.ok(
+      end !== -1,
+      `a response head is cut short: ${JSON.stringify(raw.subarray(at, at + 200).toString('latin1'))}`,
+    );
     const head = raw.subarray(at, end).toString('latin1');
     const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1]);
     assert.ok(Number.isInteger(length), `no Content-Length in ${JSON.stringify(head)}`);
-    out.push({ status: Number(head.slice(9, 12)), head, body: raw.subarray(end + 4, end + 4 + length).toString('latin1') });
+    out.push({
+      status: Number(head.slice(9, 12)),
+      head,
+      body: raw.subarray(end + 4, end + 4 + length).toString('latin1'),
+    });
     at = end + 4 + length;
   }
   return out;
@@ -45,26 +52,47 @@ describe('small writes held back to the end of a busy turn', () => {
     // Twice: in the second burst the upstream connections come from the pool, so the request
     // heads are held too (a connection still connecting writes at once).
     for (let round = 0; round < 2; round++) {
-      const sockets = await Promise.all(Array.from({ length: CLIENTS }, () => new Promise<net.Socket>((resolve, reject) => {
-        const s = net.connect(proxy.port, '127.0.0.1', () => resolve(s));
-        s.on('error', reject);
-      })));
+      const sockets = await Promise.all(
+        Array.from(
+          { length: CLIENTS },
+          () =>
+            new Promise<net.Socket>((resolve, reject) => {
+              const s = net.connect(proxy.port, '127.0.0.1', () => resolve(s));
+              s.on('error', reject);
+            }),
+        ),
+      );
       const paths = sockets.map((_, i) => [`/s-${i}-a`, `/big-${i}-b`, `/s-${i}-c`, `/s-${i}-d`]);
-      const received = sockets.map((s) => new Promise<Buffer>((resolve) => {
-        const chunks: Buffer[] = [];
-        s.on('data', (d: Buffer) => chunks.push(d));
-        s.on('close', () => resolve(Buffer.concat(chunks)));
-      }));
+      const received = sockets.map(
+        (s) =>
+          new Promise<Buffer>((resolve) => {
+            const chunks: Buffer[] = [];
+            s.on('data', (d: Buffer) => chunks.push(d));
+            s.on('close', () => resolve(Buffer.concat(chunks)));
+          }),
+      );
       // Every client's requests leave in the same tick, so the proxy reads many of them per turn.
       sockets.forEach((s, i) => {
         const last = paths[i].length - 1;
-        s.write(paths[i].map((p, k) => `GET ${p} HTTP/1.1\r\nHost: x\r\n${k === last ? 'Connection: close\r\n' : ''}\r\n`).join(''));
+        s.write(
+          paths[i]
+            .map((p, k) => `GET ${p} HTTP/1.1\r\nHost: x\r\n${k === last ? 'Connection: close\r\n' : ''}\r\n`)
+            .join(''),
+        );
       });
       const all = await Promise.all(received);
       all.forEach((raw, i) => {
         const responses = parseResponses(raw);
-        assert.deepEqual(responses.map((r) => r.status), [200, 200, 200, 200], `round ${round}, client ${i}`);
-        assert.deepEqual(responses.map((r) => r.body), paths[i].map(bodyFor), `round ${round}, client ${i}: bodies in order`);
+        assert.deepEqual(
+          responses.map((r) => r.status),
+          [200, 200, 200, 200],
+          `round ${round}, client ${i}`,
+        );
+        assert.deepEqual(
+          responses.map((r) => r.body),
+          paths[i].map(bodyFor),
+          `round ${round}, client ${i}: bodies in order`,
+        );
         assert.match(responses[3].head, /\r\nConnection: close/i);
       });
     }
@@ -90,9 +118,15 @@ describe('small writes held back to the end of a busy turn', () => {
     }
     const atOnce = flushed.filter((id) => id === -1).length;
     // The first 64 held were sent as the 64th was queued, before the turn ended.
-    assert.deepEqual(early.filter((id) => id >= 0), Array.from({ length: 64 }, (_, i) => i + atOnce));
+    assert.deepEqual(
+      early.filter((id) => id >= 0),
+      Array.from({ length: 64 }, (_, i) => i + atOnce),
+    );
     await new Promise((r) => setImmediate(r));
-    assert.deepEqual(flushed.filter((id) => id >= 0), Array.from({ length: 100 - atOnce }, (_, i) => i + atOnce));
+    assert.deepEqual(
+      flushed.filter((id) => id >= 0),
+      Array.from({ length: 100 - atOnce }, (_, i) => i + atOnce),
+    );
   });
 
   it('writes at once for one client at a time', async () => {
@@ -102,12 +136,16 @@ describe('small writes held back to the end of a busy turn', () => {
     const before = writeBatchStats.turnsHeld;
     for (let i = 0; i < 20; i++) {
       const body = await new Promise<string>((resolve, reject) => {
-        http.get(`${proxy.url}/one-${i}`, { agent }, (res) => {
-          let text = '';
-          res.setEncoding('latin1');
-          res.on('data', (d: string) => { text += d; });
-          res.on('end', () => resolve(text));
-        }).on('error', reject);
+        http
+          .get(`${proxy.url}/one-${i}`, { agent }, (res) => {
+            let text = '';
+            res.setEncoding('latin1');
+            res.on('data', (d: string) => {
+              text += d;
+            });
+            res.on('end', () => resolve(text));
+          })
+          .on('error', reject);
       });
       assert.equal(body, `you asked /one-${i}`);
     }

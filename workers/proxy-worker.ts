@@ -51,8 +51,12 @@ function accessLogFailed(err: NodeJS.ErrnoException, file: string | undefined): 
   server?.handler.metrics?.countAccessLogError();
   if (logger === null) return;
   accessLogErrors ??= new RarelyLogged(logger, 60_000);
-  accessLogErrors.log('error', 'access-log', { event: 'access-log-error', file: file ?? 'stdout', err: errField(err) },
-    'access log: a write failed; its lines are lost');
+  accessLogErrors.log(
+    'error',
+    'access-log',
+    { event: 'access-log-error', file: file ?? 'stdout', err: errField(err) },
+    'access log: a write failed; its lines are lost',
+  );
 }
 
 process.on('message', (message: unknown) => {
@@ -67,14 +71,24 @@ process.on('message', (message: unknown) => {
       drainMs = config.timeouts.drain;
       streamDrainMs = config.timeouts.streamDrain;
       const fast = capabilities();
-      logger.info({ event: 'node-internals', node: process.version, execArgv: process.execArgv, ...fast },
-        Object.values(fast).every(Boolean) ? 'node internals: every fast path on' : 'node internals: some fast paths off, public-API fallbacks in use');
+      logger.info(
+        { event: 'node-internals', node: process.version, execArgv: process.execArgv, ...fast },
+        Object.values(fast).every(Boolean)
+          ? 'node internals: every fast path on'
+          : 'node internals: some fast paths off, public-API fallbacks in use',
+      );
       try {
         if (config.accessLog.enabled) {
           accessLog = new AccessLog({
-            format: config.accessLog.format, file: config.accessLog.file, worker: id,
+            format: config.accessLog.format,
+            file: config.accessLog.file,
+            worker: id,
             pretty: resolveLogFormat(config.log.format) === 'pretty',
-            onDrop: (lines) => logger?.warn({ lines, file: config.accessLog.file }, 'access log: lines dropped, the disk is not keeping up'),
+            onDrop: (lines) =>
+              logger?.warn(
+                { lines, file: config.accessLog.file },
+                'access log: lines dropped, the disk is not keeping up',
+              ),
             onError: (err) => accessLogFailed(err, config.accessLog.file),
           });
         }
@@ -93,13 +107,18 @@ process.on('message', (message: unknown) => {
       }
       stopHeapTrim = startHeapTrim({
         ...HEAP_TRIM_DEFAULTS,
-        onTrim: (before, after) => logger?.debug({ newSpaceBefore: before, newSpaceAfter: after }, 'idle: young generation trimmed'),
+        onTrim: (before, after) =>
+          logger?.debug({ newSpaceBefore: before, newSpaceAfter: after }, 'idle: young generation trimmed'),
       });
       server.listen(config.listenAddress.host, config.listenAddress.port).then(
         (addr) => send({ type: 'swy:listening', host: addr.host, port: addr.port }),
         (err: Error) => {
           const code = (err as NodeJS.ErrnoException).code;
-          send({ type: 'swy:fatal', message: `listen: cannot listen on ${config.listen}: ${listenFailure(err)}`, exitCode: code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' ? 2 : 1 });
+          send({
+            type: 'swy:fatal',
+            message: `listen: cannot listen on ${config.listen}: ${listenFailure(err)}`,
+            exitCode: code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' ? 2 : 1,
+          });
           process.exit(1);
         },
       );
@@ -110,7 +129,10 @@ process.on('message', (message: unknown) => {
       break;
     case 'swy:drain':
       // A reload's retired worker lets tunnels and streams run on; a stop does not.
-      void drainAndExit(message.reason === 'reload' ? 'reload' : 'primary asked', message.reason === 'reload' ? Math.max(drainMs, streamDrainMs) : drainMs);
+      void drainAndExit(
+        message.reason === 'reload' ? 'reload' : 'primary asked',
+        message.reason === 'reload' ? Math.max(drainMs, streamDrainMs) : drainMs,
+      );
       break;
     case 'swy:reopen-logs':
       accessLog?.reopen();

@@ -9,7 +9,19 @@ import { isAbsolute, resolve, dirname } from 'node:path';
 import { CORE_SCHEMA, load } from 'js-yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors';
-import { CompressSchema, ConfigSchema, PoolSchema, TransformSchema, parseHostPort, type Config, type CompressConfig, type MemberConfig, type PoolConfig, type RouteConfig, type TransformConfig } from './schema';
+import {
+  CompressSchema,
+  ConfigSchema,
+  PoolSchema,
+  TransformSchema,
+  parseHostPort,
+  type Config,
+  type CompressConfig,
+  type MemberConfig,
+  type PoolConfig,
+  type RouteConfig,
+  type TransformConfig,
+} from './schema';
 
 export interface ConfigOverrides {
   listen?: string | undefined;
@@ -25,16 +37,18 @@ export type ResolvedRoute = Omit<RouteConfig, 'transform' | 'compress'> & {
   compress?: CompressConfig;
 };
 
-export type ResolvedConfig = Readonly<Omit<Config, 'pools' | 'routes'> & {
-  /** Every pool by name; `upstreams` is the pool "default". Empty only before the demo origin fills it. */
-  pools: Readonly<Record<string, PoolConfig>>;
-  /** In order; each names a pool that exists. */
-  routes: readonly ResolvedRoute[];
-  /** `listen` split into parts. */
-  listenAddress: { readonly host: string; readonly port: number };
-  /** `workers` with "auto" replaced by the CPU count. */
-  workerCount: number;
-}>;
+export type ResolvedConfig = Readonly<
+  Omit<Config, 'pools' | 'routes'> & {
+    /** Every pool by name; `upstreams` is the pool "default". Empty only before the demo origin fills it. */
+    pools: Readonly<Record<string, PoolConfig>>;
+    /** In order; each names a pool that exists. */
+    routes: readonly ResolvedRoute[];
+    /** `listen` split into parts. */
+    listenAddress: { readonly host: string; readonly port: number };
+    /** `workers` with "auto" replaced by the CPU count. */
+    workerCount: number;
+  }
+>;
 
 /** Read, merge, validate and freeze. Throws ConfigError naming the key, the value and what was expected. */
 export function loadConfig(file: string | undefined, overrides: ConfigOverrides = {}): ResolvedConfig {
@@ -67,8 +81,10 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
   resolveFiles(config, base, source);
   if (file !== undefined && config.upstreams === undefined && config.pools === undefined) {
     // The demo origin echoes request headers: it must never stand in for a forgotten upstream.
-    throw new ConfigError(`invalid configuration (${source}):\n  upstreams: got nothing; expected \`upstreams\` or \`pools\` `
-      + '(or --upstream); the built-in demo origin is only served when switchyard runs without --config');
+    throw new ConfigError(
+      `invalid configuration (${source}):\n  upstreams: got nothing; expected \`upstreams\` or \`pools\` ` +
+        '(or --upstream); the built-in demo origin is only served when switchyard runs without --config',
+    );
   }
   const { host, port } = parseHostPort(config.listen)!;
   const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers;
@@ -79,24 +95,35 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
  * `upstreams` becomes the pool "default"; without `routes`, the only pool takes every request.
  * Cross-references (a route's pool) are checked here, where the schema cannot see both ends.
  */
-export function routing(config: Config, source = 'config'): { pools: Record<string, PoolConfig>; routes: ResolvedRoute[] } {
+export function routing(
+  config: Config,
+  source = 'config',
+): { pools: Record<string, PoolConfig>; routes: ResolvedRoute[] } {
   const fail = (line: string): never => {
     throw new ConfigError(`invalid configuration (${source}):\n  ${line}`);
   };
   const pools: Record<string, PoolConfig> = { ...config.pools };
   if (config.upstreams !== undefined) {
-    if (pools.default !== undefined) fail('upstreams: got a list while pools.default exists too; expected one of the two (upstreams is shorthand for pools.default)');
+    if (pools.default !== undefined)
+      fail(
+        'upstreams: got a list while pools.default exists too; expected one of the two (upstreams is shorthand for pools.default)',
+      );
     pools.default = PoolSchema.parse({ members: config.upstreams });
   }
   const names = Object.keys(pools);
   let routes = config.routes;
   if (routes === undefined) {
-    if (names.length > 1) fail(`routes: got nothing; expected a list of routes, since there are ${names.length} pools (${names.join(', ')})`);
+    if (names.length > 1)
+      fail(
+        `routes: got nothing; expected a list of routes, since there are ${names.length} pools (${names.join(', ')})`,
+      );
     routes = names.length === 1 ? [{ match: {}, pool: names[0], rewriteLocation: false }] : [];
   }
   routes.forEach((r, i) => {
     if (pools[r.pool] === undefined) {
-      fail(`routes[${i}].pool: got ${JSON.stringify(r.pool)}; expected the name of a pool: ${names.length === 0 ? '(none configured)' : names.join(', ')}`);
+      fail(
+        `routes[${i}].pool: got ${JSON.stringify(r.pool)}; expected the name of a pool: ${names.length === 0 ? '(none configured)' : names.join(', ')}`,
+      );
     }
   });
   if (routes.length > 0 && names.length === 0) fail('pools: got nothing; expected at least one pool for the routes');
@@ -107,8 +134,10 @@ function expandRoute(r: RouteConfig): ResolvedRoute {
   const { transform, compress, ...rest } = r;
   const out: ResolvedRoute = rest;
   // `transform: ./x.js` is shorthand for `transform: { module: ./x.js }`.
-  if (transform !== undefined) out.transform = typeof transform === 'string' ? TransformSchema.parse({ module: transform }) : transform;
-  if (compress !== undefined && compress !== false) out.compress = compress === true ? CompressSchema.parse({}) : compress;
+  if (transform !== undefined)
+    out.transform = typeof transform === 'string' ? TransformSchema.parse({ module: transform }) : transform;
+  if (compress !== undefined && compress !== false)
+    out.compress = compress === true ? CompressSchema.parse({}) : compress;
   return out;
 }
 
@@ -143,7 +172,12 @@ function formatIssue(issue: z.core.$ZodIssue): string {
   if (issue.code === 'invalid_union' || issue.code === 'invalid_value') {
     expected = describeExpectation(issue.path);
   } else if (issue.code === 'too_small' || issue.code === 'too_big') {
-    const what = issue.origin === 'number' ? 'a whole number' : issue.origin === 'array' ? 'a list with a length' : `a ${issue.origin} of length`;
+    const what =
+      issue.origin === 'number'
+        ? 'a whole number'
+        : issue.origin === 'array'
+          ? 'a list with a length'
+          : `a ${issue.origin} of length`;
     const bound = issue.code === 'too_small' ? issue.minimum : issue.maximum;
     expected = `expected ${what} ${issue.code === 'too_small' ? '>=' : '<='} ${String(bound)}`;
   } else if (issue.code === 'invalid_type') {
@@ -193,14 +227,18 @@ function readYaml(file: string): Record<string, unknown> {
     // unique-key check compared every key with every other one (80,000 keys took minutes).
     value = load(text, { filename: file, schema: CORE_SCHEMA });
   } catch (err) {
-    throw new ConfigError(`config file ${file} is not valid YAML:\n  ${(err as Error).message.split('\n')[0]}`, { cause: err });
+    throw new ConfigError(`config file ${file} is not valid YAML:\n  ${(err as Error).message.split('\n')[0]}`, {
+      cause: err,
+    });
   }
   // Aliases are shared objects here, but everything after this walks them expanded: the expanded
   // size may grow with the document (150 routes sharing one anchor are fine), not beyond it.
   const limit = Math.max(10_000, text.length);
   const expanded = expandedSize(value, limit);
   if (expanded > limit) {
-    throw new ConfigError(`config file ${file} is not valid YAML: its aliases expand to over ${limit} values (an alias bomb?); expected at most one value per byte of the file`);
+    throw new ConfigError(
+      `config file ${file} is not valid YAML: its aliases expand to over ${limit} values (an alias bomb?); expected at most one value per byte of the file`,
+    );
   }
   if (value === null || value === undefined) {
     throw new ConfigError(`config file ${file} is empty; expected a mapping of keys (see switchyard.example.yaml)`);
@@ -240,7 +278,9 @@ function resolveFiles(config: Config, base: string, source: string): void {
     try {
       accessSync(abs, constants.R_OK);
     } catch {
-      throw new ConfigError(`invalid configuration (${source}):\n  ${key}: got ${JSON.stringify(path)}; expected a readable file (${abs} is not)`);
+      throw new ConfigError(
+        `invalid configuration (${source}):\n  ${key}: got ${JSON.stringify(path)}; expected a readable file (${abs} is not)`,
+      );
     }
     return abs;
   };
@@ -253,7 +293,9 @@ function resolveFiles(config: Config, base: string, source: string): void {
     if (!isAbsolute(config.accessLog.file)) config.accessLog.file = resolve(base, config.accessLog.file);
     const problem = unwritable(config.accessLog.file);
     if (problem !== null) {
-      throw new ConfigError(`invalid configuration (${source}):\n  accessLog.file: got ${echo(config.accessLog.file)}; expected a file switchyard can append to (${problem})`);
+      throw new ConfigError(
+        `invalid configuration (${source}):\n  accessLog.file: got ${echo(config.accessLog.file)}; expected a file switchyard can append to (${problem})`,
+      );
     }
   }
   config.upstreams?.forEach((u, i) => {
@@ -261,7 +303,8 @@ function resolveFiles(config: Config, base: string, source: string): void {
   });
   config.routes?.forEach((r, i) => {
     if (typeof r.transform === 'string') r.transform = check(`routes[${i}].transform`, r.transform);
-    else if (r.transform?.module !== undefined) r.transform.module = check(`routes[${i}].transform.module`, r.transform.module);
+    else if (r.transform?.module !== undefined)
+      r.transform.module = check(`routes[${i}].transform.module`, r.transform.module);
   });
   for (const [name, pool] of Object.entries(config.pools ?? {})) {
     pool.members?.forEach((u, i) => {

@@ -7,8 +7,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /** Milliseconds, as an integer: config files stay diffable and unambiguous. */
-const ms = (what: string) =>
-  z.number().int().min(1).max(2_147_483_647).describe(`${what}, in milliseconds`);
+const ms = (what: string) => z.number().int().min(1).max(2_147_483_647).describe(`${what}, in milliseconds`);
 
 /** `HOST:PORT`, `[IPv6]:PORT`; port 0 asks the OS for a free one (tests use it). */
 export function parseHostPort(value: string): { host: string; port: number } | null {
@@ -58,20 +57,38 @@ const cidr = z.string().refine(isCidr, {
 
 export const UpstreamSchema = z.strictObject({
   url: upstreamUrl.describe('Origin of the upstream server: http://host:port or https://host:port.'),
-  insecure: z.boolean().default(false)
+  insecure: z
+    .boolean()
+    .default(false)
     .describe('https:// only: accept any certificate. Never use it across an untrusted network. Default false.'),
-  ca: z.string().min(1).optional()
+  ca: z
+    .string()
+    .min(1)
+    .optional()
     .describe('https:// only: PEM file of the CA(s) to verify the upstream against, instead of the system CAs.'),
-  servername: z.string().min(1).optional()
-    .describe('https:// only: the TLS SNI name and the name checked in the certificate. Default: the URL\'s host.'),
+  servername: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("https:// only: the TLS SNI name and the name checked in the certificate. Default: the URL's host."),
 });
 
 /** Members and pools default to the top-level `pool` settings; these override them per pool. */
 export const MemberSchema = UpstreamSchema.extend({
-  weight: z.number().int().min(1).max(1000).default(1)
+  weight: z
+    .number()
+    .int()
+    .min(1)
+    .max(1000)
+    .default(1)
     .describe('Share of traffic under weighted-round-robin, and weight under hash. Default 1.'),
-  maxConnections: z.number().int().min(1).max(65_536).optional()
-    .describe('Connections to this member per worker. Default: the pool\'s maxConnections.'),
+  maxConnections: z
+    .number()
+    .int()
+    .min(1)
+    .max(65_536)
+    .optional()
+    .describe("Connections to this member per worker. Default: the pool's maxConnections."),
 });
 
 const HASH_KEY = /^(?:ip|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$/;
@@ -79,75 +96,148 @@ const HASH_KEY = /^(?:ip|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[!#$%&'*+.^_`
 export const POLICIES = ['round-robin', 'weighted-round-robin', 'least-connections', 'random-two', 'hash'] as const;
 
 export const HealthCheckSchema = z.strictObject({
-  path: z.string().startsWith('/').default('/')
-    .describe('Path requested (GET) on each member. Default "/".'),
+  path: z.string().startsWith('/').default('/').describe('Path requested (GET) on each member. Default "/".'),
   interval: ms('Time between checks of one member').default(5_000),
   timeout: ms('A check without a complete response in this time fails').default(2_000),
-  expectStatus: z.union([z.number().int().min(100).max(599), z.enum(['2xx', '2xx-3xx'])]).default('2xx')
+  expectStatus: z
+    .union([z.number().int().min(100).max(599), z.enum(['2xx', '2xx-3xx'])])
+    .default('2xx')
     .describe('Status a healthy member answers: a number, "2xx" or "2xx-3xx". Default "2xx".'),
-  rise: z.number().int().min(1).max(100).default(2)
+  rise: z
+    .number()
+    .int()
+    .min(1)
+    .max(100)
+    .default(2)
     .describe('Consecutive passes that bring a down member back. Default 2.'),
-  fall: z.number().int().min(1).max(100).default(3)
+  fall: z
+    .number()
+    .int()
+    .min(1)
+    .max(100)
+    .default(3)
     .describe('Consecutive failures that take a member down. Default 3.'),
 });
 
 export const PassiveHealthSchema = z.strictObject({
-  failures: z.number().int().min(0).max(10_000).default(5)
+  failures: z
+    .number()
+    .int()
+    .min(0)
+    .max(10_000)
+    .default(5)
     .describe('Failures within `window` that eject a member; 0 turns passive checks off. Default 5.'),
   window: ms('Period over which failures are counted').default(10_000),
   cooldown: ms('How long an ejected member gets no traffic before it is tried again').default(30_000),
-  on5xx: z.boolean().default(false)
-    .describe('Count 5xx responses from the member as failures too. Default false.'),
+  on5xx: z.boolean().default(false).describe('Count 5xx responses from the member as failures too. Default false.'),
 });
 
 export const RetrySchema = z.strictObject({
-  attempts: z.number().int().min(1).max(20).default(3)
+  attempts: z
+    .number()
+    .int()
+    .min(1)
+    .max(20)
+    .default(3)
     .describe('Tries per request, the first included, each on a member not tried yet. 1 turns retries off. Default 3.'),
   timeout: ms('No new try starts once this much time has passed since the request arrived').default(10_000),
-  idempotent: z.boolean().default(false)
-    .describe('Also retry GET, HEAD, OPTIONS, PUT and DELETE that failed after reaching the member (reset, timeout before the response head), if no body was streamed. Default false.'),
+  idempotent: z
+    .boolean()
+    .default(false)
+    .describe(
+      'Also retry GET, HEAD, OPTIONS, PUT and DELETE that failed after reaching the member (reset, timeout before the response head), if no body was streamed. Default false.',
+    ),
 });
 
 export const DnsSchema = z.strictObject({
   name: z.string().min(1).describe('DNS name whose records are the members.'),
-  type: z.enum(['A', 'AAAA', 'SRV']).default('A')
+  type: z
+    .enum(['A', 'AAAA', 'SRV'])
+    .default('A')
     .describe('A or AAAA: one member per address, at `port`; SRV: one per record, at its target and port. Default A.'),
-  port: z.number().int().min(1).max(65_535).optional()
-    .describe('A/AAAA only: the members\' port. Default 80, or 443 with scheme https.'),
+  port: z
+    .number()
+    .int()
+    .min(1)
+    .max(65_535)
+    .optional()
+    .describe("A/AAAA only: the members' port. Default 80, or 443 with scheme https."),
   scheme: z.enum(['http', 'https']).default('http').describe('Members are http:// or https://. Default http.'),
-  interval: ms('Re-resolve this often; default: the records\' TTL (A/AAAA, 1 s to 1 h) or 30 s (SRV)').optional(),
-  servers: z.array(hostPort).min(1).optional()
-    .describe('DNS servers to ask, HOST:PORT. Default: the system\'s resolvers.'),
+  interval: ms("Re-resolve this often; default: the records' TTL (A/AAAA, 1 s to 1 h) or 30 s (SRV)").optional(),
+  servers: z
+    .array(hostPort)
+    .min(1)
+    .optional()
+    .describe("DNS servers to ask, HOST:PORT. Default: the system's resolvers."),
   insecure: z.boolean().default(false).describe('https only: accept any certificate. Default false.'),
   ca: z.string().min(1).optional().describe('https only: PEM CA file to verify members against.'),
-  servername: z.string().min(1).optional().describe('https only: TLS SNI name and certificate name. Default: the DNS name.'),
+  servername: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('https only: TLS SNI name and certificate name. Default: the DNS name.'),
 });
 
-export const PoolSchema = z.strictObject({
-  members: z.array(MemberSchema).min(1).optional()
-    .describe('Static members. A pool has `members` or `dns`, not both.'),
-  dns: DnsSchema.optional().describe('Take the members from DNS, re-resolved while running.'),
-  policy: z.enum(POLICIES).default('round-robin')
-    .describe('How a member is chosen: round-robin, weighted-round-robin, least-connections, random-two or hash. Default round-robin.'),
-  hashKey: z.string().regex(HASH_KEY, 'expected "ip", "header:NAME" or "cookie:NAME"').default('ip')
-    .describe('policy hash only: what is hashed: "ip", "header:NAME" or "cookie:NAME". Default "ip".'),
-  maxConnections: z.number().int().min(1).max(65_536).optional()
-    .describe('Connections per member per worker. Default: pool.maxConnections.'),
-  queueTimeout: ms('Time a request may wait for a member\'s free connection (then 503 with Retry-After). Default: pool.queueTimeout').optional(),
-  maxQueue: z.number().int().min(0).max(1_000_000).optional()
-    .describe('Requests that may wait for one member\'s connection per worker; past it, 503 at once. Default: pool.maxQueue.'),
-  healthCheck: HealthCheckSchema.optional().describe('Active health checks. Default: none.'),
-  passive: PassiveHealthSchema.prefault({}),
-  retries: RetrySchema.prefault({}),
-}).refine((p) => (p.members === undefined) !== (p.dns === undefined), {
-  message: 'expected either `members` or `dns` (exactly one)',
-});
+export const PoolSchema = z
+  .strictObject({
+    members: z
+      .array(MemberSchema)
+      .min(1)
+      .optional()
+      .describe('Static members. A pool has `members` or `dns`, not both.'),
+    dns: DnsSchema.optional().describe('Take the members from DNS, re-resolved while running.'),
+    policy: z
+      .enum(POLICIES)
+      .default('round-robin')
+      .describe(
+        'How a member is chosen: round-robin, weighted-round-robin, least-connections, random-two or hash. Default round-robin.',
+      ),
+    hashKey: z
+      .string()
+      .regex(HASH_KEY, 'expected "ip", "header:NAME" or "cookie:NAME"')
+      .default('ip')
+      .describe('policy hash only: what is hashed: "ip", "header:NAME" or "cookie:NAME". Default "ip".'),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .max(65_536)
+      .optional()
+      .describe('Connections per member per worker. Default: pool.maxConnections.'),
+    queueTimeout: ms(
+      "Time a request may wait for a member's free connection (then 503 with Retry-After). Default: pool.queueTimeout",
+    ).optional(),
+    maxQueue: z
+      .number()
+      .int()
+      .min(0)
+      .max(1_000_000)
+      .optional()
+      .describe(
+        "Requests that may wait for one member's connection per worker; past it, 503 at once. Default: pool.maxQueue.",
+      ),
+    healthCheck: HealthCheckSchema.optional().describe('Active health checks. Default: none.'),
+    passive: PassiveHealthSchema.prefault({}),
+    retries: RetrySchema.prefault({}),
+  })
+  .refine((p) => (p.members === undefined) !== (p.dns === undefined), {
+    message: 'expected either `members` or `dns` (exactly one)',
+  });
 
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected a header field name');
 const headerValue = z.string().regex(/^[^\r\n\0]*$/, 'expected a header value without CR, LF or NUL');
 
 /** Framing and per-connection fields belong to the proxy: editing them could desynchronise a hop. */
-export const PROTECTED_HEADERS = ['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-connection'];
+export const PROTECTED_HEADERS = [
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'proxy-connection',
+];
 const editableName = headerName.refine((n) => !PROTECTED_HEADERS.includes(n.toLowerCase()), {
   message: `expected a field name other than ${PROTECTED_HEADERS.join(', ')} (framing is the proxy's)`,
 });
@@ -158,21 +248,43 @@ export const HeaderOpsSchema = z.strictObject({
   remove: z.array(editableName).optional().describe('Remove these fields.'),
 });
 
-const hostPattern = z.string().regex(/^(?:\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$|^\[[0-9A-Fa-f:.]+\]$/,
-  'expected a host name, "*.example.com" (one label) or an [IPv6] literal, without a port');
+const hostPattern = z
+  .string()
+  .regex(
+    /^(?:\*\.)?[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?$|^\[[0-9A-Fa-f:.]+\]$/,
+    'expected a host name, "*.example.com" (one label) or an [IPv6] literal, without a port',
+  );
 const oneOrMany = <T extends z.ZodType>(t: T) => z.union([t, z.array(t).min(1)]);
 
 /** Bodies `replace` and user modules work on, and `compress` compresses, unless configured. */
 export const TEXT_TYPES = [
-  'text/html', 'text/css', 'text/plain', 'text/xml', 'text/javascript', 'application/javascript',
-  'application/json', 'application/xml', 'application/xhtml+xml', 'image/svg+xml',
+  'text/html',
+  'text/css',
+  'text/plain',
+  'text/xml',
+  'text/javascript',
+  'application/javascript',
+  'application/json',
+  'application/xml',
+  'application/xhtml+xml',
+  'image/svg+xml',
 ];
 export const COMPRESSIBLE_TYPES = [
-  ...TEXT_TYPES, 'text/csv', 'text/markdown', 'application/ld+json', 'application/manifest+json',
-  'application/rss+xml', 'application/atom+xml', 'application/wasm', 'font/ttf', 'font/otf',
+  ...TEXT_TYPES,
+  'text/csv',
+  'text/markdown',
+  'application/ld+json',
+  'application/manifest+json',
+  'application/rss+xml',
+  'application/atom+xml',
+  'application/wasm',
+  'font/ttf',
+  'font/otf',
 ];
 
-const mediaType = z.string().regex(/^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/, 'expected a lower-case media type such as text/html');
+const mediaType = z
+  .string()
+  .regex(/^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/, 'expected a lower-case media type such as text/html');
 
 function compiles(pattern: string, flags: string): boolean {
   try {
@@ -183,141 +295,327 @@ function compiles(pattern: string, flags: string): boolean {
   }
 }
 
-export const ReplaceRuleSchema = z.strictObject({
-  from: z.string().min(1).optional().describe('Literal text to replace, every occurrence.'),
-  regex: z.string().min(1).optional().describe('A JavaScript regular expression instead of `from`; every match is replaced.'),
-  flags: z.string().regex(/^[imsu]*$/, 'expected regex flags from i, m, s, u').default('')
-    .describe('regex only: flags (i, m, s, u; g is implied). Default none.'),
-  to: z.string().describe('Replacement; with `regex`, $1… refer to groups.'),
-}).refine((r) => (r.from === undefined) !== (r.regex === undefined), { message: 'expected either `from` or `regex` (exactly one)' })
-  .refine((r) => r.regex === undefined || compiles(r.regex, r.flags), { message: 'expected a valid regular expression' });
+export const ReplaceRuleSchema = z
+  .strictObject({
+    from: z.string().min(1).optional().describe('Literal text to replace, every occurrence.'),
+    regex: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('A JavaScript regular expression instead of `from`; every match is replaced.'),
+    flags: z
+      .string()
+      .regex(/^[imsu]*$/, 'expected regex flags from i, m, s, u')
+      .default('')
+      .describe('regex only: flags (i, m, s, u; g is implied). Default none.'),
+    to: z.string().describe('Replacement; with `regex`, $1… refer to groups.'),
+  })
+  .refine((r) => (r.from === undefined) !== (r.regex === undefined), {
+    message: 'expected either `from` or `regex` (exactly one)',
+  })
+  .refine((r) => r.regex === undefined || compiles(r.regex, r.flags), {
+    message: 'expected a valid regular expression',
+  });
 
-export const TransformSchema = z.strictObject({
-  replace: z.array(ReplaceRuleSchema).min(1).optional().describe('Replacements applied in order to text bodies.'),
-  module: z.string().min(1).optional()
-    .describe('A JavaScript file exporting `(body, context) => body | Promise<body>`, run in the transform thread pool after `replace`.'),
-  types: z.array(mediaType).min(1).default(TEXT_TYPES)
-    .describe('Media types transformed. Default: HTML, CSS, JavaScript, JSON, XML, SVG and plain text.'),
-  maxBodySize: z.number().int().min(1).max(512 * 1024 * 1024).default(8 * 1024 * 1024)
-    .describe('Largest body buffered for a transform, in bytes; larger ones pass through untransformed (logged and counted). Default 8388608.'),
-  timeout: ms('Time one transform may take; past it, 502').default(5_000),
-}).refine((t) => t.replace !== undefined || t.module !== undefined, { message: 'expected `replace`, `module` or both' });
+export const TransformSchema = z
+  .strictObject({
+    replace: z.array(ReplaceRuleSchema).min(1).optional().describe('Replacements applied in order to text bodies.'),
+    module: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'A JavaScript file exporting `(body, context) => body | Promise<body>`, run in the transform thread pool after `replace`.',
+      ),
+    types: z
+      .array(mediaType)
+      .min(1)
+      .default(TEXT_TYPES)
+      .describe('Media types transformed. Default: HTML, CSS, JavaScript, JSON, XML, SVG and plain text.'),
+    maxBodySize: z
+      .number()
+      .int()
+      .min(1)
+      .max(512 * 1024 * 1024)
+      .default(8 * 1024 * 1024)
+      .describe(
+        'Largest body buffered for a transform, in bytes; larger ones pass through untransformed (logged and counted). Default 8388608.',
+      ),
+    timeout: ms('Time one transform may take; past it, 502').default(5_000),
+  })
+  .refine((t) => t.replace !== undefined || t.module !== undefined, {
+    message: 'expected `replace`, `module` or both',
+  });
 
 export const CompressSchema = z.strictObject({
-  encodings: z.array(z.enum(['br', 'gzip'])).min(1).default(['br', 'gzip'])
+  encodings: z
+    .array(z.enum(['br', 'gzip']))
+    .min(1)
+    .default(['br', 'gzip'])
     .describe('Encodings offered, preferred first when the client rates them equally. Default [br, gzip].'),
-  minSize: z.number().int().min(0).default(1024)
+  minSize: z
+    .number()
+    .int()
+    .min(0)
+    .default(1024)
     .describe('Smaller responses (by Content-Length) are sent as they are. Default 1024.'),
-  types: z.array(mediaType).min(1).default(COMPRESSIBLE_TYPES)
+  types: z
+    .array(mediaType)
+    .min(1)
+    .default(COMPRESSIBLE_TYPES)
     .describe('Media types compressed. Default: text, JSON, XML, SVG, JavaScript, WebAssembly and fonts.'),
   gzipLevel: z.number().int().min(1).max(9).default(6).describe('gzip level, 1 (fast) to 9 (small). Default 6.'),
-  brotliQuality: z.number().int().min(0).max(11).default(4)
+  brotliQuality: z
+    .number()
+    .int()
+    .min(0)
+    .max(11)
+    .default(4)
     .describe('Brotli quality, 0 (fast) to 11 (small; far too slow for on-the-fly use). Default 4.'),
 });
 
 export const RouteSchema = z.strictObject({
-  match: z.strictObject({
-    host: oneOrMany(hostPattern).optional().describe('Host names (case-insensitive, port ignored); "*.example.com" matches one label. Default: any.'),
-    path: z.string().startsWith('/').optional().describe('Path prefix, matched on whole segments: /api matches /api and /api/x, not /apix. Default: any.'),
-    method: oneOrMany(z.string().regex(/^[A-Z]+$/, 'expected an upper-case method such as GET')).optional().describe('Methods. Default: any.'),
-    header: z.record(headerName, z.string()).optional()
-      .describe('Fields that must be present with exactly this value ("*": present with any value). Default: none.'),
-  }).prefault({}).describe('What the route matches; every given condition must hold.'),
+  match: z
+    .strictObject({
+      host: oneOrMany(hostPattern)
+        .optional()
+        .describe('Host names (case-insensitive, port ignored); "*.example.com" matches one label. Default: any.'),
+      path: z
+        .string()
+        .startsWith('/')
+        .optional()
+        .describe('Path prefix, matched on whole segments: /api matches /api and /api/x, not /apix. Default: any.'),
+      method: oneOrMany(z.string().regex(/^[A-Z]+$/, 'expected an upper-case method such as GET'))
+        .optional()
+        .describe('Methods. Default: any.'),
+      header: z
+        .record(headerName, z.string())
+        .optional()
+        .describe('Fields that must be present with exactly this value ("*": present with any value). Default: none.'),
+    })
+    .prefault({})
+    .describe('What the route matches; every given condition must hold.'),
   pool: z.string().min(1).describe('Name of the pool (under `pools`) that serves the route.'),
-  rewrite: z.strictObject({
-    stripPrefix: z.string().startsWith('/').optional().describe('Remove this prefix from the path first.'),
-    addPrefix: z.string().startsWith('/').optional().describe('Then put this prefix in front.'),
-  }).optional().describe('Path rewrite before forwarding; replacing a prefix is strip then add. Default: none.'),
-  requestHeaders: HeaderOpsSchema.optional().describe('Header changes on the way to the upstream (after the proxy\'s own).'),
+  rewrite: z
+    .strictObject({
+      stripPrefix: z.string().startsWith('/').optional().describe('Remove this prefix from the path first.'),
+      addPrefix: z.string().startsWith('/').optional().describe('Then put this prefix in front.'),
+    })
+    .optional()
+    .describe('Path rewrite before forwarding; replacing a prefix is strip then add. Default: none.'),
+  requestHeaders: HeaderOpsSchema.optional().describe(
+    "Header changes on the way to the upstream (after the proxy's own).",
+  ),
   responseHeaders: HeaderOpsSchema.optional().describe('Header changes on the way to the client.'),
-  rewriteLocation: z.boolean().default(false)
-    .describe('Rewrite Location and Content-Location that point at the member (its origin, and the path rewrite undone) to the client\'s scheme and host. Default false.'),
-  transform: z.union([z.string().min(1), TransformSchema]).optional()
-    .describe('Rewrite response bodies in the transform thread pool: a module path, or `replace` rules and/or a `module`. Default: none.'),
-  compress: z.union([z.boolean(), CompressSchema]).optional()
-    .describe('Compress responses with gzip or Brotli for clients that accept it: true for the defaults, or settings. Default: off.'),
+  rewriteLocation: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Rewrite Location and Content-Location that point at the member (its origin, and the path rewrite undone) to the client's scheme and host. Default false.",
+    ),
+  transform: z
+    .union([z.string().min(1), TransformSchema])
+    .optional()
+    .describe(
+      'Rewrite response bodies in the transform thread pool: a module path, or `replace` rules and/or a `module`. Default: none.',
+    ),
+  compress: z
+    .union([z.boolean(), CompressSchema])
+    .optional()
+    .describe(
+      'Compress responses with gzip or Brotli for clients that accept it: true for the defaults, or settings. Default: off.',
+    ),
 });
 
 export const ConfigSchema = z.strictObject({
-  listen: hostPort.default('127.0.0.1:8000')
+  listen: hostPort
+    .default('127.0.0.1:8000')
     .describe('Address the proxy listens on, HOST:PORT. Default 127.0.0.1:8000.'),
-  workers: z.union([z.literal('auto'), z.number().int().min(1).max(1024)]).default('auto')
+  workers: z
+    .union([z.literal('auto'), z.number().int().min(1).max(1024)])
+    .default('auto')
     .describe('Worker processes: a number, or "auto" for one per CPU (os.availableParallelism()). Default "auto".'),
-  schedulingPolicy: z.enum(['none', 'round-robin']).default('none')
-    .describe('How new connections reach workers: "none" (workers accept from the shared socket) or "round-robin" (the primary accepts and hands each over). Default "none".'),
-  tls: z.strictObject({
-    cert: z.string().min(1).describe('PEM certificate chain file for the HTTPS listener.'),
-    key: z.string().min(1).describe('PEM private key file for the HTTPS listener.'),
-  }).optional().describe('Serve HTTPS on the listener. Default: plain HTTP.'),
-  upstreams: z.array(MemberSchema).min(1).optional()
-    .describe('Shorthand for the pool named "default" (round robin). With neither `upstreams` nor `pools`: the built-in demo origin.'),
-  pools: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected a pool name of letters, digits, _ . -'), PoolSchema).optional()
+  schedulingPolicy: z
+    .enum(['none', 'round-robin'])
+    .default('none')
+    .describe(
+      'How new connections reach workers: "none" (workers accept from the shared socket) or "round-robin" (the primary accepts and hands each over). Default "none".',
+    ),
+  tls: z
+    .strictObject({
+      cert: z.string().min(1).describe('PEM certificate chain file for the HTTPS listener.'),
+      key: z.string().min(1).describe('PEM private key file for the HTTPS listener.'),
+    })
+    .optional()
+    .describe('Serve HTTPS on the listener. Default: plain HTTP.'),
+  upstreams: z
+    .array(MemberSchema)
+    .min(1)
+    .optional()
+    .describe(
+      'Shorthand for the pool named "default" (round robin). With neither `upstreams` nor `pools`: the built-in demo origin.',
+    ),
+  pools: z
+    .record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'expected a pool name of letters, digits, _ . -'), PoolSchema)
+    .optional()
     .describe('Named pools of upstream servers.'),
-  routes: z.array(RouteSchema).optional()
-    .describe('Which pool serves a request; the first route that matches wins, in order. Default: everything to the only pool.'),
-  preserveHost: z.boolean().default(false)
-    .describe('Forward the client\'s Host header instead of the upstream\'s host. Default false.'),
-  trustedProxies: z.array(cidr).default([])
-    .describe('Clients whose X-Forwarded-For/-Proto/-Host are kept and appended to; everyone else\'s are replaced. Default [].'),
-  timeouts: z.strictObject({
-    connect: ms('Upstream TCP + TLS connect timeout').default(5_000),
-    responseHeader: ms('Time the upstream may take to start its response head').default(60_000),
-    idle: ms('Upstream connection silent mid-exchange before it is aborted').default(60_000),
-    drain: ms('Graceful stop or reload: time in-flight requests get before connections are closed').default(30_000),
-    streamDrain: ms('Reload: time WebSocket tunnels and responses already streaming may go on in the retiring worker (a WebSocket then gets a 1001 close frame); other connections follow timeouts.drain, and a stop cuts everything at timeouts.drain').default(600_000),
-  }).prefault({}),
-  pool: z.strictObject({
-    maxConnections: z.number().int().min(1).max(65_536).default(256)
-      .describe('Connections per upstream per worker; requests past it wait in a queue. Default 256.'),
-    queueTimeout: ms('Time a request may wait for a free upstream connection before a 503').default(30_000),
-    // As many as one worker holds client connections (server.maxConnections' default): the
-    // default only refuses what queueTimeout would, and 5,000 concurrent clients on one upstream
-    // wait their turn instead of meeting 503s (1024 refused most of them, in `npm run load`).
-    maxQueue: z.number().int().min(0).max(1_000_000).default(10_000)
-      .describe('Requests that may wait for a free connection, per upstream and per worker; past it, 503 with Retry-After at once. Default 10000.'),
-    keepAliveTimeout: ms('Idle pooled upstream connections are closed after this (keep it below the upstream\'s own keep-alive timeout)').default(4_000),
-  }).prefault({}),
-  server: z.strictObject({
-    keepAliveTimeout: ms('Idle client keep-alive connections are closed after this').default(5_000),
-    headersTimeout: ms('Time a client may take to send its request head (408 after)').default(30_000),
-    requestTimeout: ms('Time a client may take to send a whole request (408 after); uploads need room').default(300_000),
-    maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384)
-      .describe('Largest client request head, in bytes (431 past it). Default 16384.'),
-    maxConnections: z.number().int().min(1).max(1_000_000).default(10_000)
-      .describe('Client connections one worker holds at once; past it, new connections are closed at accept. Default 10000.'),
-    maxBodySize: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0)
-      .describe('Largest request body in bytes, declared or chunked (413 past it); 0 for no limit. Default 0.'),
-    upgradeProtocols: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected a protocol name such as websocket'))
-      .default(['websocket'])
-      .describe('Upgrade protocols that may become tunnels to the upstream (case-insensitive). A request asking for any other (h2c, say) is proxied as an ordinary request without its Upgrade. Default [websocket].'),
-  }).prefault({}),
-  pidFile: z.string().min(1).optional()
-    .describe('Where the primary writes its pid, and beside it a status file that `switchyard reload` and `switchyard stop` read. Default: $RUNTIME_DIRECTORY/switchyard.pid under systemd (RuntimeDirectory=switchyard), else /run/switchyard/switchyard.pid where that folder exists, else switchyard.pid in the system\'s temporary directory.'),
-  admin: z.strictObject({
-    listen: hostPort.optional()
-      .describe('Address of the admin listener (/metrics, /healthz, /readyz, /upstreams), HOST:PORT. Keep it on loopback or a private network. Default: none (off).'),
-  }).prefault({}),
-  accessLog: z.strictObject({
-    enabled: z.boolean().default(true).describe('Write one line per request. Default true.'),
-    format: z.enum(['json', 'common', 'combined']).default('json')
-      .describe('json (one object per line), or the NCSA common / combined formats. Default json.'),
-    file: z.string().min(1).optional()
-      .describe('Append to this file instead of stdout; SIGUSR1 reopens it (logrotate). Default: stdout.'),
-  }).prefault({}),
-  transformPool: z.strictObject({
-    threads: z.union([z.literal('auto'), z.number().int().min(0).max(64)]).default('auto')
-      .describe('Threads per worker process for transforms. "auto": CPUs divided by workers (at least 1), so workers × threads does not oversubscribe the CPUs. 0 runs transforms on the event loop (for comparison only). Default "auto".'),
-    maxQueue: z.number().int().min(1).max(100_000).default(64)
-      .describe('Transforms waiting for a thread, per worker; past it, `onOverload` applies. Default 64.'),
-    onOverload: z.enum(['pass', 'reject']).default('pass')
-      .describe('A full queue: "pass" sends the body untransformed, "reject" answers 503. Default "pass".'),
-  }).prefault({}),
-  log: z.strictObject({
-    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
-      .describe('Minimum level of the process log on stdout. Default info.'),
-    format: z.enum(['auto', 'json', 'pretty']).default('auto')
-      .describe('How stdout shows log lines, process and access alike: "json" (one object per line, for journald and log shippers), "pretty" (one readable, coloured line each, for a terminal), or "auto": pretty when stdout is a terminal, else JSON. Default "auto".'),
-  }).prefault({}),
+  routes: z
+    .array(RouteSchema)
+    .optional()
+    .describe(
+      'Which pool serves a request; the first route that matches wins, in order. Default: everything to the only pool.',
+    ),
+  preserveHost: z
+    .boolean()
+    .default(false)
+    .describe("Forward the client's Host header instead of the upstream's host. Default false."),
+  trustedProxies: z
+    .array(cidr)
+    .default([])
+    .describe(
+      "Clients whose X-Forwarded-For/-Proto/-Host are kept and appended to; everyone else's are replaced. Default [].",
+    ),
+  timeouts: z
+    .strictObject({
+      connect: ms('Upstream TCP + TLS connect timeout').default(5_000),
+      responseHeader: ms('Time the upstream may take to start its response head').default(60_000),
+      idle: ms('Upstream connection silent mid-exchange before it is aborted').default(60_000),
+      drain: ms('Graceful stop or reload: time in-flight requests get before connections are closed').default(30_000),
+      streamDrain: ms(
+        'Reload: time WebSocket tunnels and responses already streaming may go on in the retiring worker (a WebSocket then gets a 1001 close frame); other connections follow timeouts.drain, and a stop cuts everything at timeouts.drain',
+      ).default(600_000),
+    })
+    .prefault({}),
+  pool: z
+    .strictObject({
+      maxConnections: z
+        .number()
+        .int()
+        .min(1)
+        .max(65_536)
+        .default(256)
+        .describe('Connections per upstream per worker; requests past it wait in a queue. Default 256.'),
+      queueTimeout: ms('Time a request may wait for a free upstream connection before a 503').default(30_000),
+      // As many as one worker holds client connections (server.maxConnections' default): the
+      // default only refuses what queueTimeout would, and 5,000 concurrent clients on one upstream
+      // wait their turn instead of meeting 503s (1024 refused most of them, in `npm run load`).
+      maxQueue: z
+        .number()
+        .int()
+        .min(0)
+        .max(1_000_000)
+        .default(10_000)
+        .describe(
+          'Requests that may wait for a free connection, per upstream and per worker; past it, 503 with Retry-After at once. Default 10000.',
+        ),
+      keepAliveTimeout: ms(
+        "Idle pooled upstream connections are closed after this (keep it below the upstream's own keep-alive timeout)",
+      ).default(4_000),
+    })
+    .prefault({}),
+  server: z
+    .strictObject({
+      keepAliveTimeout: ms('Idle client keep-alive connections are closed after this').default(5_000),
+      headersTimeout: ms('Time a client may take to send its request head (408 after)').default(30_000),
+      requestTimeout: ms('Time a client may take to send a whole request (408 after); uploads need room').default(
+        300_000,
+      ),
+      maxHeaderSize: z
+        .number()
+        .int()
+        .min(1024)
+        .max(1_048_576)
+        .default(16_384)
+        .describe('Largest client request head, in bytes (431 past it). Default 16384.'),
+      maxConnections: z
+        .number()
+        .int()
+        .min(1)
+        .max(1_000_000)
+        .default(10_000)
+        .describe(
+          'Client connections one worker holds at once; past it, new connections are closed at accept. Default 10000.',
+        ),
+      maxBodySize: z
+        .number()
+        .int()
+        .min(0)
+        .max(Number.MAX_SAFE_INTEGER)
+        .default(0)
+        .describe('Largest request body in bytes, declared or chunked (413 past it); 0 for no limit. Default 0.'),
+      upgradeProtocols: z
+        .array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected a protocol name such as websocket'))
+        .default(['websocket'])
+        .describe(
+          'Upgrade protocols that may become tunnels to the upstream (case-insensitive). A request asking for any other (h2c, say) is proxied as an ordinary request without its Upgrade. Default [websocket].',
+        ),
+    })
+    .prefault({}),
+  pidFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "Where the primary writes its pid, and beside it a status file that `switchyard reload` and `switchyard stop` read. Default: $RUNTIME_DIRECTORY/switchyard.pid under systemd (RuntimeDirectory=switchyard), else /run/switchyard/switchyard.pid where that folder exists, else switchyard.pid in the system's temporary directory.",
+    ),
+  admin: z
+    .strictObject({
+      listen: hostPort
+        .optional()
+        .describe(
+          'Address of the admin listener (/metrics, /healthz, /readyz, /upstreams), HOST:PORT. Keep it on loopback or a private network. Default: none (off).',
+        ),
+    })
+    .prefault({}),
+  accessLog: z
+    .strictObject({
+      enabled: z.boolean().default(true).describe('Write one line per request. Default true.'),
+      format: z
+        .enum(['json', 'common', 'combined'])
+        .default('json')
+        .describe('json (one object per line), or the NCSA common / combined formats. Default json.'),
+      file: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('Append to this file instead of stdout; SIGUSR1 reopens it (logrotate). Default: stdout.'),
+    })
+    .prefault({}),
+  transformPool: z
+    .strictObject({
+      threads: z
+        .union([z.literal('auto'), z.number().int().min(0).max(64)])
+        .default('auto')
+        .describe(
+          'Threads per worker process for transforms. "auto": CPUs divided by workers (at least 1), so workers × threads does not oversubscribe the CPUs. 0 runs transforms on the event loop (for comparison only). Default "auto".',
+        ),
+      maxQueue: z
+        .number()
+        .int()
+        .min(1)
+        .max(100_000)
+        .default(64)
+        .describe('Transforms waiting for a thread, per worker; past it, `onOverload` applies. Default 64.'),
+      onOverload: z
+        .enum(['pass', 'reject'])
+        .default('pass')
+        .describe('A full queue: "pass" sends the body untransformed, "reject" answers 503. Default "pass".'),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z
+        .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+        .default('info')
+        .describe('Minimum level of the process log on stdout. Default info.'),
+      format: z
+        .enum(['auto', 'json', 'pretty'])
+        .default('auto')
+        .describe(
+          'How stdout shows log lines, process and access alike: "json" (one object per line, for journald and log shippers), "pretty" (one readable, coloured line each, for a terminal), or "auto": pretty when stdout is a terminal, else JSON. Default "auto".',
+        ),
+    })
+    .prefault({}),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
@@ -328,7 +626,7 @@ export type RouteConfig = z.infer<typeof RouteSchema>;
 export type HeaderOps = z.infer<typeof HeaderOpsSchema>;
 export type HealthCheckConfig = z.infer<typeof HealthCheckSchema>;
 export type DnsConfig = z.infer<typeof DnsSchema>;
-export type Policy = typeof POLICIES[number];
+export type Policy = (typeof POLICIES)[number];
 export type TransformConfig = z.infer<typeof TransformSchema>;
 export type CompressConfig = z.infer<typeof CompressSchema>;
 export type ReplaceRule = z.infer<typeof ReplaceRuleSchema>;

@@ -6,7 +6,15 @@
 import * as http from 'node:http';
 import { nameProcess } from '../process-name';
 
-const SHOWN = ['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'via', 'x-request-id', 'x-switchyard-worker'];
+const SHOWN = [
+  'host',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'via',
+  'x-request-id',
+  'x-switchyard-worker',
+];
 
 function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);

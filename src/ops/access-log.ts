@@ -56,7 +56,6 @@ export interface AccessEntry {
 
 type Destination = ReturnType<typeof pino.destination>;
 
-
 /** Writes of up to PIPE_BUF bytes to a pipe are atomic: lines from several workers never mix. */
 const PIPE_BUF = 4096;
 /**
@@ -99,7 +98,12 @@ export class AccessLog {
     // take milliseconds) must not stall every request of the worker. To a pipe (journald), a
     // reader that falls behind slows the worker instead, and memory stays flat.
     this.destination = pino.destination({
-      dest: options.file ?? 1, sync: !this.toFile, mkdir: true, append: true, contentMode: 'buffer', maxLength: MAX_BUFFERED,
+      dest: options.file ?? 1,
+      sync: !this.toFile,
+      mkdir: true,
+      append: true,
+      contentMode: 'buffer',
+      maxLength: MAX_BUFFERED,
       // Batches that wait (a full pipe) are merged into one write of at most this: to a pipe, a
       // write over PIPE_BUF could go out in part, and a worker killed meanwhile would leave half a
       // line for the next process's line to run into.
@@ -131,9 +135,10 @@ export class AccessLog {
     if (this.format === 'json') {
       // Only the path is free text from the client. The method is an llhttp token, the address an
       // IP, the upstream an origin from the config, the request id checked by validRequestId.
-      let line = `{"time":${Date.now()},"worker":${this.worker},"reqId":"${e.reqId}","remote":"${e.remote ?? ''}",`
-        + `"method":"${e.method}","path":${JSON.stringify(e.path)},"status":${e.status},"bytesIn":${e.bytesIn},`
-        + `"bytesOut":${e.bytesOut},"durationUs":${e.durationUs}`;
+      let line =
+        `{"time":${Date.now()},"worker":${this.worker},"reqId":"${e.reqId}","remote":"${e.remote ?? ''}",` +
+        `"method":"${e.method}","path":${JSON.stringify(e.path)},"status":${e.status},"bytesIn":${e.bytesIn},` +
+        `"bytesOut":${e.bytesOut},"durationUs":${e.durationUs}`;
       if (e.upstreamUs !== undefined) line += `,"upstreamUs":${e.upstreamUs}`;
       if (e.upstream !== undefined) line += `,"upstream":"${e.upstream}"`;
       if (e.error !== undefined) line += `,"error":"${e.error}"`;
@@ -238,9 +243,11 @@ function prettyLine(e: AccessEntry, worker: number): string {
   const pad = (n: number, w = 2) => String(n).padStart(w, '0');
   const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
   const colour = COLOURS[Math.floor(e.status / 100)] ?? '';
-  const level = e.status >= 500 ? '\x1b[31mERROR\x1b[39m' : e.status >= 400 ? '\x1b[33mWARN\x1b[39m' : '\x1b[32mINFO\x1b[39m';
-  let line = `[${time}] ${level}: [worker ${worker}] ${e.method} ${JSON.stringify(e.path).slice(1, -1)} → ${colour}${e.status}${RESET}`
-    + ` ${e.bytesOut} B ${(e.durationUs / 1000).toFixed(1)} ms`;
+  const level =
+    e.status >= 500 ? '\x1b[31mERROR\x1b[39m' : e.status >= 400 ? '\x1b[33mWARN\x1b[39m' : '\x1b[32mINFO\x1b[39m';
+  let line =
+    `[${time}] ${level}: [worker ${worker}] ${e.method} ${JSON.stringify(e.path).slice(1, -1)} → ${colour}${e.status}${RESET}` +
+    ` ${e.bytesOut} B ${(e.durationUs / 1000).toFixed(1)} ms`;
   if (e.upstream !== undefined) line += ` ← ${e.upstream}`;
   if (e.error !== undefined) line += ` ${colour}${e.error}${RESET}`;
   return `${line} ${DIM}${e.remote ?? '-'} id=${e.reqId}${RESET}\n`;

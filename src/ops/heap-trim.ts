@@ -65,7 +65,9 @@ export function startHeapTrim(options: HeapTrimOptions = HEAP_TRIM_DEFAULTS): ()
         last = performance.eventLoopUtilization();
         options.onTrim?.(before, newSpaceBytes());
       },
-      () => { running = false; },
+      () => {
+        running = false;
+      },
     );
   }, options.intervalMs);
   timer.unref();

@@ -38,7 +38,10 @@ abstract class PlainMetric<S> {
   abstract readonly type: 'counter' | 'histogram';
   protected readonly bySeries = new Map<string, S>();
 
-  constructor(readonly name: string, readonly help: string) {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {
     client.register.registerMetric(this as unknown as client.Metric);
   }
 
@@ -83,7 +86,10 @@ export class HistogramSeries {
   sum = 0;
   count = 0;
 
-  constructor(private readonly bounds: readonly number[], readonly labels: Record<string, string>) {
+  constructor(
+    private readonly bounds: readonly number[],
+    readonly labels: Record<string, string>,
+  ) {
     this.counts = new Float64Array(bounds.length);
   }
 
@@ -104,7 +110,11 @@ export class HistogramSeries {
 export class PlainHistogram extends PlainMetric<HistogramSeries> {
   readonly type = 'histogram';
 
-  constructor(name: string, help: string, private readonly bounds: readonly number[]) {
+  constructor(
+    name: string,
+    help: string,
+    private readonly bounds: readonly number[],
+  ) {
     super(name, help);
   }
 
@@ -172,12 +182,14 @@ export class RequestMetrics {
     ).series({});
     this.upstreamDuration = new PlainHistogram(
       'switchyard_upstream_response_seconds',
-      'Time until the upstream\'s response head, by upstream.',
+      "Time until the upstream's response head, by upstream.",
       BUCKETS,
     );
     const gauge = (name: string, help: string, read: (s: ReturnType<PoolView['stats']>) => number): void => {
       new client.Gauge({
-        name, help, labelNames: ['pool', 'upstream'],
+        name,
+        help,
+        labelNames: ['pool', 'upstream'],
         collect() {
           this.reset();
           for (const p of pools()) this.set({ pool: p.pool, upstream: p.origin }, read(p.stats()));
@@ -199,7 +211,9 @@ export class RequestMetrics {
     new client.Gauge({
       name: 'switchyard_client_connections',
       help: 'Client connections open.',
-      collect() { this.set(clientConnections()); },
+      collect() {
+        this.set(clientConnections());
+      },
     });
   }
 

@@ -51,7 +51,11 @@ export class AdminServer {
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
         const a = this.server.address();
-        resolve(typeof a === 'object' && a !== null ? `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}` : `${host}:${port}`);
+        resolve(
+          typeof a === 'object' && a !== null
+            ? `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`
+            : `${host}:${port}`,
+        );
       });
     });
   }
@@ -64,7 +68,11 @@ export class AdminServer {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8'): void => {
-      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+      res.writeHead(status, {
+        'content-type': type,
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+      });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -92,7 +100,8 @@ export class AdminServer {
         return;
       case '/upstreams': {
         const pools = Object.entries(this.members()).map(([pool, list]) => ({
-          pool, members: list.map((m) => ({ url: m.url, weight: m.weight, healthy: m.healthy })),
+          pool,
+          members: list.map((m) => ({ url: m.url, weight: m.weight, healthy: m.healthy })),
         }));
         send(200, `${JSON.stringify({ pools }, null, 2)}\n`, 'application/json');
         return;

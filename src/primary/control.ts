@@ -39,7 +39,10 @@ export function configHash(config: ResolvedConfig): string {
 const SERVICE_RUNTIME_DIR = '/run/switchyard';
 
 /** `pidFile`, or its default: systemd's runtime directory for the unit, else the temporary directory. */
-export function pidFileOf(config: { readonly pidFile?: string | undefined }, env: NodeJS.ProcessEnv = process.env): string {
+export function pidFileOf(
+  config: { readonly pidFile?: string | undefined },
+  env: NodeJS.ProcessEnv = process.env,
+): string {
   if (config.pidFile !== undefined) return config.pidFile;
   const runtime = env.RUNTIME_DIRECTORY?.split(':')[0];
   if (runtime !== undefined && runtime !== '') return join(runtime, 'switchyard.pid');
@@ -62,10 +65,20 @@ function writeAtomically(file: string, text: string): void {
 export class ControlFiles {
   private status: InstanceStatus;
 
-  constructor(private readonly pidFile: string, configFile: string | null, overrides: ConfigOverrides, config: ResolvedConfig) {
+  constructor(
+    private readonly pidFile: string,
+    configFile: string | null,
+    overrides: ConfigOverrides,
+    config: ResolvedConfig,
+  ) {
     this.status = {
-      pid: process.pid, startedAt: new Date().toISOString(), configFile, overrides,
-      workers: config.workerCount, configHash: configHash(config), lastReload: null,
+      pid: process.pid,
+      startedAt: new Date().toISOString(),
+      configFile,
+      overrides,
+      workers: config.workerCount,
+      configHash: configHash(config),
+      lastReload: null,
     };
   }
 

@@ -63,7 +63,11 @@ export interface PrimaryHandle {
   reopenLogs(): void;
 }
 
-export async function runPrimary(initial: ResolvedConfig, logger: Logger, options: PrimaryOptions = {}): Promise<PrimaryHandle> {
+export async function runPrimary(
+  initial: ResolvedConfig,
+  logger: Logger,
+  options: PrimaryOptions = {},
+): Promise<PrimaryHandle> {
   nameProcess('switchyard: primary', 'switchyard');
   const notifier = SystemdNotifier.fromEnv(options.env ?? process.env, logger);
   let demo: ChildProcess | null = null;
@@ -75,14 +79,23 @@ export async function runPrimary(initial: ResolvedConfig, logger: Logger, option
     logger.info({ origin: demoUrl }, 'no upstream configured: serving the built-in demo origin');
   }
   let admin: AdminServer | null = null;
-  const control = new ControlFiles(pidFileOf(initial, options.env), options.source?.configFile ?? null, options.source?.overrides ?? {}, initial);
+  const control = new ControlFiles(
+    pidFileOf(initial, options.env),
+    options.source?.configFile ?? null,
+    options.source?.overrides ?? {},
+    initial,
+  );
   const supervisor = new Supervisor(initial, demoUrl, logger, notifier, options.reload, control, () => {
     demo?.kill('SIGTERM');
     admin?.close();
   });
   await supervisor.startMembership();
   if (initial.admin.listen !== undefined) {
-    admin = new AdminServer(() => supervisor.readiness(), () => supervisor.members(), logger);
+    admin = new AdminServer(
+      () => supervisor.readiness(),
+      () => supervisor.members(),
+      logger,
+    );
     const { host, port } = parseHostPort(initial.admin.listen)!;
     let address: string;
     try {
@@ -132,18 +145,26 @@ class Supervisor {
     // connection the primary had already handed to it.
     cluster.schedulingPolicy = this.config.schedulingPolicy === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR;
     cluster.setupPrimary({ exec: WORKER_ENTRY, execArgv: workerExecArgv() });
-    const ready = new Promise<void>((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
+    const ready = new Promise<void>((res, rej) => {
+      this.resolveReady = res;
+      this.rejectReady = rej;
+    });
     ready.catch(() => undefined);
-    const stopped = new Promise<void>((res) => { this.resolveStopped = res; });
+    const stopped = new Promise<void>((res) => {
+      this.resolveStopped = res;
+    });
     for (let i = 0; i < this.config.workerCount; i++) this.slots.push(newSlot(i));
     for (const slot of this.slots) void this.spawn(slot);
     return {
       ready,
-      stopped: stopped.then(() => { process.exitCode = this.exitCode; }),
+      stopped: stopped.then(() => {
+        process.exitCode = this.exitCode;
+      }),
       stop: (reason) => this.stop(reason),
       reload: () => this.reload(),
       reopenLogs: () => {
-        for (const w of this.liveWorkers()) if (w.isConnected()) w.send({ type: 'swy:reopen-logs' } satisfies PrimaryMessage);
+        for (const w of this.liveWorkers())
+          if (w.isConnected()) w.send({ type: 'swy:reopen-logs' } satisfies PrimaryMessage);
       },
     };
   }
@@ -159,7 +180,8 @@ class Supervisor {
     const membership = new Membership(config.pools, this.logger);
     membership.onChange((members) => {
       for (const w of this.liveWorkers()) {
-        if (this.membershipOf.get(w) === membership && w.isConnected()) w.send({ type: 'swy:members', members } satisfies PrimaryMessage);
+        if (this.membershipOf.get(w) === membership && w.isConnected())
+          w.send({ type: 'swy:members', members } satisfies PrimaryMessage);
       }
     });
     await membership.start();
@@ -189,7 +211,10 @@ class Supervisor {
     const membership = this.membership!;
     this.membershipOf.set(worker, membership);
     worker.send({
-      type: 'swy:start', config: this.config, demo: this.demoUrl !== undefined, members: membership.snapshot(),
+      type: 'swy:start',
+      config: this.config,
+      demo: this.demoUrl !== undefined,
+      members: membership.snapshot(),
     } satisfies PrimaryMessage);
     return new Promise<boolean>((resolveListening) => {
       worker.on('message', (m: unknown) => {
@@ -220,8 +245,10 @@ class Supervisor {
 
   private onFirstReady(address: string): void {
     this.everReady = true;
-    this.logger.info({ workers: this.slots.length, listen: address },
-      `switchyard listening on ${this.config.tls ? 'https' : 'http'}://${this.config.listen} with ${this.slots.length} worker(s)`);
+    this.logger.info(
+      { workers: this.slots.length, listen: address },
+      `switchyard listening on ${this.config.tls ? 'https' : 'http'}://${this.config.listen} with ${this.slots.length} worker(s)`,
+    );
     this.notifier.ready(this.statusLine);
     this.writeControl(() => this.control.write());
     this.resolveReady();
@@ -245,8 +272,10 @@ class Supervisor {
     const lived = Date.now() - slot.startedAt;
     slot.failures = lived >= STABLE_UPTIME_MS ? 1 : slot.failures + 1;
     const delay = Math.min(BACKOFF_BASE_MS * 2 ** (slot.failures - 1), BACKOFF_MAX_MS);
-    this.logger.warn({ worker: worker.id, workerPid: pid, code, signal, livedMs: lived, restartInMs: delay },
-      'worker died; replacing it');
+    this.logger.warn(
+      { worker: worker.id, workerPid: pid, code, signal, livedMs: lived, restartInMs: delay },
+      'worker died; replacing it',
+    );
     this.admin?.workerRestarts.inc();
     slot.timer = setTimeout(() => void this.spawn(slot), delay);
   }
@@ -262,7 +291,9 @@ class Supervisor {
       this.logger.warn('reload requested while one is in progress; ignored');
       return this.reloading;
     }
-    this.reloading = this.doReload().finally(() => { this.reloading = null; });
+    this.reloading = this.doReload().finally(() => {
+      this.reloading = null;
+    });
     return this.reloading;
   }
 
@@ -274,13 +305,19 @@ class Supervisor {
       if (this.reloadConfig === undefined) throw new Error('no configuration source to reload from');
       next = this.withDemo(this.reloadConfig());
     } catch (err) {
-      this.logger.error({ err: errField(err) }, 'reload failed: the new configuration was rejected; still running the old one');
+      this.logger.error(
+        { err: errField(err) },
+        'reload failed: the new configuration was rejected; still running the old one',
+      );
       this.notifier.ready(`${this.statusLine}; last reload failed: ${(err as Error).message.split('\n').join(' ')}`);
       this.writeControl(() => this.control.reloaded({ ok: false, error: (err as Error).message }, this.config));
       return;
     }
     if (next.schedulingPolicy !== this.config.schedulingPolicy) {
-      this.logger.warn({ schedulingPolicy: next.schedulingPolicy }, 'schedulingPolicy changes take effect on restart, not on reload');
+      this.logger.warn(
+        { schedulingPolicy: next.schedulingPolicy },
+        'schedulingPolicy changes take effect on restart, not on reload',
+      );
     }
     const previous = this.config;
     const previousMembership = this.membership!;
@@ -316,7 +353,12 @@ class Supervisor {
         this.membership.stop();
         this.membership = previousMembership;
         this.notifier.ready(`${this.statusLine}; last reload failed`);
-        this.writeControl(() => this.control.reloaded({ ok: false, error: `worker ${i} of the new configuration did not start` }, this.config));
+        this.writeControl(() =>
+          this.control.reloaded(
+            { ok: false, error: `worker ${i} of the new configuration did not start` },
+            this.config,
+          ),
+        );
         return;
       }
       if (old !== null) this.retire(old, 'reload');
@@ -327,7 +369,9 @@ class Supervisor {
     previousMembership.stop();
     this.logger.info({ replaced, workers: this.slots.length }, 'reload complete');
     this.notifier.ready(this.statusLine);
-    this.writeControl(() => this.control.reloaded({ ok: true, workers: this.slots.length, configHash: configHash(next) }, next));
+    this.writeControl(() =>
+      this.control.reloaded({ ok: true, workers: this.slots.length, configHash: configHash(next) }, next),
+    );
   }
 
   /** The pid and status files are for `switchyard reload` and `stop`: the proxy runs on without them. */
@@ -335,7 +379,10 @@ class Supervisor {
     try {
       write();
     } catch (err) {
-      this.logger.warn({ err: errField(err) }, 'cannot write the pid or status file; `switchyard reload` and `stop` will not find this instance');
+      this.logger.warn(
+        { err: errField(err) },
+        'cannot write the pid or status file; `switchyard reload` and `stop` will not find this instance',
+      );
     }
   }
 
@@ -368,8 +415,16 @@ class Supervisor {
     const listening = this.slots.filter((s) => s.listening || (s.standIn !== null && !s.standIn.isDead())).length;
     const ready = this.everReady && listening === this.slots.length;
     const last = this.control.lastReload;
-    const lastReload = last === null ? '' : last.ok ? `; last reload ${last.at}: ok` : `; last reload ${last.at} FAILED: ${last.error?.split('\n').join(' ')}`;
-    return { ready, detail: `${listening}/${this.slots.length} workers listening${this.reloading !== null ? ', reloading' : ''}${lastReload}` };
+    const lastReload =
+      last === null
+        ? ''
+        : last.ok
+          ? `; last reload ${last.at}: ok`
+          : `; last reload ${last.at} FAILED: ${last.error?.split('\n').join(' ')}`;
+    return {
+      ready,
+      detail: `${listening}/${this.slots.length} workers listening${this.reloading !== null ? ', reloading' : ''}${lastReload}`,
+    };
   }
 
   /** Workers not yet exited: current ones and retired ones still draining. */

@@ -16,7 +16,10 @@ export class SystemdNotifier {
   private socket: DgramSocket | null = null;
   private watchdog: NodeJS.Timeout | null = null;
 
-  private constructor(private readonly path: string, private readonly logger: Logger) {}
+  private constructor(
+    private readonly path: string,
+    private readonly logger: Logger,
+  ) {}
 
   /** A notifier for $NOTIFY_SOCKET, or one that does nothing when the variable is unset. */
   static fromEnv(env: NodeJS.ProcessEnv, logger: Logger): SystemdNotifier {
@@ -24,7 +27,10 @@ export class SystemdNotifier {
     const notifier = new SystemdNotifier(path, logger);
     if (path === '') return notifier;
     if (path.startsWith('@')) {
-      logger.warn({ notifySocket: path }, 'NOTIFY_SOCKET names an abstract socket, which is not supported; systemd will not hear from switchyard');
+      logger.warn(
+        { notifySocket: path },
+        'NOTIFY_SOCKET names an abstract socket, which is not supported; systemd will not hear from switchyard',
+      );
       return notifier;
     }
     try {
@@ -78,7 +84,9 @@ export class SystemdNotifier {
   private send(fields: Record<string, string>): void {
     if (this.socket === null) return;
     // One assignment per line; a newline inside a value would start a forged assignment.
-    const text = Object.entries(fields).map(([k, v]) => `${k}=${v.replace(/\n/g, ' ')}`).join('\n');
+    const text = Object.entries(fields)
+      .map(([k, v]) => `${k}=${v.replace(/\n/g, ' ')}`)
+      .join('\n');
     const buf = Buffer.from(text);
     this.socket.send(buf, 0, buf.length, this.path, (err) => {
       if (err) this.logger.warn({ err: errField(err) }, 'sd_notify failed');

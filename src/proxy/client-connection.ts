@@ -9,15 +9,27 @@
  */
 import * as net from 'node:net';
 import {
-  BadRequestError, BodyTooLargeError, errorBody, HeadersTooLargeError, RequestTimeoutError, STATUS_TEXT, type SwitchyardError,
+  BadRequestError,
+  BodyTooLargeError,
+  errorBody,
+  HeadersTooLargeError,
+  RequestTimeoutError,
+  STATUS_TEXT,
+  type SwitchyardError,
 } from '../errors';
 import { METHODS } from '../node-internals';
-import { createParser, HTTPParser, initParser, writeChunk, type Parser, type ParseError } from '../upstream/http-parser';
+import {
+  createParser,
+  HTTPParser,
+  initParser,
+  writeChunk,
+  type Parser,
+  type ParseError,
+} from '../upstream/http-parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
 import type { Listed } from './client-list';
 import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
 import { httpDate } from './date';
-
 
 export interface ClientLimits {
   /** 0: no limit. */
@@ -88,15 +100,25 @@ export interface HeaderFacts {
 
 export function scanHeaders(raw: readonly string[]): HeaderFacts {
   const f: HeaderFacts = {
-    hosts: 0, host: null, transferEncoding: null, transferEncodingFields: 0, contentLength: null, expect: null, requestId: null,
-    upgrade: null, websocketKey: null,
+    hosts: 0,
+    host: null,
+    transferEncoding: null,
+    transferEncodingFields: 0,
+    contentLength: null,
+    expect: null,
+    requestId: null,
+    upgrade: null,
+    websocketKey: null,
   };
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
     // Lengths first: most fields are none of these, and a length compare is cheaper than lower-casing.
     switch (name.length) {
       case 4:
-        if (name.toLowerCase() === 'host') { f.hosts++; f.host = raw[i + 1]!; }
+        if (name.toLowerCase() === 'host') {
+          f.hosts++;
+          f.host = raw[i + 1]!;
+        }
         break;
       case 6:
         if (name.toLowerCase() === 'expect') f.expect = raw[i + 1]!;
@@ -112,8 +134,10 @@ export function scanHeaders(raw: readonly string[]): HeaderFacts {
         break;
       case 17: {
         const lower = name.toLowerCase();
-        if (lower === 'transfer-encoding') { f.transferEncodingFields++; f.transferEncoding = raw[i + 1]!; }
-        else if (lower === 'sec-websocket-key') f.websocketKey = raw[i + 1]!;
+        if (lower === 'transfer-encoding') {
+          f.transferEncodingFields++;
+          f.transferEncoding = raw[i + 1]!;
+        } else if (lower === 'sec-websocket-key') f.websocketKey = raw[i + 1]!;
         break;
       }
       default:
@@ -277,9 +301,7 @@ export class ClientRequest implements RequestBody {
     }
     const keepAlive = !this.closeAfter && this.conn.keepAliveAfter(this);
     if (!keepAlive) this.closeAfter = true;
-    const connection = keepAlive
-      ? (this.httpMinor === 0 ? 'Connection: keep-alive\r\n' : '')
-      : 'Connection: close\r\n';
+    const connection = keepAlive ? (this.httpMinor === 0 ? 'Connection: keep-alive\r\n' : '') : 'Connection: close\r\n';
     this.conn.writeHead(`HTTP/1.1 ${status} ${reason}\r\n${headerLines}${framing}${connection}\r\n`);
   }
 
@@ -447,7 +469,8 @@ export class ClientConnection implements TransportSink, Listed {
     this.executing = false;
     this.afterExecute(ret, data);
     // A head still incomplete at the end of a read (never on the fast path): see checkRequestLine.
-    if (this.phase === Phase.Head && this.state === State.Open && typeof ret === 'number') this.checkRequestLine(data, continuesHead);
+    if (this.phase === Phase.Head && this.state === State.Open && typeof ret === 'number')
+      this.checkRequestLine(data, continuesHead);
     this.releaseParserIfIdle();
   }
 
@@ -479,7 +502,8 @@ export class ClientConnection implements TransportSink, Listed {
     }
     this.partialLine = null;
     const line = text.slice(start, text.charCodeAt(eol - 1) === 13 ? eol - 1 : eol);
-    if (!/ [A-Za-z]+\/\d\.\d$/.test(line)) this.failRequest(new BadRequestError('request line without an HTTP version'));
+    if (!/ [A-Za-z]+\/\d\.\d$/.test(line))
+      this.failRequest(new BadRequestError('request line without an HTTP version'));
   }
 
   /**
@@ -518,9 +542,11 @@ export class ClientConnection implements TransportSink, Listed {
         return;
       case Phase.Head:
       case Phase.Body:
-        this.failRequest(this.phase === Phase.Head
-          ? new RequestTimeoutError('head', this.limits.headersTimeout)
-          : new RequestTimeoutError('request', this.limits.requestTimeout));
+        this.failRequest(
+          this.phase === Phase.Head
+            ? new RequestTimeoutError('head', this.limits.headersTimeout)
+            : new RequestTimeoutError('request', this.limits.requestTimeout),
+        );
         return;
       case Phase.Done:
         return;
@@ -682,8 +708,7 @@ export class ClientConnection implements TransportSink, Listed {
    * for upstream connections then holds no parser each).
    */
   private releaseParserIfIdle(): void {
-    if (this.parser !== null && !this.executing && this.phase === Phase.Idle
-      && this.pendingUpgrade === null) {
+    if (this.parser !== null && !this.executing && this.phase === Phase.Idle && this.pendingUpgrade === null) {
       this.releaseParser();
     }
   }
@@ -700,7 +725,13 @@ export class ClientConnection implements TransportSink, Listed {
   // Parsing.
 
   private onHeadersComplete(
-    major: number, minor: number, raw: string[], methodIndex: number | undefined, target: string, upgrade: boolean, keepAlive: boolean,
+    major: number,
+    minor: number,
+    raw: string[],
+    methodIndex: number | undefined,
+    target: string,
+    upgrade: boolean,
+    keepAlive: boolean,
   ): number {
     if (this.state !== State.Open) return 1;
     const method = METHODS[methodIndex ?? -1] ?? 'GET';
@@ -722,7 +753,8 @@ export class ClientConnection implements TransportSink, Listed {
     // callback for it would find nothing to do.
     const hasBody = req.declaresBody;
     const parser = this.parser;
-    if (parser !== null) parser[HTTPParser.kOnMessageComplete] = !tunnel && hasBody ? parserOnMessageComplete : undefined;
+    if (parser !== null)
+      parser[HTTPParser.kOnMessageComplete] = !tunnel && hasBody ? parserOnMessageComplete : undefined;
     this.reading = req;
     if (this.queue === NO_REQUESTS) this.queue = [req];
     else this.queue.push(req);
@@ -776,9 +808,11 @@ export class ClientConnection implements TransportSink, Listed {
       this.pauseReading();
       return;
     }
-    this.failRequest(ret.code === 'HPE_HEADER_OVERFLOW'
-      ? new HeadersTooLargeError(this.limits.maxHeaderSize)
-      : new BadRequestError(`invalid request: ${ret.reason ?? ret.code}`));
+    this.failRequest(
+      ret.code === 'HPE_HEADER_OVERFLOW'
+        ? new HeadersTooLargeError(this.limits.maxHeaderSize)
+        : new BadRequestError(`invalid request: ${ret.reason ?? ret.code}`),
+    );
   }
 
   /**
@@ -817,7 +851,9 @@ export class ClientConnection implements TransportSink, Listed {
       const err = this.pendingError;
       this.pendingError = null;
       const body = errorBody(err);
-      this.transport.write(`HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`);
+      this.transport.write(
+        `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`,
+      );
       const broken = this.broken;
       this.broken = null;
       this.owner.answeredError(this, err, broken);
@@ -873,8 +909,14 @@ export class ClientConnection implements TransportSink, Listed {
 
   /** @internal */
   static onHeadersComplete(
-    conn: ClientConnection, maj: number, min: number, headers: string[], method: number | undefined,
-    url: string, upgrade: boolean, keepAlive: boolean,
+    conn: ClientConnection,
+    maj: number,
+    min: number,
+    headers: string[],
+    method: number | undefined,
+    url: string,
+    upgrade: boolean,
+    keepAlive: boolean,
   ): number {
     return conn.onHeadersComplete(maj, min, headers, method, url, upgrade, keepAlive);
   }
@@ -916,10 +958,16 @@ const MAX_FREE_PARSERS = 1000;
 function allocParser(): PooledParser {
   const pooled = freeParsers.pop();
   if (pooled !== undefined) return pooled;
-  const parser = createParser('request', MAX_HEADER_SIZE_UNSET, function (maj, min, headers, method, url, _s, _r, upgrade, keepAlive) {
-    const conn = (this as PooledParser)[kConnection];
-    return conn === null ? 1 : ClientConnection.onHeadersComplete(conn, maj, min, headers, method, url, upgrade, keepAlive);
-  }) as PooledParser;
+  const parser = createParser(
+    'request',
+    MAX_HEADER_SIZE_UNSET,
+    function (maj, min, headers, method, url, _s, _r, upgrade, keepAlive) {
+      const conn = (this as PooledParser)[kConnection];
+      return conn === null
+        ? 1
+        : ClientConnection.onHeadersComplete(conn, maj, min, headers, method, url, upgrade, keepAlive);
+    },
+  ) as PooledParser;
   parser[kConnection] = null;
   parser[HTTPParser.kOnMessageBegin] = parserOnMessageBegin;
   parser[HTTPParser.kOnBody] = function (this: PooledParser, chunk: Buffer) {

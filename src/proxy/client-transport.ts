@@ -116,7 +116,10 @@ const unavailable = (): never => {
 /** Whether plain TCP connections can be driven on their handles here. */
 export const handleTransportAvailable = streamWrap !== null;
 const { streamBaseState, kReadBytesOrError, kArrayBufferOffset, kLastWriteWasAsync } = streamWrap ?? {
-  streamBaseState: new Int32Array(8), kReadBytesOrError: 0, kArrayBufferOffset: 1, kLastWriteWasAsync: 2,
+  streamBaseState: new Int32Array(8),
+  kReadBytesOrError: 0,
+  kArrayBufferOffset: 1,
+  kLastWriteWasAsync: 2,
 };
 const WriteWrap = (streamWrap?.WriteWrap ?? unavailable) as unknown as new () => WriteReq;
 const ShutdownWrap = (streamWrap?.ShutdownWrap ?? unavailable) as unknown as new () => ShutdownReq;
@@ -128,7 +131,11 @@ let kOwner: symbol | null = null;
 const HIGH_WATER_MARK = 16 * 1024;
 
 /** What node's AddressToJS writes into getpeername's out-parameter, in the order it writes it. */
-interface PeerName { address: string; family: string; port: number }
+interface PeerName {
+  address: string;
+  family: string;
+  port: number;
+}
 /**
  * One out-parameter for every connection (the call fills it synchronously), shaped as the call
  * leaves it: node then overwrites three properties in place instead of adding them to a new
@@ -221,7 +228,11 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
       this.writeNow(joined);
     } else {
       let allBuffers = true;
-      for (const c of chunks) if (typeof c === 'string') { allBuffers = false; break; }
+      for (const c of chunks)
+        if (typeof c === 'string') {
+          allBuffers = false;
+          break;
+        }
       let list: unknown[] = chunks;
       if (!allBuffers) {
         // writev's mixed form: chunk, encoding, chunk, encoding... (buffers ignore theirs).
@@ -260,7 +271,8 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
 
   private writeNow(chunk: string | Buffer): boolean {
     const req = writeReq(this.handle, this);
-    const err = typeof chunk === 'string' ? this.handle.writeLatin1String(req, chunk) : this.handle.writeBuffer(req, chunk);
+    const err =
+      typeof chunk === 'string' ? this.handle.writeLatin1String(req, chunk) : this.handle.writeBuffer(req, chunk);
     return this.afterWrite(req, err, chunk);
   }
 
@@ -385,7 +397,9 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     if (this.closed) return;
     const n = streamBaseState[kReadBytesOrError];
     if (n > 0) {
-      this.sink?.onData(buffer === undefined ? readBuffer.subarray(0, n) : Buffer.from(buffer, streamBaseState[kArrayBufferOffset], n));
+      this.sink?.onData(
+        buffer === undefined ? readBuffer.subarray(0, n) : Buffer.from(buffer, streamBaseState[kArrayBufferOffset], n),
+      );
     } else if (n === UV_EOF) {
       this.setReading(false);
       this.sink?.onEnd();
@@ -404,8 +418,14 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     // gets net's own user-buffer form and copies each read into its stream, which the tunnel
     // pipes as usual; push() saying stop pauses the reads until the stream is drained.
     const socket: net.Socket = new net.Socket({
-      handle: this.handle, allowHalfOpen: true, readable: true, writable: true,
-      onread: { buffer: readBuffer, callback: (n: number, buf: Uint8Array) => socket.push(Buffer.from(buf.subarray(0, n))) },
+      handle: this.handle,
+      allowHalfOpen: true,
+      readable: true,
+      writable: true,
+      onread: {
+        buffer: readBuffer,
+        callback: (n: number, buf: Uint8Array) => socket.push(Buffer.from(buf.subarray(0, n))),
+      },
     } as net.SocketConstructorOpts);
     return socket;
   }
@@ -479,12 +499,16 @@ export function acceptHandles(server: net.Server, onHandle: (err: number, handle
   // Linux copies TCP_NODELAY from the listening socket to each one it accepts: set there once, it
   // saves a setsockopt per connection. Elsewhere, and where the cluster's primary accepts
   // (round-robin: the worker's listening handle is a stand-in), each connection sets it.
-  const inherited = process.platform === 'linux' && typeof listenHandle.setNoDelay === 'function'
-    && listenHandle.setNoDelay(true) === 0;
-  listenHandle.onconnection = inherited ? onHandle : (err: number, handle: TcpHandle) => {
-    if (err === 0) handle.setNoDelay(true);
-    onHandle(err, handle);
-  };
+  const inherited =
+    process.platform === 'linux' &&
+    typeof listenHandle.setNoDelay === 'function' &&
+    listenHandle.setNoDelay(true) === 0;
+  listenHandle.onconnection = inherited
+    ? onHandle
+    : (err: number, handle: TcpHandle) => {
+        if (err === 0) handle.setNoDelay(true);
+        onHandle(err, handle);
+      };
   return true;
 }
 

@@ -13,9 +13,22 @@ import { errField, RarelyLogged, type Logger } from '../log';
 import { validRequestId, type AccessLog } from '../ops/access-log';
 import type { RequestMetrics } from '../ops/metrics';
 import {
-  ClientAbortedError, errorBody, NoHealthyUpstreamError, NoRouteError, PoolClosedError, PoolQueueFullError, STATUS_TEXT, SwitchyardError,
+  ClientAbortedError,
+  errorBody,
+  NoHealthyUpstreamError,
+  NoRouteError,
+  PoolClosedError,
+  PoolQueueFullError,
+  STATUS_TEXT,
+  SwitchyardError,
 } from '../errors';
-import { RetryHint, type BodyFraming, type ResponseSink, type UpstreamConnection, type UpstreamTarget } from '../upstream/connection';
+import {
+  RetryHint,
+  type BodyFraming,
+  type ResponseSink,
+  type UpstreamConnection,
+  type UpstreamTarget,
+} from '../upstream/connection';
 import type { Member, UpstreamGroup } from '../upstream/group';
 import type { Waiter } from '../upstream/pool';
 import { findHeader, type ClientRequest } from './client-connection';
@@ -53,8 +66,13 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE'])
 
 /** Failures that say something about the member (passive health), not about the client. */
 const MEMBER_FAILURES = new Set([
-  'SWY_ERR_UPSTREAM_CONNECT', 'SWY_ERR_UPSTREAM_CONNECT_TIMEOUT', 'SWY_ERR_UPSTREAM_TLS', 'SWY_ERR_UPSTREAM_RESET',
-  'SWY_ERR_UPSTREAM_PROTOCOL', 'SWY_ERR_UPSTREAM_HEADERS_TIMEOUT', 'SWY_ERR_UPSTREAM_IDLE_TIMEOUT',
+  'SWY_ERR_UPSTREAM_CONNECT',
+  'SWY_ERR_UPSTREAM_CONNECT_TIMEOUT',
+  'SWY_ERR_UPSTREAM_TLS',
+  'SWY_ERR_UPSTREAM_RESET',
+  'SWY_ERR_UPSTREAM_PROTOCOL',
+  'SWY_ERR_UPSTREAM_HEADERS_TIMEOUT',
+  'SWY_ERR_UPSTREAM_IDLE_TIMEOUT',
 ]);
 
 export class ProxyHandler {
@@ -137,7 +155,10 @@ export class ProxyHandler {
       onDone: (status, err) => {
         if (err !== undefined) {
           if (MEMBER_FAILURES.has(err.code)) group.reportFailure(member);
-          this.logger[err.status >= 500 ? 'warn' : 'debug']({ code: err.code, upstream: member.target.origin, url: req.url }, 'upgrade failed');
+          this.logger[err.status >= 500 ? 'warn' : 'debug'](
+            { code: err.code, upstream: member.target.origin, url: req.url },
+            'upgrade failed',
+          );
         }
         req.status = status;
         this.account(req, reqId, startedAt, undefined, member.target.origin, err?.code);
@@ -147,15 +168,28 @@ export class ProxyHandler {
 
   /** prepare headers: the upstream request head, the same for exchanges and tunnels. */
   requestHead(
-    req: ClientRequest, target: UpstreamTarget, path: string, requestId: string,
-    bodyLength: number | 'chunked' | null, edit: HeaderEdit | null, upgrade?: string,
+    req: ClientRequest,
+    target: UpstreamTarget,
+    path: string,
+    requestId: string,
+    bodyLength: number | 'chunked' | null,
+    edit: HeaderEdit | null,
+    upgrade?: string,
   ): string {
     const clientAddress = req.remoteAddress;
     return buildRequestHead({
-      requestId, method: req.method, path, rawHeaders: req.rawHeaders,
+      requestId,
+      method: req.method,
+      path,
+      rawHeaders: req.rawHeaders,
       host: this.preserveHost ? (req.facts.host ?? target.authority) : target.authority,
-      clientAddress, clientTrusted: this.trusted.has(clientAddress), proto: this.proto, bodyLength, edit,
-      extra: this.extra, upgrade,
+      clientAddress,
+      clientTrusted: this.trusted.has(clientAddress),
+      proto: this.proto,
+      bodyLength,
+      edit,
+      extra: this.extra,
+      upgrade,
     });
   }
 
@@ -166,21 +200,44 @@ export class ProxyHandler {
   accountConnectionError(remote: string | undefined, err: SwitchyardError, req: ClientRequest | null): void {
     this.metrics?.record(err.status, undefined, 0, undefined);
     this.accessLog?.log({
-      reqId: req === null ? newRequestId() : requestIdFor(req), remote, method: req?.method ?? '-', path: req?.url ?? '-',
-      httpMinor: req?.httpMinor ?? 1, status: err.status, bytesIn: req?.bytesIn ?? 0, bytesOut: 0,
-      durationUs: 0, upstreamUs: undefined, upstream: undefined, error: err.code, referer: undefined, userAgent: undefined,
+      reqId: req === null ? newRequestId() : requestIdFor(req),
+      remote,
+      method: req?.method ?? '-',
+      path: req?.url ?? '-',
+      httpMinor: req?.httpMinor ?? 1,
+      status: err.status,
+      bytesIn: req?.bytesIn ?? 0,
+      bytesOut: 0,
+      durationUs: 0,
+      upstreamUs: undefined,
+      upstream: undefined,
+      error: err.code,
+      referer: undefined,
+      userAgent: undefined,
     });
   }
 
   /** A request is over, however it ended: count it and log it. */
   account(
-    req: ClientRequest, reqId: string, startedAt: number, upstreamMs: number | undefined,
-    upstream: string | undefined, error: string | undefined,
+    req: ClientRequest,
+    reqId: string,
+    startedAt: number,
+    upstreamMs: number | undefined,
+    upstream: string | undefined,
+    error: string | undefined,
   ): void {
     const durationMs = performance.now() - startedAt;
     this.metrics?.record(req.aborted ? 499 : req.status, upstream, durationMs, upstreamMs);
     if (this.accessLog !== null) {
-      logAccess(this.accessLog, req, reqId, micros(durationMs), upstreamMs === undefined ? undefined : micros(upstreamMs), upstream, error);
+      logAccess(
+        this.accessLog,
+        req,
+        reqId,
+        micros(durationMs),
+        upstreamMs === undefined ? undefined : micros(upstreamMs),
+        upstream,
+        error,
+      );
     }
   }
 }
@@ -248,7 +305,14 @@ class ProxyExchange implements ResponseSink, FilterSink {
     member.inflight++;
     this.counted = true;
     // prepare headers (per member: the Host header is the member's own)
-    this.head = this.handler.requestHead(this.req, member.target, this.path, this.reqId, this.length, this.route.requestEdit);
+    this.head = this.handler.requestHead(
+      this.req,
+      member.target,
+      this.path,
+      this.reqId,
+      this.length,
+      this.route.requestEdit,
+    );
     this.waiter = member.pool.acquire(this.onConnection, fresh);
   }
 
@@ -270,7 +334,10 @@ class ProxyExchange implements ResponseSink, FilterSink {
     if (err !== null) {
       // A closed pool (its member left) or a full queue sent nothing anywhere: another member
       // may take it. A queue timeout has already used the client's patience.
-      this.onError(err, err instanceof PoolClosedError || err instanceof PoolQueueFullError ? RetryHint.Unsent : RetryHint.Never);
+      this.onError(
+        err,
+        err instanceof PoolClosedError || err instanceof PoolQueueFullError ? RetryHint.Unsent : RetryHint.Never,
+      );
       return;
     }
     this.conn = conn!;
@@ -293,8 +360,17 @@ class ProxyExchange implements ResponseSink, FilterSink {
     const route = this.route;
     const body = this.handler.body;
     if (body !== null && (route.transform !== null || route.compress !== null)) {
-      const plan = planBody(route.transform, route.compress, body, this.req, findHeader(this.req.rawHeaders, 'accept-encoding'),
-        status, reason, rawHeaders, this);
+      const plan = planBody(
+        route.transform,
+        route.compress,
+        body,
+        this.req,
+        findHeader(this.req.rawHeaders, 'accept-encoding'),
+        status,
+        reason,
+        rawHeaders,
+        this,
+      );
       if (plan !== null) {
         if (plan.raw !== null) this.writeHead(status, reason, plan.raw);
         this.filter = plan.filter;
@@ -307,7 +383,11 @@ class ProxyExchange implements ResponseSink, FilterSink {
   /** The client's response head from upstream-style fields, with the route's edits. */
   writeHead(status: number, reason: string, raw: string[]): void {
     const route = this.route;
-    const head = buildResponseHead(raw, route.responseEdit, route.rewriteLocation ? (v) => this.rewriteLocation(v) : null);
+    const head = buildResponseHead(
+      raw,
+      route.responseEdit,
+      route.rewriteLocation ? (v) => this.rewriteLocation(v) : null,
+    );
     this.req.writeHead(status, reason, head.lines, head.contentLength);
   }
 
@@ -357,7 +437,10 @@ class ProxyExchange implements ResponseSink, FilterSink {
       this.fail(err);
       return;
     }
-    this.handler.logger.debug({ code: err.code, upstream: member.target.origin, next: next.target.origin, url: this.req.url }, 'retrying');
+    this.handler.logger.debug(
+      { code: err.code, upstream: member.target.origin, next: next.target.origin, url: this.req.url },
+      'retrying',
+    );
     this.attempt(next, next === member);
   }
 
@@ -438,14 +521,26 @@ class ProxyExchange implements ResponseSink, FilterSink {
   }
 
   private finished(error: string | undefined): void {
-    this.handler.account(this.req, this.reqId, this.startedAt,
-      this.headAt === 0 ? undefined : this.headAt - this.startedAt, this.member?.target.origin, error);
+    this.handler.account(
+      this.req,
+      this.reqId,
+      this.startedAt,
+      this.headAt === 0 ? undefined : this.headAt - this.startedAt,
+      this.member?.target.origin,
+      error,
+    );
   }
 
   private log(err: SwitchyardError): void {
     const fields = {
-      code: err.code, status: err.status, upstream: this.member?.target.origin, pool: this.group.name,
-      attempts: this.attempts, method: this.req.method, url: this.req.url, err: errField(err),
+      code: err.code,
+      status: err.status,
+      upstream: this.member?.target.origin,
+      pool: this.group.name,
+      attempts: this.attempts,
+      method: this.req.method,
+      url: this.req.url,
+      err: errField(err),
     };
     if (err.status === 499) this.handler.logger.debug(fields, 'request failed');
     // During an outage every request fails alike: a line a second per upstream and code, with a count.
@@ -458,9 +553,12 @@ function hashKeyFor(req: ClientRequest, group: UpstreamGroup): string | null {
   const source = group.hash;
   if (source === null) return null;
   switch (source.kind) {
-    case 'ip': return req.remoteAddress ?? null;
-    case 'header': return findHeader(req.rawHeaders, source.name);
-    case 'cookie': return cookieValue(req.rawHeaders, source.name);
+    case 'ip':
+      return req.remoteAddress ?? null;
+    case 'header':
+      return findHeader(req.rawHeaders, source.name);
+    case 'cookie':
+      return cookieValue(req.rawHeaders, source.name);
   }
 }
 
@@ -482,8 +580,12 @@ function cookieValue(raw: readonly string[], name: string): string | null {
  */
 function respondError(req: ClientRequest, err: SwitchyardError, close = false): void {
   if (err.status === 499) return;
-  const extra = err.status === 405 ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n'
-    : err.retryAfter !== null ? `Retry-After: ${err.retryAfter}\r\n` : '';
+  const extra =
+    err.status === 405
+      ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n'
+      : err.retryAfter !== null
+        ? `Retry-After: ${err.retryAfter}\r\n`
+        : '';
   req.respond(err.status, STATUS_TEXT[err.status] ?? 'Error', errorBody(err), extra, close);
 }
 
@@ -510,7 +612,11 @@ function routeTarget(req: ClientRequest): string | SwitchyardError {
       // fall through to 400
     }
   }
-  return new SwitchyardError('SWY_ERR_BAD_TARGET', 400, `request target ${JSON.stringify(url.slice(0, 64))} is not supported`);
+  return new SwitchyardError(
+    'SWY_ERR_BAD_TARGET',
+    400,
+    `request target ${JSON.stringify(url.slice(0, 64))} is not supported`,
+  );
 }
 
 /**
@@ -534,15 +640,29 @@ function micros(ms: number): number {
 }
 
 function logAccess(
-  accessLog: AccessLog, req: ClientRequest, reqId: string, durationUs: number,
-  upstreamUs: number | undefined, upstream: string | undefined, error: string | undefined,
+  accessLog: AccessLog,
+  req: ClientRequest,
+  reqId: string,
+  durationUs: number,
+  upstreamUs: number | undefined,
+  upstream: string | undefined,
+  error: string | undefined,
 ): void {
   accessLog.log({
-    reqId, remote: req.remoteAddress, method: req.method, path: req.url, httpMinor: req.httpMinor,
-    status: req.aborted ? 499 : req.status, bytesIn: req.bytesIn, bytesOut: req.bytesOut,
-    durationUs, upstreamUs, upstream, error,
+    reqId,
+    remote: req.remoteAddress,
+    method: req.method,
+    path: req.url,
+    httpMinor: req.httpMinor,
+    status: req.aborted ? 499 : req.status,
+    bytesIn: req.bytesIn,
+    bytesOut: req.bytesOut,
+    durationUs,
+    upstreamUs,
+    upstream,
+    error,
     // Only the combined format shows these; JSON lines stay lean.
-    referer: accessLog.format === 'combined' ? findHeader(req.rawHeaders, 'referer') ?? undefined : undefined,
-    userAgent: accessLog.format === 'combined' ? findHeader(req.rawHeaders, 'user-agent') ?? undefined : undefined,
+    referer: accessLog.format === 'combined' ? (findHeader(req.rawHeaders, 'referer') ?? undefined) : undefined,
+    userAgent: accessLog.format === 'combined' ? (findHeader(req.rawHeaders, 'user-agent') ?? undefined) : undefined,
   });
 }

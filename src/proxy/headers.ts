@@ -35,20 +35,42 @@ const enum Field {
  */
 function fieldOf(name: string): Field {
   switch (name.length) {
-    case 2: return is(name, 'te') ? Field.HopByHop : Field.Other;
-    case 3: return is(name, 'via') ? Field.Via : Field.Other;
-    case 4: return is(name, 'host') ? Field.Host : is(name, 'date') ? Field.Date : Field.Other;
-    case 6: return is(name, 'expect') ? Field.Expect : Field.Other;
-    case 7: return is(name, 'trailer') || is(name, 'upgrade') ? Field.HopByHop : Field.Other;
-    case 8: return is(name, 'location') ? Field.Location : Field.Other;
-    case 10: return is(name, 'connection') || is(name, 'keep-alive') ? Field.HopByHop : Field.Other;
-    case 12: return is(name, 'x-request-id') ? Field.XRequestId : Field.Other;
-    case 14: return is(name, 'content-length') ? Field.ContentLength : Field.Other;
-    case 15: return is(name, 'x-forwarded-for') ? Field.XForwardedFor : Field.Other;
-    case 16: return is(name, 'proxy-connection') ? Field.HopByHop : is(name, 'x-forwarded-host') ? Field.XForwardedHost
-      : is(name, 'content-location') ? Field.Location : Field.Other;
-    case 17: return is(name, 'transfer-encoding') ? Field.HopByHop : is(name, 'x-forwarded-proto') ? Field.XForwardedProto : Field.Other;
-    default: return Field.Other;
+    case 2:
+      return is(name, 'te') ? Field.HopByHop : Field.Other;
+    case 3:
+      return is(name, 'via') ? Field.Via : Field.Other;
+    case 4:
+      return is(name, 'host') ? Field.Host : is(name, 'date') ? Field.Date : Field.Other;
+    case 6:
+      return is(name, 'expect') ? Field.Expect : Field.Other;
+    case 7:
+      return is(name, 'trailer') || is(name, 'upgrade') ? Field.HopByHop : Field.Other;
+    case 8:
+      return is(name, 'location') ? Field.Location : Field.Other;
+    case 10:
+      return is(name, 'connection') || is(name, 'keep-alive') ? Field.HopByHop : Field.Other;
+    case 12:
+      return is(name, 'x-request-id') ? Field.XRequestId : Field.Other;
+    case 14:
+      return is(name, 'content-length') ? Field.ContentLength : Field.Other;
+    case 15:
+      return is(name, 'x-forwarded-for') ? Field.XForwardedFor : Field.Other;
+    case 16:
+      return is(name, 'proxy-connection')
+        ? Field.HopByHop
+        : is(name, 'x-forwarded-host')
+          ? Field.XForwardedHost
+          : is(name, 'content-location')
+            ? Field.Location
+            : Field.Other;
+    case 17:
+      return is(name, 'transfer-encoding')
+        ? Field.HopByHop
+        : is(name, 'x-forwarded-proto')
+          ? Field.XForwardedProto
+          : Field.Other;
+    default:
+      return Field.Other;
   }
 }
 
@@ -133,19 +155,33 @@ export interface HeaderEdit {
   readonly host: string | null;
 }
 
-export function compileHeaderEdit(ops: { set?: Record<string, string> | undefined; add?: Record<string, string> | undefined; remove?: readonly string[] | undefined } | undefined): HeaderEdit | null {
+export function compileHeaderEdit(
+  ops:
+    | {
+        set?: Record<string, string> | undefined;
+        add?: Record<string, string> | undefined;
+        remove?: readonly string[] | undefined;
+      }
+    | undefined,
+): HeaderEdit | null {
   if (ops === undefined) return null;
   const drop = new Set<string>();
   let lines = '';
   let host: string | null = null;
   for (const name of ops.remove ?? []) drop.add(name.toLowerCase());
   for (const [name, value] of Object.entries(ops.set ?? {})) {
-    if (name.toLowerCase() === 'host') { host = value; continue; }
+    if (name.toLowerCase() === 'host') {
+      host = value;
+      continue;
+    }
     drop.add(name.toLowerCase());
     lines += `${name}: ${value}\r\n`;
   }
   for (const [name, value] of Object.entries(ops.add ?? {})) {
-    if (name.toLowerCase() === 'host') { host ??= value; continue; }
+    if (name.toLowerCase() === 'host') {
+      host ??= value;
+      continue;
+    }
     lines += `${name}: ${value}\r\n`;
   }
   // Host cannot be removed (HTTP/1.1 requires it); removing it means sending the upstream's own.
@@ -196,13 +232,28 @@ export function buildRequestHead(input: RequestHeadInput): string {
     switch (fieldOf(name)) {
       // Framing is re-derived for the next hop; Expect is answered by this hop; the rest are
       // replaced by the proxy's own values below.
-      case Field.HopByHop: case Field.ContentLength: case Field.Expect: case Field.XRequestId: continue;
-      case Field.Host: clientHost = value; continue;
-      case Field.XForwardedFor: xff = xff === undefined ? value : `${xff}, ${value}`; continue;
-      case Field.XForwardedProto: xfProto ??= value; continue;
-      case Field.XForwardedHost: xfHost ??= value; continue;
-      case Field.Via: via = via === undefined ? value : `${via}, ${value}`; continue;
-      default: break;
+      case Field.HopByHop:
+      case Field.ContentLength:
+      case Field.Expect:
+      case Field.XRequestId:
+        continue;
+      case Field.Host:
+        clientHost = value;
+        continue;
+      case Field.XForwardedFor:
+        xff = xff === undefined ? value : `${xff}, ${value}`;
+        continue;
+      case Field.XForwardedProto:
+        xfProto ??= value;
+        continue;
+      case Field.XForwardedHost:
+        xfHost ??= value;
+        continue;
+      case Field.Via:
+        via = via === undefined ? value : `${via}, ${value}`;
+        continue;
+      default:
+        break;
     }
     if (nominated !== null && nominates(nominated, name)) continue;
     if (edit !== null && edit.drop.has(name.toLowerCase())) continue;
@@ -213,10 +264,13 @@ export function buildRequestHead(input: RequestHeadInput): string {
   const client = input.clientAddress ?? 'unknown';
   // A client outside trustedProxies cannot vouch for anyone: its forwarding headers are replaced.
   const trusted = input.clientTrusted;
-  if (drop === null || !drop.has('x-forwarded-for')) head += `X-Forwarded-For: ${trusted && xff !== undefined ? `${xff}, ${client}` : client}\r\n`;
-  if (drop === null || !drop.has('x-forwarded-proto')) head += `X-Forwarded-Proto: ${trusted && xfProto !== undefined ? xfProto : input.proto}\r\n`;
+  if (drop === null || !drop.has('x-forwarded-for'))
+    head += `X-Forwarded-For: ${trusted && xff !== undefined ? `${xff}, ${client}` : client}\r\n`;
+  if (drop === null || !drop.has('x-forwarded-proto'))
+    head += `X-Forwarded-Proto: ${trusted && xfProto !== undefined ? xfProto : input.proto}\r\n`;
   const fwdHost = trusted && xfHost !== undefined ? xfHost : clientHost;
-  if (fwdHost !== undefined && (drop === null || !drop.has('x-forwarded-host'))) head += `X-Forwarded-Host: ${fwdHost}\r\n`;
+  if (fwdHost !== undefined && (drop === null || !drop.has('x-forwarded-host')))
+    head += `X-Forwarded-Host: ${fwdHost}\r\n`;
   // Via is a trace, not an assertion: every hop appends itself (RFC 9110 §7.6.3).
   if (drop === null || !drop.has('via')) head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
   if (drop === null || !drop.has('x-request-id')) head += `X-Request-Id: ${input.requestId}\r\n`;
@@ -255,7 +309,9 @@ export interface ResponseHead {
  * sized. A missing Date is added (RFC 9110 §6.6.1).
  */
 export function buildResponseHead(
-  raw: readonly string[], edit: HeaderEdit | null = null, location: ((value: string) => string) | null = null,
+  raw: readonly string[],
+  edit: HeaderEdit | null = null,
+  location: ((value: string) => string) | null = null,
 ): ResponseHead {
   const nominated = connectionTokens(raw);
   let lines = '';

@@ -39,7 +39,8 @@ export interface BodyFilter {
   abort(): void;
 }
 
-export type TransformOutcome = 'transformed' | 'unchanged' | 'too_large' | 'overload_pass' | 'overload_reject' | 'failed' | 'undecodable';
+export type TransformOutcome =
+  'transformed' | 'unchanged' | 'too_large' | 'overload_pass' | 'overload_reject' | 'failed' | 'undecodable';
 
 export interface BodyContext {
   pool: TransformPool;
@@ -91,7 +92,10 @@ function headFacts(raw: readonly string[]): HeadFacts {
  * The client's preferred encoding among `offered` (in server preference order for ties), by the
  * q-values of its Accept-Encoding (RFC 9110 §12.5.3); null when none is acceptable.
  */
-export function negotiateEncoding(acceptEncoding: string | null, offered: readonly ('br' | 'gzip')[]): 'br' | 'gzip' | null {
+export function negotiateEncoding(
+  acceptEncoding: string | null,
+  offered: readonly ('br' | 'gzip')[],
+): 'br' | 'gzip' | null {
   if (acceptEncoding === null) return null;
   const q = new Map<string, number>();
   for (const part of acceptEncoding.split(',')) {
@@ -125,7 +129,11 @@ const DECODABLE = new Set(['gzip', 'x-gzip', 'deflate', 'br']);
  * unknown, sent chunked). A changed body's strong ETag becomes weak (RFC 9110 §8.8.1).
  */
 function rewriteFields(
-  raw: readonly string[], encoding: 'br' | 'gzip' | null | 'keep', length: number | null, changed: boolean, vary: boolean,
+  raw: readonly string[],
+  encoding: 'br' | 'gzip' | null | 'keep',
+  length: number | null,
+  changed: boolean,
+  vary: boolean,
 ): string[] {
   const out: string[] = [];
   let varyDone = !vary;
@@ -159,19 +167,30 @@ export interface BodyPlan {
  * 1xx/204/304, ranges and `Cache-Control: no-transform`; HEAD only gains Vary on compressing routes).
  */
 export function planBody(
-  transform: TransformConfig | null, compress: CompressConfig | null, ctx: BodyContext,
-  req: ClientRequest, acceptEncoding: string | null, status: number, reason: string, raw: string[], sink: FilterSink,
+  transform: TransformConfig | null,
+  compress: CompressConfig | null,
+  ctx: BodyContext,
+  req: ClientRequest,
+  acceptEncoding: string | null,
+  status: number,
+  reason: string,
+  raw: string[],
+  sink: FilterSink,
 ): BodyPlan | null {
   if (status < 200 || status === 204 || status === 304 || status === 206) return null;
   const f = headFacts(raw);
   if (f.noTransform || f.ranged) return null;
   const compressible = compress !== null && compress.types.includes(f.type);
   // No body to change; but the Vary a GET would carry tells caches the same thing.
-  if (req.method === 'HEAD') return compressible ? { raw: rewriteFields(raw, 'keep', null, false, true), filter: null } : null;
+  if (req.method === 'HEAD')
+    return compressible ? { raw: rewriteFields(raw, 'keep', null, false, true), filter: null } : null;
   if (transform !== null && transform.types.includes(f.type)) {
     if (f.encoding !== null && !DECODABLE.has(f.encoding)) {
       ctx.count('undecodable');
-      ctx.logger.warn({ url: req.url, contentEncoding: f.encoding }, 'response transform skipped: unknown Content-Encoding');
+      ctx.logger.warn(
+        { url: req.url, contentEncoding: f.encoding },
+        'response transform skipped: unknown Content-Encoding',
+      );
       return null;
     }
     if (f.length !== null && f.length > transform.maxBodySize) {
@@ -184,7 +203,19 @@ export function planBody(
       const encodeTo = offered.length > 0 ? negotiateEncoding(acceptEncoding, offered) : null;
       return {
         raw: null,
-        filter: new BufferedTransform(transform, compress, ctx, req, status, reason, raw, f, encodeTo, compressible || f.encoding !== null, sink),
+        filter: new BufferedTransform(
+          transform,
+          compress,
+          ctx,
+          req,
+          status,
+          reason,
+          raw,
+          f,
+          encodeTo,
+          compressible || f.encoding !== null,
+          sink,
+        ),
       };
     }
   }
@@ -201,7 +232,10 @@ export function planBody(
 
 function tooLarge(ctx: BodyContext, req: ClientRequest, size: number, max: number): void {
   ctx.count('too_large');
-  ctx.logger.warn({ url: req.url, size, maxBodySize: max }, 'response transform skipped: body larger than transform.maxBodySize, passed through untransformed');
+  ctx.logger.warn(
+    { url: req.url, size, maxBodySize: max },
+    'response transform skipped: body larger than transform.maxBodySize, passed through untransformed',
+  );
 }
 
 /** gzip or Brotli, streamed: zlib's async streams compress on libuv's threads, with backpressure both ways. */
@@ -210,9 +244,10 @@ class StreamingCompress implements BodyFilter {
   private done = false;
 
   constructor(encoding: 'br' | 'gzip', cfg: CompressConfig, sink: FilterSink) {
-    this.z = encoding === 'gzip'
-      ? createGzip({ level: cfg.gzipLevel })
-      : createBrotliCompress({ params: { [zc.BROTLI_PARAM_QUALITY]: cfg.brotliQuality } });
+    this.z =
+      encoding === 'gzip'
+        ? createGzip({ level: cfg.gzipLevel })
+        : createBrotliCompress({ params: { [zc.BROTLI_PARAM_QUALITY]: cfg.brotliQuality } });
     this.z.on('data', (c: Buffer) => {
       if (!sink.write(c)) this.z.pause();
       sink.flush();
@@ -301,7 +336,11 @@ class BufferedTransform implements BodyFilter {
   /** Send the head and what was buffered as the upstream sent them; the rest follows as it comes. */
   private relayOriginal(): boolean {
     this.passthrough = true;
-    this.sink.writeHead(this.status, this.reason, this.vary ? rewriteFields(this.raw, 'keep', null, false, true) : this.raw);
+    this.sink.writeHead(
+      this.status,
+      this.reason,
+      this.vary ? rewriteFields(this.raw, 'keep', null, false, true) : this.raw,
+    );
     let ok = true;
     for (const c of this.chunks) ok = this.sink.write(c);
     this.chunks = [];
@@ -340,29 +379,54 @@ class BufferedTransform implements BodyFilter {
       at += c.length;
     }
     this.chunks = [];
-    const encoding = this.facts.encoding === 'x-gzip' ? 'gzip' : this.facts.encoding as TransformTask['contentEncoding'];
+    const encoding =
+      this.facts.encoding === 'x-gzip' ? 'gzip' : (this.facts.encoding as TransformTask['contentEncoding']);
     const task: TransformTask = {
-      body, contentEncoding: encoding, charset: this.facts.charset,
-      rules: this.cfg.replace ?? null, module: this.cfg.module ?? null,
+      body,
+      contentEncoding: encoding,
+      charset: this.facts.charset,
+      rules: this.cfg.replace ?? null,
+      module: this.cfg.module ?? null,
       // Only a user module reads the context: replace rules alone need no copy of the head.
-      context: this.cfg.module === undefined ? null
-        : { method: this.req.method, url: this.req.url, status: this.status, contentType: this.facts.type, headers: fieldsOf(this.raw) },
+      context:
+        this.cfg.module === undefined
+          ? null
+          : {
+              method: this.req.method,
+              url: this.req.url,
+              status: this.status,
+              contentType: this.facts.type,
+              headers: fieldsOf(this.raw),
+            },
       encodeTo,
-      gzipLevel: this.compress?.gzipLevel ?? 6, brotliQuality: this.compress?.brotliQuality ?? 4,
+      gzipLevel: this.compress?.gzipLevel ?? 6,
+      brotliQuality: this.compress?.brotliQuality ?? 4,
     };
-    pool.run(task, this.cfg.timeout).then((result) => {
-      if (this.aborted) return;
-      this.ctx.count(result.changed ? 'transformed' : 'unchanged');
-      const out = Buffer.from(result.body);
-      this.sink.writeHead(this.status, this.reason,
-        rewriteFields(this.raw, result.encoding, out.length, result.changed || result.encoding !== encoding, this.vary));
-      this.sink.write(out);
-      this.sink.end();
-    }, (err: SwitchyardError) => {
-      if (this.aborted) return;
-      this.ctx.count('failed');
-      this.sink.fail(err);
-    });
+    pool.run(task, this.cfg.timeout).then(
+      (result) => {
+        if (this.aborted) return;
+        this.ctx.count(result.changed ? 'transformed' : 'unchanged');
+        const out = Buffer.from(result.body);
+        this.sink.writeHead(
+          this.status,
+          this.reason,
+          rewriteFields(
+            this.raw,
+            result.encoding,
+            out.length,
+            result.changed || result.encoding !== encoding,
+            this.vary,
+          ),
+        );
+        this.sink.write(out);
+        this.sink.end();
+      },
+      (err: SwitchyardError) => {
+        if (this.aborted) return;
+        this.ctx.count('failed');
+        this.sink.fail(err);
+      },
+    );
   }
 
   clientDrained(): void {

@@ -30,20 +30,27 @@ export class Route {
   readonly transform: TransformConfig | null;
   readonly compress: CompressConfig | null;
 
-  constructor(readonly index: number, config: ResolvedRoute, group: UpstreamGroup) {
+  constructor(
+    readonly index: number,
+    config: ResolvedRoute,
+    group: UpstreamGroup,
+  ) {
     this.group = group;
     const m = config.match;
     this.prefix = m.path ?? null;
     this.methods = m.method === undefined ? null : new Set(typeof m.method === 'string' ? [m.method] : m.method);
-    this.headers = m.header === undefined ? null : Object.entries(m.header).map(([n, v]) => [n.toLowerCase(), v] as const);
+    this.headers =
+      m.header === undefined ? null : Object.entries(m.header).map(([n, v]) => [n.toLowerCase(), v] as const);
     this.strip = config.rewrite?.stripPrefix ?? null;
     this.add = config.rewrite?.addPrefix ?? null;
     this.transform = config.transform ?? null;
     this.compress = config.compress ?? null;
     // With a transform, the upstream is asked for an uncompressed body: decoding it again here
     // would cost CPU the upstream spent for nothing. (A compressed one is still decoded.)
-    const requestHeaders = this.transform === null ? config.requestHeaders
-      : { ...config.requestHeaders, remove: [...(config.requestHeaders?.remove ?? []), 'Accept-Encoding'] };
+    const requestHeaders =
+      this.transform === null
+        ? config.requestHeaders
+        : { ...config.requestHeaders, remove: [...(config.requestHeaders?.remove ?? []), 'Accept-Encoding'] };
     this.requestEdit = compileHeaderEdit(requestHeaders);
     this.responseEdit = compileHeaderEdit(config.responseHeaders);
     this.rewriteLocation = config.rewriteLocation;
@@ -86,7 +93,8 @@ export class Router {
     const wild = new Map<string, Route[]>();
     configs.forEach((c, i) => {
       const route = this.routes[i];
-      const hosts = c.match.host === undefined ? null : typeof c.match.host === 'string' ? [c.match.host] : c.match.host;
+      const hosts =
+        c.match.host === undefined ? null : typeof c.match.host === 'string' ? [c.match.host] : c.match.host;
       if (hosts === null) {
         this.anyHost.push(route);
         return;
@@ -144,8 +152,14 @@ export function normalizePath(target: string): string {
 
 function decodeUnreserved(escape: string, hex: string): string {
   const c = parseInt(hex, 16);
-  const unreserved = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39)
-    || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e;
+  const unreserved =
+    (c >= 0x41 && c <= 0x5a) ||
+    (c >= 0x61 && c <= 0x7a) ||
+    (c >= 0x30 && c <= 0x39) ||
+    c === 0x2d ||
+    c === 0x2e ||
+    c === 0x5f ||
+    c === 0x7e;
   return unreserved ? String.fromCharCode(c) : escape;
 }
 
@@ -191,7 +205,7 @@ function hasPrefix(path: string, prefix: string): boolean {
   if (!path.startsWith(prefix)) return false;
   if (path.length === prefix.length || prefix.endsWith('/')) return true;
   const next = path.charCodeAt(prefix.length);
-  return next === 47 /* / */ || next === 63 /* ? */;
+  return next === 47 /* / */ || next === 63; /* ? */
 }
 
 /** `from` (already known to match) replaced by `to`; either may be absent. */

@@ -15,7 +15,13 @@ import { UpstreamGroup } from '../upstream/group';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { ClientConnection, type ClientLimits, type ClientRequest, type ConnectionOwner } from './client-connection';
 import { ClientList } from './client-list';
-import { acceptHandles, handleTransportAvailable, SocketTransport, TcpTransport, type TcpHandle } from './client-transport';
+import {
+  acceptHandles,
+  handleTransportAvailable,
+  SocketTransport,
+  TcpTransport,
+  type TcpHandle,
+} from './client-transport';
 import { ProxyHandler } from './handler';
 import { TransformPool } from '../transform/pool';
 import type { BodyContext } from './response-body';
@@ -62,10 +68,18 @@ export class ProxyServer implements ConnectionOwner {
   /** Set once a drain starts: responses then carry Connection: close. */
   draining = false;
 
-  constructor(config: ResolvedConfig, private readonly logger: Logger, options: ProxyServerOptions = {}) {
+  constructor(
+    config: ResolvedConfig,
+    private readonly logger: Logger,
+    options: ProxyServerOptions = {},
+  ) {
     this.rarely = new RarelyLogged(logger);
     if (config.routes.length === 0) throw new Error('ProxyServer needs at least one route and pool');
-    const poolOptions = (pool: { maxConnections?: number | undefined; queueTimeout?: number | undefined; maxQueue?: number | undefined }) => ({
+    const poolOptions = (pool: {
+      maxConnections?: number | undefined;
+      queueTimeout?: number | undefined;
+      maxQueue?: number | undefined;
+    }) => ({
       maxConnections: pool.maxConnections ?? config.pool.maxConnections,
       queueTimeout: pool.queueTimeout ?? config.pool.queueTimeout,
       maxQueue: pool.maxQueue ?? config.pool.maxQueue,
@@ -93,7 +107,13 @@ export class ProxyServer implements ConnectionOwner {
       this.groups.set(name, new UpstreamGroup(name, pool, poolOptions(pool), report));
     }
     this.applyMembership(snapshot);
-    const metrics = options.metrics === true ? new RequestMetrics(() => this.poolViews(), () => this.clients.size) : null;
+    const metrics =
+      options.metrics === true
+        ? new RequestMetrics(
+            () => this.poolViews(),
+            () => this.clients.size,
+          )
+        : null;
     let body: BodyContext | null = null;
     if (config.routes.some((r) => r.transform !== undefined || r.compress !== undefined)) {
       this.transformPool = new TransformPool({ ...config.transformPool, workers: config.workerCount });
@@ -113,7 +133,11 @@ export class ProxyServer implements ConnectionOwner {
       ...(options.extraRequestHeaders !== undefined ? { extraRequestHeaders: options.extraRequestHeaders } : {}),
       accessLog: options.accessLog ?? null,
       maxBodySize: config.server.maxBodySize,
-      tunnel: { connectTimeout: config.timeouts.connect, responseHeaderTimeout: config.timeouts.responseHeader, idleTimeout: config.timeouts.idle },
+      tunnel: {
+        connectTimeout: config.timeouts.connect,
+        responseHeaderTimeout: config.timeouts.responseHeader,
+        idleTimeout: config.timeouts.idle,
+      },
       metrics,
       body,
     });
@@ -133,11 +157,16 @@ export class ProxyServer implements ConnectionOwner {
     };
     if (config.tls) {
       this.server = tls.createServer({
-        cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key), allowHalfOpen: true, noDelay: true,
+        cert: readFileSync(config.tls.cert),
+        key: readFileSync(config.tls.key),
+        allowHalfOpen: true,
+        noDelay: true,
         ALPNProtocols: ['http/1.1'],
       });
       this.server.on('secureConnection', onSocket);
-      this.server.on('tlsClientError', (err: Error) => this.logger.debug({ err: errField(err) }, 'TLS handshake failed'));
+      this.server.on('tlsClientError', (err: Error) =>
+        this.logger.debug({ err: errField(err) }, 'TLS handshake failed'),
+      );
     } else if (this.onHandles) {
       // Plain TCP connections never become net.Sockets: listen() hands their handles to accept().
       this.server = net.createServer();
@@ -160,7 +189,11 @@ export class ProxyServer implements ConnectionOwner {
     for (const [name, members] of Object.entries(snapshot)) this.groups.get(name)?.apply(members);
   }
 
-  private poolViews(): Array<{ origin: string; pool: string; stats(): { open: number; idle: number; pending: number } }> {
+  private poolViews(): Array<{
+    origin: string;
+    pool: string;
+    stats(): { open: number; idle: number; pending: number };
+  }> {
     const views = [];
     for (const g of this.groups.values()) {
       for (const m of g.members) views.push({ origin: m.target.origin, pool: g.name, stats: () => m.pool.stats() });
@@ -199,7 +232,11 @@ export class ProxyServer implements ConnectionOwner {
   }
 
   private dropped(): void {
-    this.warnRarely('drop', { maxConnections: this.maxConnections }, 'connection dropped: server.maxConnections reached');
+    this.warnRarely(
+      'drop',
+      { maxConnections: this.maxConnections },
+      'connection dropped: server.maxConnections reached',
+    );
   }
 
   private readonly rarely: RarelyLogged;
@@ -236,13 +273,21 @@ export class ProxyServer implements ConnectionOwner {
       let streamDeadline: NodeJS.Timeout | null = null;
       const deadline = setTimeout(() => {
         // Tunnels and responses already streaming may have longer (a reload: timeouts.streamDrain).
-        const cut = longLivedMs > timeoutMs ? this.clients.toArray().filter((c) => !c.longLived) : this.clients.toArray();
-        if (cut.length > 0) this.logger.warn({ timeoutMs, connections: cut.length }, 'drain timeout: closing remaining connections');
+        const cut =
+          longLivedMs > timeoutMs ? this.clients.toArray().filter((c) => !c.longLived) : this.clients.toArray();
+        if (cut.length > 0)
+          this.logger.warn({ timeoutMs, connections: cut.length }, 'drain timeout: closing remaining connections');
         for (const c of cut) c.destroy();
         if (longLivedMs <= timeoutMs || this.clients.size === 0) return;
-        this.logger.info({ connections: this.clients.size, streamDrainMs: longLivedMs }, 'drain: tunnels and streams go on until they end or timeouts.streamDrain passes');
+        this.logger.info(
+          { connections: this.clients.size, streamDrainMs: longLivedMs },
+          'drain: tunnels and streams go on until they end or timeouts.streamDrain passes',
+        );
         streamDeadline = setTimeout(() => {
-          this.logger.warn({ timeoutMs: longLivedMs, connections: this.clients.size }, 'stream drain timeout: closing tunnels and streams');
+          this.logger.warn(
+            { timeoutMs: longLivedMs, connections: this.clients.size },
+            'stream drain timeout: closing tunnels and streams',
+          );
           for (const c of this.clients.toArray()) c.destroy();
         }, longLivedMs - timeoutMs);
       }, timeoutMs);

@@ -12,7 +12,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import {
-  SwitchyardError, TunnelIdleError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamProtocolError,
+  SwitchyardError,
+  TunnelIdleError,
+  UpstreamConnectTimeoutError,
+  UpstreamHeadersTimeoutError,
+  UpstreamProtocolError,
   toSwitchyardError,
 } from '../errors';
 import { createParser, HTTPParser } from '../upstream/http-parser';
@@ -68,7 +72,8 @@ export class FrameBoundary {
       }
       if (this.have >= 2 && this.have === this.need) {
         const len7 = this.header[1] & 0x7f;
-        this.payloadLeft = len7 === 126 ? this.header.readUInt16BE(2) : len7 === 127 ? Number(this.header.readBigUInt64BE(2)) : len7;
+        this.payloadLeft =
+          len7 === 126 ? this.header.readUInt16BE(2) : len7 === 127 ? Number(this.header.readBigUInt64BE(2)) : len7;
         this.have = 0;
         this.need = 2;
       }
@@ -85,13 +90,18 @@ export function goingAwayFrame(masked: boolean): Buffer {
 
 /** The Sec-WebSocket-Accept a server must send for `key` (RFC 6455 §4.2.2). */
 export function websocketAccept(key: string): string {
-  return createHash('sha1').update(key + WS_GUID).digest('base64');
+  return createHash('sha1')
+    .update(key + WS_GUID)
+    .digest('base64');
 }
 
 export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
-  const upstream = o.target.tls === null
-    ? net.connect({ host: o.target.host, port: o.target.port, noDelay: true })
-    : tls.connect({ ...o.target.tls, host: o.target.host, port: o.target.port, ALPNProtocols: ['http/1.1'] }).setNoDelay(true);
+  const upstream =
+    o.target.tls === null
+      ? net.connect({ host: o.target.host, port: o.target.port, noDelay: true })
+      : tls
+          .connect({ ...o.target.tls, host: o.target.host, port: o.target.port, ALPNProtocols: ['http/1.1'] })
+          .setNoDelay(true);
   let client: net.Socket | null = null;
   let answered = false;
   let finished = false;
@@ -130,7 +140,8 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
   upstream.on('timeout', onTimeout);
   upstream.on('error', (err) => failBeforeAnswer(toSwitchyardError(err)));
   upstream.on('close', () => {
-    if (!answered) failBeforeAnswer(new UpstreamProtocolError('upstream closed the connection before answering the upgrade'));
+    if (!answered)
+      failBeforeAnswer(new UpstreamProtocolError('upstream closed the connection before answering the upgrade'));
     else finish(101);
   });
   upstream.once(o.target.tls === null ? 'connect' : 'secureConnect', () => {
@@ -146,7 +157,9 @@ export function openTunnel(req: ClientRequest, o: TunnelOptions): void {
     if (code === 101) {
       const accept = findHeader(raw, 'sec-websocket-accept');
       if (findHeader(raw, 'upgrade') === null || (wsKey !== null && accept !== websocketAccept(wsKey))) {
-        failBeforeAnswer(new UpstreamProtocolError('upstream answered the upgrade without a valid Sec-WebSocket-Accept'));
+        failBeforeAnswer(
+          new UpstreamProtocolError('upstream answered the upgrade without a valid Sec-WebSocket-Accept'),
+        );
         return 1;
       }
       startTunnel(code, reason, raw);

@@ -48,7 +48,10 @@ export interface TransformResult {
   changed: boolean;
 }
 
-type UserTransform = (body: Buffer, context: TransformContext) => Buffer | string | Uint8Array | Promise<Buffer | string | Uint8Array>;
+type UserTransform = (
+  body: Buffer,
+  context: TransformContext,
+) => Buffer | string | Uint8Array | Promise<Buffer | string | Uint8Array>;
 
 const compiled = new Map<string, Array<(text: string) => string>>();
 const modules = new Map<string, UserTransform>();
@@ -90,20 +93,30 @@ function loadModule(path: string): UserTransform {
 
 function decode(body: Buffer, encoding: TransformTask['contentEncoding']): Buffer {
   switch (encoding) {
-    case null: return body;
-    case 'gzip': return zlib.gunzipSync(body);
-    case 'deflate': return zlib.inflateSync(body);
-    case 'br': return zlib.brotliDecompressSync(body);
+    case null:
+      return body;
+    case 'gzip':
+      return zlib.gunzipSync(body);
+    case 'deflate':
+      return zlib.inflateSync(body);
+    case 'br':
+      return zlib.brotliDecompressSync(body);
   }
 }
 
 function encode(body: Buffer, to: TransformTask['encodeTo'], task: TransformTask): Buffer {
   switch (to) {
-    case null: return body;
-    case 'gzip': return zlib.gzipSync(body, { level: task.gzipLevel });
-    case 'br': return zlib.brotliCompressSync(body, {
-      params: { [zlib.constants.BROTLI_PARAM_QUALITY]: task.brotliQuality, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: body.length },
-    });
+    case null:
+      return body;
+    case 'gzip':
+      return zlib.gzipSync(body, { level: task.gzipLevel });
+    case 'br':
+      return zlib.brotliCompressSync(body, {
+        params: {
+          [zlib.constants.BROTLI_PARAM_QUALITY]: task.brotliQuality,
+          [zlib.constants.BROTLI_PARAM_SIZE_HINT]: body.length,
+        },
+      });
   }
 }
 
@@ -128,7 +141,10 @@ export async function runTransform(task: TransformTask): Promise<TransformResult
     const out = await fn(body, task.context!);
     if (typeof out === 'string') body = Buffer.from(out, task.charset);
     else if (out instanceof Uint8Array) body = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
-    else throw new TypeError(`transform module ${task.module} returned ${out === null ? 'null' : typeof out}, not a Buffer or string`);
+    else
+      throw new TypeError(
+        `transform module ${task.module} returned ${out === null ? 'null' : typeof out}, not a Buffer or string`,
+      );
   }
   const changed = body !== original && !body.equals(original);
   if (!changed && task.encodeTo === task.contentEncoding) {
@@ -137,4 +153,3 @@ export async function runTransform(task: TransformTask): Promise<TransformResult
   }
   return { body: ownBuffer(encode(body, task.encodeTo, task)), encoding: task.encodeTo, changed };
 }
-

@@ -27,9 +27,10 @@ export class TransformPool {
   private pending = 0;
 
   constructor(options: TransformPoolOptions) {
-    this.threads = options.threads === 'auto'
-      ? Math.max(1, Math.floor(availableParallelism() / Math.max(1, options.workers)))
-      : options.threads;
+    this.threads =
+      options.threads === 'auto'
+        ? Math.max(1, Math.floor(availableParallelism() / Math.max(1, options.workers)))
+        : options.threads;
     this.maxQueue = options.maxQueue;
   }
 
@@ -55,7 +56,7 @@ export class TransformPool {
     const timer = setTimeout(() => controller.abort(), timeoutMs);
     this.pending++;
     try {
-      return await this.pool.run(task, { transferList: [task.body], signal: controller.signal }) as TransformResult;
+      return (await this.pool.run(task, { transferList: [task.body], signal: controller.signal })) as TransformResult;
     } catch (err) {
       throw controller.signal.aborted ? new TransformTimeoutError(timeoutMs) : asTransformError(err);
     } finally {

@@ -15,11 +15,23 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import {
-  SwitchyardError, UpstreamConnectTimeoutError, UpstreamHeadersTimeoutError, UpstreamIdleTimeoutError,
-  UpstreamProtocolError, UpstreamResetError, toSwitchyardError,
+  SwitchyardError,
+  UpstreamConnectTimeoutError,
+  UpstreamHeadersTimeoutError,
+  UpstreamIdleTimeoutError,
+  UpstreamProtocolError,
+  UpstreamResetError,
+  toSwitchyardError,
 } from '../errors';
 import {
-  createParser, HTTPParser, initParser, isPlainChunked, writeChunk, type HTTPParserInstance, type Parser, type ParseError,
+  createParser,
+  HTTPParser,
+  initParser,
+  isPlainChunked,
+  writeChunk,
+  type HTTPParserInstance,
+  type Parser,
+  type ParseError,
 } from './http-parser';
 
 import { LARGE_CHUNK, takeChunk } from './body-chunks';
@@ -85,7 +97,11 @@ export interface ConnectionOwner {
 
 export type BodyFraming = 'length' | 'chunked';
 
-const enum State { Busy, Idle, Closed }
+const enum State {
+  Busy,
+  Idle,
+  Closed,
+}
 
 const MAX_RESPONSE_HEADER_SIZE = 64 * 1024;
 const LAST_CHUNK = '0\r\n\r\n';
@@ -154,18 +170,22 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     private readonly timeouts: ConnectionTimeouts,
     onTlsSession: ((s: Buffer) => void) | null,
   ) {
-    const socket = target.tls === null
-      ? net.connect({
-        host: target.host, port: target.port, noDelay: true,
-        onread: { buffer: readBuffer, callback: (n: number) => this.onBytes(readBuffer, n, false) },
-      })
-      : tls.connect({ ...target.tls, host: target.host, port: target.port }).setNoDelay(true);
+    const socket =
+      target.tls === null
+        ? net.connect({
+            host: target.host,
+            port: target.port,
+            noDelay: true,
+            onread: { buffer: readBuffer, callback: (n: number) => this.onBytes(readBuffer, n, false) },
+          })
+        : tls.connect({ ...target.tls, host: target.host, port: target.port }).setNoDelay(true);
     this.socket = socket;
     this.plainTcp = target.tls === null;
     this.deadline = Date.now() + timeouts.connect;
     socket.once(target.tls === null ? 'connect' : 'secureConnect', () => {
       this.connecting = false;
-      if (this.state === State.Busy) this.deadline = Date.now() + (this.headDone ? timeouts.idle : timeouts.responseHeader);
+      if (this.state === State.Busy)
+        this.deadline = Date.now() + (this.headDone ? timeouts.idle : timeouts.responseHeader);
       if (this.body !== null && !this.bodyPiped && this.state === State.Busy) this.pipeBody();
     });
     // TLS reads arrive as Buffers of their own, which body chunks may keep without a copy.
@@ -176,8 +196,12 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     socket.on('close', () => this.fail(new UpstreamResetError('upstream closed the connection')));
     socket.on('drain', () => this.body?.resume());
 
-    const parser = createParser('response', MAX_RESPONSE_HEADER_SIZE, (_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
-      this.onHeadersComplete(headers, status, reason, upgrade, keepAlive));
+    const parser = createParser(
+      'response',
+      MAX_RESPONSE_HEADER_SIZE,
+      (_maj, _min, headers, _m, _u, status, reason, upgrade, keepAlive) =>
+        this.onHeadersComplete(headers, status, reason, upgrade, keepAlive),
+    );
     // Set only once the final response is complete (see below); a fresh connection waits for one.
     parser[HTTPParser.kOnMessageBegin] = undefined;
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.deliver(chunk);
@@ -328,7 +352,13 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     body.resume();
   }
 
-  private onHeadersComplete(raw: string[], status: number, reason: string, upgrade: boolean, keepAlive: boolean): number {
+  private onHeadersComplete(
+    raw: string[],
+    status: number,
+    reason: string,
+    upgrade: boolean,
+    keepAlive: boolean,
+  ): number {
     const sink = this.sink;
     if (sink === null || this.state !== State.Busy || this.poisoned) return 1;
     if (status < 200) {
@@ -444,9 +474,13 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
       this.completeResponse();
       return;
     }
-    this.fail(new UpstreamResetError(this.headDone
-      ? 'upstream closed the connection mid-response'
-      : 'upstream closed the connection before responding'));
+    this.fail(
+      new UpstreamResetError(
+        this.headDone
+          ? 'upstream closed the connection mid-response'
+          : 'upstream closed the connection before responding',
+      ),
+    );
   }
 
   /**
@@ -487,12 +521,16 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
   private fail(err: SwitchyardError): void {
     if (this.state === State.Closed) return;
     const sink = this.sink;
-    const hint = this.headDone || this.informational || this.bodyStarted ? RetryHint.Never
-      : this.connecting ? RetryHint.Unsent
-      // A reused connection closed under us before any answer: the upstream's keep-alive ended.
-      // A timeout is not that: the request arrived and the upstream is slow.
-      : this.completed > 0 && err instanceof UpstreamResetError ? RetryHint.Stale
-      : RetryHint.SentNoBody;
+    const hint =
+      this.headDone || this.informational || this.bodyStarted
+        ? RetryHint.Never
+        : this.connecting
+          ? RetryHint.Unsent
+          : // A reused connection closed under us before any answer: the upstream's keep-alive ended.
+            // A timeout is not that: the request arrived and the upstream is slow.
+            this.completed > 0 && err instanceof UpstreamResetError
+            ? RetryHint.Stale
+            : RetryHint.SentNoBody;
     this.sink = null;
     this.close();
     sink?.onError(err, hint);

@@ -21,11 +21,18 @@ export const NO_RECORDS = new Set(['ENOTFOUND', 'ENODATA']);
 export async function resolveMembers(cfg: DnsConfig): Promise<DnsAnswer> {
   const resolver = new dns.Resolver({ timeout: 2_000, tries: 2 });
   if (cfg.servers !== undefined) resolver.setServers([...cfg.servers]);
-  const tlsFields = cfg.scheme === 'https'
-    ? { insecure: cfg.insecure, servername: cfg.servername ?? cfg.name, ...(cfg.ca !== undefined ? { ca: cfg.ca } : {}) }
-    : { insecure: false };
+  const tlsFields =
+    cfg.scheme === 'https'
+      ? {
+          insecure: cfg.insecure,
+          servername: cfg.servername ?? cfg.name,
+          ...(cfg.ca !== undefined ? { ca: cfg.ca } : {}),
+        }
+      : { insecure: false };
   const member = (host: string, port: number, weight = 1): MemberConfig => ({
-    url: `${cfg.scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`, weight, ...tlsFields,
+    url: `${cfg.scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    weight,
+    ...tlsFields,
   });
   if (cfg.type === 'SRV') {
     const records = await resolver.resolveSrv(cfg.name);
@@ -36,9 +43,10 @@ export async function resolveMembers(cfg: DnsConfig): Promise<DnsAnswer> {
       .map((r) => member(r.name.replace(/\.$/, ''), r.port, Math.min(1000, Math.max(1, r.weight))));
     return { members: dedupe(members), refreshMs: cfg.interval ?? SRV_DEFAULT_MS };
   }
-  const records = cfg.type === 'A'
-    ? await resolver.resolve4(cfg.name, { ttl: true })
-    : await resolver.resolve6(cfg.name, { ttl: true });
+  const records =
+    cfg.type === 'A'
+      ? await resolver.resolve4(cfg.name, { ttl: true })
+      : await resolver.resolve6(cfg.name, { ttl: true });
   const port = cfg.port ?? (cfg.scheme === 'https' ? 443 : 80);
   const ttl = Math.min(...records.map((r) => r.ttl)) * 1000;
   const refreshMs = cfg.interval ?? Math.min(MAX_TTL_MS, Math.max(MIN_TTL_MS, ttl));

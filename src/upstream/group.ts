@@ -16,7 +16,12 @@ export class Member {
   healthy: boolean;
   readonly id: number;
 
-  constructor(readonly url: string, public weight: number, healthy: boolean, readonly pool: UpstreamPool) {
+  constructor(
+    readonly url: string,
+    public weight: number,
+    healthy: boolean,
+    readonly pool: UpstreamPool,
+  ) {
     this.healthy = healthy;
     this.id = hashString(url);
   }
@@ -85,7 +90,8 @@ export class UpstreamGroup {
     for (const s of snapshot) {
       let m = byUrl.get(s.url);
       if (m === undefined) {
-        const options = s.maxConnections === undefined ? this.poolOptions : { ...this.poolOptions, maxConnections: s.maxConnections };
+        const options =
+          s.maxConnections === undefined ? this.poolOptions : { ...this.poolOptions, maxConnections: s.maxConnections };
         m = new Member(s.url, s.weight, s.healthy, new UpstreamPool(targetFromConfig(s), options));
       } else {
         byUrl.delete(s.url);

@@ -24,7 +24,11 @@ export function probe(target: UpstreamTarget, cfg: HealthCheckConfig): Promise<b
       resolve(ok);
     };
     const options: https.RequestOptions = {
-      host: target.host, port: target.port, path: cfg.path, method: 'GET', agent: false,
+      host: target.host,
+      port: target.port,
+      path: cfg.path,
+      method: 'GET',
+      agent: false,
       headers: { Host: target.authority, 'User-Agent': 'switchyard-health-check', Connection: 'close' },
       ...(target.tls ?? {}),
     };

@@ -41,7 +41,18 @@ export type OnHead = (
 export function createParser(kind: ParserKind, maxHeaderSize: number, onHead: OnHead): Parser {
   const parser = new HTTPParser() as Parser;
   parser[HTTPParser.kOnHeaders] = collectHeaders;
-  parser[HTTPParser.kOnHeadersComplete] = function (this: Parser, maj, min, headers, method, url, status, reason, upgrade, keepAlive) {
+  parser[HTTPParser.kOnHeadersComplete] = function (
+    this: Parser,
+    maj,
+    min,
+    headers,
+    method,
+    url,
+    status,
+    reason,
+    upgrade,
+    keepAlive,
+  ) {
     let raw = headers ?? [];
     let target = url ?? '';
     const parts = this[kParts];

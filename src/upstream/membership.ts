@@ -85,7 +85,11 @@ class PoolMembership {
   private dnsTimer: NodeJS.Timeout | null = null;
   stopped = false;
 
-  constructor(readonly name: string, readonly config: PoolConfig, private readonly owner: Membership) {
+  constructor(
+    readonly name: string,
+    readonly config: PoolConfig,
+    private readonly owner: Membership,
+  ) {
     for (const m of config.members ?? []) this.members.set(m.url, new MemberHealth(m));
   }
 
@@ -108,7 +112,10 @@ class PoolMembership {
         this.setMembers([]);
       } else {
         // Could not ask: keep the members we know rather than empty the pool on a DNS hiccup.
-        this.owner.logger.warn({ pool: this.name, name: dns.name, code, err: errField(err) }, 'DNS lookup for pool members failed');
+        this.owner.logger.warn(
+          { pool: this.name, name: dns.name, code, err: errField(err) },
+          'DNS lookup for pool members failed',
+        );
       }
     }
     if (this.stopped) return;
@@ -147,7 +154,10 @@ class PoolMembership {
       void probe(m.upstreamTarget, hc).then((ok) => {
         if (this.stopped || this.members.get(m.config.url) !== m) return;
         if (m.checked(ok, hc.rise, hc.fall)) {
-          this.owner.logger.warn({ pool: this.name, upstream: m.config.url, healthy: m.activeUp }, `upstream ${m.activeUp ? 'passes' : 'fails'} its health check`);
+          this.owner.logger.warn(
+            { pool: this.name, upstream: m.config.url, healthy: m.activeUp },
+            `upstream ${m.activeUp ? 'passes' : 'fails'} its health check`,
+          );
           this.owner.changed(this);
         }
         this.scheduleCheck(m, hc.interval);
@@ -169,7 +179,10 @@ class PoolMembership {
     if (m.failures.length < p.failures) return;
     m.failures = [];
     m.ejectedUntil = now + p.cooldown;
-    this.owner.logger.warn({ pool: this.name, upstream: url, cooldownMs: p.cooldown }, `upstream ejected after ${p.failures} failures within ${p.window} ms`);
+    this.owner.logger.warn(
+      { pool: this.name, upstream: url, cooldownMs: p.cooldown },
+      `upstream ejected after ${p.failures} failures within ${p.window} ms`,
+    );
     m.ejectTimer = setTimeout(() => {
       m.ejectTimer = null;
       m.ejectedUntil = 0;
@@ -196,7 +209,10 @@ export class Membership {
   private readonly pools = new Map<string, PoolMembership>();
   private listeners: Array<(s: MembershipSnapshot) => void> = [];
 
-  constructor(pools: Readonly<Record<string, PoolConfig>>, readonly logger: Logger) {
+  constructor(
+    pools: Readonly<Record<string, PoolConfig>>,
+    readonly logger: Logger,
+  ) {
     for (const [name, config] of Object.entries(pools)) this.pools.set(name, new PoolMembership(name, config, this));
   }
 
@@ -204,7 +220,9 @@ export class Membership {
   async start(): Promise<void> {
     const first = Promise.all([...this.pools.values()].map((p) => p.start()));
     let timer: NodeJS.Timeout | undefined;
-    const wait = new Promise<void>((resolve) => { timer = setTimeout(resolve, DNS_START_WAIT_MS); });
+    const wait = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, DNS_START_WAIT_MS);
+    });
     await Promise.race([first, wait]);
     clearTimeout(timer);
   }

@@ -44,9 +44,17 @@ export class UpstreamPool implements ConnectionOwner {
   private tlsSession: Buffer | null = null;
   private readonly onTlsSession: ((s: Buffer) => void) | null;
 
-  constructor(readonly target: UpstreamTarget, private readonly options: PoolOptions) {
+  constructor(
+    readonly target: UpstreamTarget,
+    private readonly options: PoolOptions,
+  ) {
     // Resuming the last TLS session skips a full handshake on each new connection.
-    this.onTlsSession = target.tls === null ? null : (s: Buffer) => { this.tlsSession = s; };
+    this.onTlsSession =
+      target.tls === null
+        ? null
+        : (s: Buffer) => {
+            this.tlsSession = s;
+          };
     // A timeout fires at most one sweep late: a quarter of the shortest one, within 10 ms..1 s.
     const t = options.timeouts;
     const shortest = Math.min(t.connect, t.responseHeader, t.idle, t.keepAlive);
@@ -146,9 +154,10 @@ export class UpstreamPool implements ConnectionOwner {
 
   private connect(): UpstreamConnection {
     this.open++;
-    const target = this.tlsSession === null || this.target.tls === null
-      ? this.target
-      : { ...this.target, tls: { ...this.target.tls, session: this.tlsSession } };
+    const target =
+      this.tlsSession === null || this.target.tls === null
+        ? this.target
+        : { ...this.target, tls: { ...this.target.tls, session: this.tlsSession } };
     const conn = new UpstreamConnection(target, this, this.options.timeouts, this.onTlsSession);
     this.all.add(conn);
     if (this.sweepTimer === null) {

@@ -23,11 +23,16 @@ export interface Selector {
 
 export function createSelector(policy: Policy, random: () => number = Math.random): Selector {
   switch (policy) {
-    case 'round-robin': return new RoundRobin();
-    case 'weighted-round-robin': return new SmoothWeightedRoundRobin();
-    case 'least-connections': return new LeastConnections();
-    case 'random-two': return new RandomTwo(random);
-    case 'hash': return new RendezvousHash();
+    case 'round-robin':
+      return new RoundRobin();
+    case 'weighted-round-robin':
+      return new SmoothWeightedRoundRobin();
+    case 'least-connections':
+      return new LeastConnections();
+    case 'random-two':
+      return new RandomTwo(random);
+    case 'hash':
+      return new RendezvousHash();
   }
 }
 

@@ -21,8 +21,13 @@ function ignoreCompletion(): void {
  */
 export function writeHead(socket: Socket, head: string, plainTcp: boolean): void {
   const handle = plainTcp ? socketHandleOf<object & Partial<LatinWritable>>(socket) : null;
-  if (streamWrap === null || handle === null || socket.connecting || socket.writableLength !== 0
-    || typeof handle.writeLatin1String !== 'function') {
+  if (
+    streamWrap === null ||
+    handle === null ||
+    socket.connecting ||
+    socket.writableLength !== 0 ||
+    typeof handle.writeLatin1String !== 'function'
+  ) {
     socket.write(head, 'latin1');
     return;
   }

@@ -46,4 +46,3 @@ export function targetFromConfig(u: UpstreamConfig): UpstreamTarget {
     tls: tlsOptions,
   };
 }
-

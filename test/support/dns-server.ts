@@ -96,7 +96,10 @@ function rr(type: number, ttl: number, data: Buffer): Buffer {
 
 function encodeName(name: string): Buffer {
   const parts = name.split('.').filter((p) => p !== '');
-  return Buffer.concat([...parts.map((p) => Buffer.concat([Buffer.from([p.length]), Buffer.from(p, 'latin1')])), Buffer.from([0])]);
+  return Buffer.concat([
+    ...parts.map((p) => Buffer.concat([Buffer.from([p.length]), Buffer.from(p, 'latin1')])),
+    Buffer.from([0]),
+  ]);
 }
 
 /** `::1` → its 16 bytes (a `::` run expanded). */

@@ -108,14 +108,23 @@ export interface SimpleResponse {
 }
 
 /** One request on a fresh connection (no agent pooling between tests). */
-export function request(url: string, options: http.RequestOptions = {}, body?: Buffer | string): Promise<SimpleResponse> {
+export function request(
+  url: string,
+  options: http.RequestOptions = {},
+  body?: Buffer | string,
+): Promise<SimpleResponse> {
   return new Promise((resolvePromise, reject) => {
     const req = http.request(url, { agent: false, ...options }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolvePromise({
-        status: res.statusCode!, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks),
-      }));
+      res.on('end', () =>
+        resolvePromise({
+          status: res.statusCode!,
+          headers: res.headers,
+          rawHeaders: res.rawHeaders,
+          body: Buffer.concat(chunks),
+        }),
+      );
       res.on('error', reject);
     });
     req.on('error', reject);
@@ -124,7 +133,12 @@ export function request(url: string, options: http.RequestOptions = {}, body?: B
 }
 
 /** Write raw bytes, collect everything until the peer closes or `until` says enough. */
-export function rawExchange(port: number, bytes: string | Buffer, until?: (received: string) => boolean, timeoutMs = 5000): Promise<string> {
+export function rawExchange(
+  port: number,
+  bytes: string | Buffer,
+  until?: (received: string) => boolean,
+  timeoutMs = 5000,
+): Promise<string> {
   return new Promise((resolvePromise, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     let received = '';
@@ -203,10 +217,15 @@ export interface Cli {
  * the primary's node, and from it to every worker.
  */
 export async function startCli(
-  args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = [], options: { detached?: boolean } = {},
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  nodeFlags: string[] = [],
+  options: { detached?: boolean } = {},
 ): Promise<Cli> {
   const child = spawn(process.execPath, [...nodeFlags, CLI, '--listen', '127.0.0.1:0', ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env }, detached: options.detached === true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+    detached: options.detached === true,
   });
   const logs: Array<Record<string, unknown>> = [];
   const lines: string[] = [];
@@ -226,13 +245,22 @@ export async function startCli(
       }
     }
   });
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
+  const exited = once(child, 'exit').then(([code, signal]) => ({
+    code: code as number | null,
+    signal: signal as NodeJS.Signals | null,
+  }));
   onCleanup(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
       for (const pid of pidsOf(logs)) {
-        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
       }
       await exited;
     }
@@ -253,8 +281,11 @@ function pidsOf(logs: Array<Record<string, unknown>>): number[] {
   const alive = new Set<number>();
   for (const l of logs) {
     if (l.msg === 'worker started' && typeof l.workerPid === 'number') alive.add(l.workerPid);
-    if ((l.msg === 'worker died; replacing it' || l.msg === 'worker exited' || l.msg === 'retired worker exited')
-      && typeof l.workerPid === 'number') alive.delete(l.workerPid);
+    if (
+      (l.msg === 'worker died; replacing it' || l.msg === 'worker exited' || l.msg === 'retired worker exited') &&
+      typeof l.workerPid === 'number'
+    )
+      alive.delete(l.workerPid);
   }
   return [...alive];
 }
