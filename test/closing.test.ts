@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { acceptHandles, EndHow, handleTransportAvailable, TcpTransport } from '../src/proxy/client-transport';
-import { writeBatchStats } from '../src/upstream/write-batch';
+import { writeBatchStats } from '../src/io/write-batch';
 import { httpUpstream, onCleanup, startProxy, waitFor } from './support/helpers';
 
 interface Ending {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { HTTPParser } from '../src/upstream/http-parser';
+import { HTTPParser } from '../src/http1/parser';
 import { rawUpstream, request, startProxy } from './support/helpers';
 
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */

@@ -25,11 +25,11 @@ import {
   writeChunk,
   type Parser,
   type ParseError,
-} from '../upstream/http-parser';
+} from '../http1/parser';
 import type { BodyTarget, RequestBody } from '../upstream/connection';
 import type { Listed } from './client-list';
 import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
-import { httpDate } from './date';
+import { httpDate } from '../http1/date';
 
 export interface ClientLimits {
   /** 0: no limit. */

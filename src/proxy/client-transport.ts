@@ -16,9 +16,9 @@
  */
 import * as net from 'node:net';
 import { latin1Slice, listenHandleOf, ownerSlot, streamWrap, UV_EOF } from '../node-internals';
-import { giveBack } from '../upstream/body-chunks';
-import { readBuffer } from '../upstream/read-buffer';
-import { deferWrite, shouldDefer, SMALL_WRITE, writeBatchStats, type DeferredWriter } from '../upstream/write-batch';
+import { giveBack } from '../io/body-chunks';
+import { readBuffer } from '../io/read-buffer';
+import { deferWrite, shouldDefer, SMALL_WRITE, writeBatchStats, type DeferredWriter } from '../io/write-batch';
 
 /** The connection's side: called by the transport, never re-entered from write(). */
 export interface TransportSink {
@@ -36,7 +36,7 @@ export interface ClientTransport {
   start(sink: TransportSink): void;
   /**
    * Writes until the matching uncork() leave as one (writev). Nests. Small writes may also wait
-   * for the end of the loop's I/O phase when it is busy (upstream/write-batch.ts).
+   * for the end of the loop's I/O phase when it is busy (io/write-batch.ts).
    */
   cork(): void;
   uncork(): void;

@@ -8,7 +8,7 @@
  * built) and emits the upstream request head as one string, written in one syscall.
  */
 import { BlockList, isIPv4 } from 'node:net';
-import { httpDate } from './date';
+import { httpDate } from '../http1/date';
 
 /** The fields either direction treats specially; every other name is copied as it came. */
 const enum Field {

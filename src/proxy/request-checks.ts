@@ -4,7 +4,7 @@
  * whatever framing follows cannot be trusted. See the README's hardening table.
  */
 import { BadRequestError, BodyTooLargeError, type SwitchyardError } from '../errors';
-import { isPlainChunked } from '../upstream/http-parser';
+import { isPlainChunked } from '../http1/parser';
 import type { ClientRequest } from './client-connection';
 
 /** The first problem with `req`, or null. `maxBodySize` 0 means no limit. */

@@ -19,7 +19,7 @@ import {
   UpstreamProtocolError,
   toSwitchyardError,
 } from '../errors';
-import { createParser, HTTPParser } from '../upstream/http-parser';
+import { createParser, HTTPParser } from '../http1/parser';
 import type { UpstreamTarget } from '../upstream/connection';
 import { findHeader, type ClientRequest } from './client-connection';
 import { buildResponseHead } from './headers';

@@ -32,13 +32,13 @@ import {
   type HTTPParserInstance,
   type Parser,
   type ParseError,
-} from './http-parser';
+} from '../http1/parser';
 
-import { LARGE_CHUNK, takeChunk } from './body-chunks';
-import { readBuffer } from './read-buffer';
+import { LARGE_CHUNK, takeChunk } from '../io/body-chunks';
+import { readBuffer } from '../io/read-buffer';
 import type { UpstreamTarget } from './target';
-import { writeHead } from './stream-wrap';
-import { deferWrite, shouldDefer, type DeferredWriter } from './write-batch';
+import { writeHead } from '../io/stream-wrap';
+import { deferWrite, shouldDefer, type DeferredWriter } from '../io/write-batch';
 
 export type { UpstreamTarget };
 
