@@ -5,7 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
-import { acceptHandles, EndHow, handleTransportAvailable, TcpTransport } from '../src/proxy/client-transport';
+import { acceptHandles } from '../src/proxy/accept';
+import { EndHow } from '../src/proxy/client-transport';
+import { handleTransportAvailable, TcpTransport } from '../src/proxy/tcp-transport';
 import { writeBatchStats } from '../src/io/write-batch';
 import { httpUpstream, onCleanup, startProxy, waitFor } from './support/helpers';
 

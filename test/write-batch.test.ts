@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import { deferWrite, shouldDefer, writeBatchStats, type DeferredWriter } from '../src/io/write-batch';
-import { handleTransportAvailable } from '../src/proxy/client-transport';
+import { handleTransportAvailable } from '../src/proxy/tcp-transport';
 import { httpUpstream, startProxy } from './support/helpers';
 
 const CLIENTS = 64;

@@ -11,25 +11,25 @@ import * as net from 'node:net';
 import {
   BadRequestError,
   BodyTooLargeError,
-  errorBody,
   HeadersTooLargeError,
   RequestTimeoutError,
-  STATUS_TEXT,
   type SwitchyardError,
 } from '../errors';
+import { errorResponse } from '../http1/error-response';
+import { allowedUpgrade } from '../http1/fields';
+import { HTTPParser, writeChunk, type ParseError } from '../http1/parser';
 import { METHODS } from '../node-internals';
-import {
-  createParser,
-  HTTPParser,
-  initParser,
-  writeChunk,
-  type Parser,
-  type ParseError,
-} from '../http1/parser';
-import type { BodyTarget, RequestBody } from '../upstream/connection';
 import type { Listed } from './client-list';
+import { ClientRequest, type RequestConnection } from './client-request';
 import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
-import { httpDate } from '../http1/date';
+import {
+  MESSAGE_BEGIN,
+  MESSAGE_COMPLETE,
+  returnParser,
+  takeParser,
+  type ParserClient,
+  type PooledParser,
+} from './parser-pool';
 
 export interface ClientLimits {
   /** 0: no limit. */
@@ -47,7 +47,7 @@ export interface RequestListener {
   (req: ClientRequest): void;
 }
 
-export interface ConnectionOwner {
+export interface ClientConnectionOwner {
   readonly draining: boolean;
   removeClient(conn: ClientConnection): void;
   /** The connection answered a broken or slow request itself (400, 408, 413, 431): log and count it. */
@@ -77,309 +77,12 @@ const enum State {
 /** How long a lingering close waits for the client's FIN before the socket is destroyed. */
 const LINGER_MS = 2000;
 
-/** Bodies of pipelined requests waiting their turn are buffered up to this, then reading stops. */
-const MAX_QUEUED_BODY = 64 * 1024;
 const MAX_PIPELINED = 16;
 
 /** Every empty request queue (ClientConnection.queue): never written to. */
 const NO_REQUESTS: ClientRequest[] = [];
 
-/** What the proxy needs to know from a request's fields, gathered in one pass over rawHeaders. */
-export interface HeaderFacts {
-  hosts: number;
-  host: string | null;
-  transferEncoding: string | null;
-  transferEncodingFields: number;
-  /** As sent; llhttp has refused malformed and repeated ones. */
-  contentLength: string | null;
-  expect: string | null;
-  requestId: string | null;
-  upgrade: string | null;
-  websocketKey: string | null;
-}
-
-export function scanHeaders(raw: readonly string[]): HeaderFacts {
-  const f: HeaderFacts = {
-    hosts: 0,
-    host: null,
-    transferEncoding: null,
-    transferEncodingFields: 0,
-    contentLength: null,
-    expect: null,
-    requestId: null,
-    upgrade: null,
-    websocketKey: null,
-  };
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i];
-    // Lengths first: most fields are none of these, and a length compare is cheaper than lower-casing.
-    switch (name.length) {
-      case 4:
-        if (name.toLowerCase() === 'host') {
-          f.hosts++;
-          f.host = raw[i + 1]!;
-        }
-        break;
-      case 6:
-        if (name.toLowerCase() === 'expect') f.expect = raw[i + 1]!;
-        break;
-      case 7:
-        if (name.toLowerCase() === 'upgrade') f.upgrade = raw[i + 1]!;
-        break;
-      case 12:
-        if (name.toLowerCase() === 'x-request-id') f.requestId = raw[i + 1]!;
-        break;
-      case 14:
-        if (name.toLowerCase() === 'content-length') f.contentLength = raw[i + 1]!;
-        break;
-      case 17: {
-        const lower = name.toLowerCase();
-        if (lower === 'transfer-encoding') {
-          f.transferEncodingFields++;
-          f.transferEncoding = raw[i + 1]!;
-        } else if (lower === 'sec-websocket-key') f.websocketKey = raw[i + 1]!;
-        break;
-      }
-      default:
-        break;
-    }
-  }
-  return f;
-}
-
-/**
- * One request and its response. The handler reads the request fields and answers through
- * writeHead / write / end, or respondError; it learns of the client leaving via `onAbort`.
- */
-export class ClientRequest implements RequestBody {
-  readonly method: string;
-  readonly url: string;
-  readonly rawHeaders: string[];
-  readonly httpMajor: number;
-  readonly httpMinor: number;
-  /** llhttp's verdict from version and Connection header. */
-  readonly clientKeepAlive: boolean;
-  /**
-   * An Upgrade (or CONNECT) request that llhttp stopped after: nothing more is read on this
-   * connection. For an Upgrade, `upgradeTo` says whether it may become a tunnel.
-   */
-  readonly isUpgrade: boolean;
-  /** The Upgrade protocols asked for that server.upgradeProtocols allows, as sent; null: none. */
-  upgradeTo: string | null = null;
-  readonly facts: HeaderFacts;
-  headersSent = false;
-  finished = false;
-  /** For the access log: the status sent, and body bytes each way. */
-  status = 0;
-  bytesIn = 0;
-  bytesOut = 0;
-  aborted = false;
-  /** The handler's: called once if the client goes away before `end()`. */
-  onAbort: (() => void) | null = null;
-  /** The handler's: called when the client accepts more after write() returned false. */
-  onDrain: (() => void) | null = null;
-  /** Upgrade requests: bytes the client sent after the head, which belong to the tunnel. */
-  upgradeHead: Buffer | null = null;
-
-  /** Body chunks that arrived before anyone asked for them (pipelined requests). */
-  private queued: Buffer[] | null = null;
-  private queuedBytes = 0;
-  private bodyEnded = false;
-  private target: BodyTarget | null = null;
-  private chunkedResponse = false;
-  private closeAfter = false;
-  private paused = false;
-
-  constructor(
-    private readonly conn: ClientConnection,
-    method: string,
-    url: string,
-    rawHeaders: string[],
-    httpMajor: number,
-    httpMinor: number,
-    keepAlive: boolean,
-    upgrade: boolean,
-  ) {
-    this.httpMajor = httpMajor;
-    this.method = method;
-    this.url = url;
-    this.rawHeaders = rawHeaders;
-    this.httpMinor = httpMinor;
-    this.clientKeepAlive = keepAlive;
-    this.isUpgrade = upgrade;
-    this.facts = scanHeaders(rawHeaders);
-  }
-
-  /** A body follows the head (RFC 9112 §6.3: only with Transfer-Encoding or a non-zero Content-Length). */
-  get declaresBody(): boolean {
-    const f = this.facts;
-    return f.transferEncoding !== null || (f.contentLength !== null && Number(f.contentLength) > 0);
-  }
-
-  get remoteAddress(): string | undefined {
-    return this.conn.remoteAddress;
-  }
-
-  // RequestBody: the upstream connection pulls the body through these.
-
-  pipeTo(target: BodyTarget): void {
-    this.target = target;
-    // The client holds its body back until told to go on: tell it now that someone takes it.
-    if (this.facts.expect !== null && !this.bodyEnded && !this.headersSent && this.httpMinor >= 1) {
-      this.conn.writeRaw('HTTP/1.1 100 Continue\r\n\r\n');
-    }
-    const queued = this.queued;
-    this.queued = null;
-    this.queuedBytes = 0;
-    if (queued !== null) for (const chunk of queued) target.onBodyChunk(chunk);
-    if (this.bodyEnded) target.onBodyEnd();
-    else this.conn.resumeReading();
-  }
-
-  unpipe(): void {
-    this.target = null;
-  }
-
-  pause(): void {
-    this.paused = true;
-    this.conn.pauseReading();
-  }
-
-  resume(): void {
-    this.paused = false;
-    this.conn.resumeReading();
-  }
-
-  /** From the parser. */
-  bodyChunk(chunk: Buffer): void {
-    this.bytesIn += chunk.length;
-    if (this.conn.bodyTooLarge(this)) return;
-    if (this.target !== null) {
-      this.target.onBodyChunk(chunk);
-      return;
-    }
-    if (this.aborted || this.finished) return; // answered already: the rest is read and dropped
-    (this.queued ??= []).push(chunk);
-    this.queuedBytes += chunk.length;
-    if (this.queuedBytes > MAX_QUEUED_BODY) this.conn.pauseReading();
-  }
-
-  /** From the parser. */
-  bodyEnd(): void {
-    this.bodyEnded = true;
-    this.target?.onBodyEnd();
-  }
-
-  get bodyComplete(): boolean {
-    return this.bodyEnded;
-  }
-
-  get readingPaused(): boolean {
-    return this.paused;
-  }
-
-  // The response.
-
-  /**
-   * `head` holds the status line's fields and the header lines ("Name: value\r\n"...) without
-   * framing; `contentLength` tells whether they include a Content-Length.
-   */
-  writeHead(status: number, reason: string, headerLines: string, contentLength: boolean): void {
-    if (this.headersSent || this.aborted) return;
-    this.headersSent = true;
-    this.status = status;
-    const noBody = this.method === 'HEAD' || status === 204 || status === 304 || status < 200;
-    let framing = '';
-    if (!noBody && !contentLength) {
-      // A body of unknown length: chunked to HTTP/1.1 clients, delimited by close to HTTP/1.0 ones.
-      if (this.httpMinor >= 1) {
-        this.chunkedResponse = true;
-        framing = 'Transfer-Encoding: chunked\r\n';
-      } else {
-        this.closeAfter = true;
-      }
-    }
-    const keepAlive = !this.closeAfter && this.conn.keepAliveAfter(this);
-    if (!keepAlive) this.closeAfter = true;
-    const connection = keepAlive ? (this.httpMinor === 0 ? 'Connection: keep-alive\r\n' : '') : 'Connection: close\r\n';
-    this.conn.writeHead(`HTTP/1.1 ${status} ${reason}\r\n${headerLines}${framing}${connection}\r\n`);
-  }
-
-  /** An interim (1xx) response, before the final head; `headerLines` as for writeHead. */
-  writeInterim(status: number, reason: string, headerLines: string): void {
-    if (this.headersSent || this.aborted) return;
-    this.conn.writeRaw(`HTTP/1.1 ${status} ${reason}\r\n${headerLines}\r\n`);
-  }
-
-  /** Returns false when the client is not keeping up; `onDrain` follows. */
-  write(chunk: Buffer): boolean {
-    if (this.aborted || chunk.length === 0) return true;
-    this.bytesOut += chunk.length;
-    return this.chunkedResponse ? this.conn.writeChunk(chunk) : this.conn.write(chunk);
-  }
-
-  /** Send what writeHead/write held back (the end of one upstream read). */
-  flush(): void {
-    this.conn.uncork();
-  }
-
-  end(): void {
-    if (this.finished || this.aborted) return;
-    this.finished = true;
-    if (this.chunkedResponse) this.conn.writeRaw('0\r\n\r\n');
-    this.conn.finishRequest(this, this.closeAfter);
-  }
-
-  /**
-   * Upgrade requests: take the client socket for a tunnel. The connection stops parsing; bytes
-   * already read after the head are returned with it.
-   */
-  takeSocket(): { socket: net.Socket; head: Buffer } {
-    this.finished = true;
-    return this.conn.handOver(this);
-  }
-
-  /** After takeSocket: how the tunnel ends itself when the connection is cut. */
-  onTunnelCut(cut: () => void): void {
-    this.conn.onTunnelCut(cut);
-  }
-
-  /** A complete short response from the proxy itself (errors); `close` ends the connection after it. */
-  respond(status: number, reason: string, body: string, extraHeaders = '', close = false): void {
-    if (this.headersSent || this.aborted) {
-      this.destroy();
-      return;
-    }
-    if (close) this.closeAfter = true;
-    const length = Buffer.byteLength(body);
-    this.writeHead(status, reason, `${plainTextHeaders(length)}${extraHeaders}`, true);
-    if (this.method !== 'HEAD') {
-      this.conn.writeRaw(body);
-      this.bytesOut += length;
-    }
-    this.end();
-  }
-
-  /** Cut the client connection: a response that cannot be completed must not look complete. */
-  destroy(): void {
-    if (this.finished) return;
-    this.finished = true;
-    this.conn.destroy();
-  }
-
-  /** From the connection: the client went away. */
-  abort(): void {
-    if (this.finished || this.aborted) return;
-    this.aborted = true;
-    this.target = null;
-    this.queued = null;
-    const onAbort = this.onAbort;
-    this.onAbort = null;
-    onAbort?.();
-  }
-}
-
-export class ClientConnection implements TransportSink, Listed {
+export class ClientConnection implements TransportSink, Listed, ParserClient, RequestConnection {
   /** The owner's (client-list.ts). */
   listIndex = -1;
   /**
@@ -428,7 +131,7 @@ export class ClientConnection implements TransportSink, Listed {
   constructor(
     private readonly transport: ClientTransport,
     private readonly limits: ClientLimits,
-    private readonly owner: ConnectionOwner,
+    private readonly owner: ClientConnectionOwner,
     private readonly listener: RequestListener,
   ) {
     this.deadline = Date.now() + limits.keepAliveTimeout;
@@ -446,22 +149,20 @@ export class ClientConnection implements TransportSink, Listed {
     if (this.state !== State.Open) return;
     let parser = this.parser;
     if (parser === null) {
-      parser = allocParser();
-      parser[kConnection] = this;
-      initParser(parser, 'request', this.limits.maxHeaderSize);
+      parser = takeParser(this, this.limits.maxHeaderSize);
       this.parser = parser;
     }
     const continuesHead = this.phase === Phase.Head;
     this.lengthBodyEnded = false;
     if (this.phase === Phase.Idle) {
       // Between requests, a byte other than CR or LF starts the next one: llhttp would say so
-      // through its message-begin callback, at a cost (allocParser says what it saves).
+      // through its message-begin callback, at a cost (parser-pool.ts says what it saves).
       const first = data[0];
       if (first !== 13 && first !== 10) {
-        ClientConnection.onMessageBegin(this);
+        this.onParserMessageBegin();
         parser[HTTPParser.kOnMessageBegin] = undefined;
       } else {
-        parser[HTTPParser.kOnMessageBegin] = parserOnMessageBegin;
+        parser[HTTPParser.kOnMessageBegin] = MESSAGE_BEGIN;
       }
     }
     this.executing = true;
@@ -601,7 +302,7 @@ export class ClientConnection implements TransportSink, Listed {
 
   // Writing, for ClientRequest.
 
-  writeHead(head: string): void {
+  writeResponseHead(head: string): void {
     // Held back until flush(): the upstream's current read is handled first, so the head and the
     // first body bytes leave in one write.
     if (!this.corked) {
@@ -718,13 +419,13 @@ export class ClientConnection implements TransportSink, Listed {
     if (parser === null) return;
     this.parser = null;
     // Mid-execute (a close from inside a callback): it goes back once the stack unwinds.
-    if (this.executing) setImmediate(releaseParser, parser);
-    else releaseParser(parser);
+    if (this.executing) setImmediate(returnParser, parser);
+    else returnParser(parser);
   }
 
   // Parsing.
 
-  private onHeadersComplete(
+  onParserHeaders(
     major: number,
     minor: number,
     raw: string[],
@@ -753,8 +454,7 @@ export class ClientConnection implements TransportSink, Listed {
     // callback for it would find nothing to do.
     const hasBody = req.declaresBody;
     const parser = this.parser;
-    if (parser !== null)
-      parser[HTTPParser.kOnMessageComplete] = !tunnel && hasBody ? parserOnMessageComplete : undefined;
+    if (parser !== null) parser[HTTPParser.kOnMessageComplete] = !tunnel && hasBody ? MESSAGE_COMPLETE : undefined;
     this.reading = req;
     if (this.queue === NO_REQUESTS) this.queue = [req];
     else this.queue.push(req);
@@ -763,7 +463,7 @@ export class ClientConnection implements TransportSink, Listed {
       // It is dispatched from afterExecute, which knows where the head ended; if it is not
       // tunnelled, it is answered as a plain request and the connection closes after it.
       this.noMore = true;
-      this.onMessageComplete();
+      this.onParserMessageComplete();
       this.pauseReading();
       this.pendingUpgrade = req;
       return 0;
@@ -774,21 +474,21 @@ export class ClientConnection implements TransportSink, Listed {
       }
       // A request that declares no body (RFC 9112 §6.3) is complete with its head, so an answer
       // given right away is not an early one that would leave body bytes unread.
-      if (!hasBody) this.onMessageComplete();
+      if (!hasBody) this.onParserMessageComplete();
     }
     if (this.queue.length === 1) this.dispatchNext();
     else if (this.queue.length >= MAX_PIPELINED) this.pauseReading();
     return 0;
   }
 
-  private onMessageComplete(): void {
+  onParserMessageComplete(): void {
     if (this.state !== State.Open) return;
     const req = this.reading;
     if (req === null || req.bodyComplete) return;
     this.phase = this.noMore ? Phase.Done : Phase.Idle;
     this.deadline = Date.now() + this.limits.keepAliveTimeout;
     // A request pipelined behind this one in the same read begins inside llhttp: it must say so.
-    if (this.parser !== null) this.parser[HTTPParser.kOnMessageBegin] = parserOnMessageBegin;
+    if (this.parser !== null) this.parser[HTTPParser.kOnMessageBegin] = MESSAGE_BEGIN;
     if (req.facts.contentLength !== null && req.facts.transferEncoding === null) this.lengthBodyEnded = true;
     req.bodyEnd();
   }
@@ -850,9 +550,9 @@ export class ClientConnection implements TransportSink, Listed {
     if (this.pendingError !== null) {
       const err = this.pendingError;
       this.pendingError = null;
-      const body = errorBody(err);
+      const answer = errorResponse(err);
       this.transport.write(
-        `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]}\r\n${plainTextHeaders(body.length)}Connection: close\r\n\r\n${body}`,
+        `HTTP/1.1 ${answer.status} ${answer.reason}\r\n${answer.headerLines}Connection: close\r\n\r\n${answer.body}`,
       );
       const broken = this.broken;
       this.broken = null;
@@ -896,129 +596,17 @@ export class ClientConnection implements TransportSink, Listed {
     this.owner.removeClient(this);
   }
 
-  // llhttp's callbacks, shared by every pooled parser (see allocParser).
+  // llhttp's callbacks, through the parser pool (parser-pool.ts).
 
-  /** @internal */
-  static onMessageBegin(conn: ClientConnection): void {
-    if (conn.state !== State.Open) return;
-    conn.phase = Phase.Head;
-    conn.partialLine = null;
-    conn.phaseStart = Date.now();
-    conn.deadline = conn.phaseStart + conn.limits.headersTimeout;
+  onParserMessageBegin(): void {
+    if (this.state !== State.Open) return;
+    this.phase = Phase.Head;
+    this.partialLine = null;
+    this.phaseStart = Date.now();
+    this.deadline = this.phaseStart + this.limits.headersTimeout;
   }
 
-  /** @internal */
-  static onHeadersComplete(
-    conn: ClientConnection,
-    maj: number,
-    min: number,
-    headers: string[],
-    method: number | undefined,
-    url: string,
-    upgrade: boolean,
-    keepAlive: boolean,
-  ): number {
-    return conn.onHeadersComplete(maj, min, headers, method, url, upgrade, keepAlive);
+  onParserBody(chunk: Buffer): void {
+    if (this.state === State.Open) this.reading?.bodyChunk(chunk);
   }
-
-  /** @internal */
-  static onBody(conn: ClientConnection, chunk: Buffer): void {
-    if (conn.state === State.Open) conn.reading?.bodyChunk(chunk);
-  }
-
-  /** @internal */
-  static onMessageComplete(conn: ClientConnection): void {
-    conn.onMessageComplete();
-  }
-}
-
-const kConnection = Symbol('connection');
-type PooledParser = Parser & { [kConnection]: ClientConnection | null };
-
-/**
- * Parsers are pooled, as node:http's server pools its own: a new connection then costs no C++
- * parser construction and no per-connection callback closures. The callbacks run with the
- * parser as `this` and find their connection through it.
- *
- * Two of them are set only while they have something to say. Node calls each llhttp callback
- * into JS whenever its slot holds a function, and for a request without a body neither the
- * message's begin (onData sees the first byte itself) nor its complete (its head completes it)
- * does. Leaving those slots empty, with the same change on the upstream side, took a new
- * connection from 34.5–35.9 to 34.2–35.1 µs (wrk --close, one worker in-process, access log and
- * metrics on, six interleaved pairs) and keep-alive `/small` from 19.2–19.7 to 18.8–19.1. The
- * begin slot is filled again whenever a request completes, for the next one pipelined behind it
- * in the same read (or whenever a read starts with CR or LF, which llhttp skips between
- * messages), and the complete slot for each request that has a body.
- */
-const freeParsers: PooledParser[] = [];
-/** A pooled parser is initialised again, with its connection's limit, each time it is taken. */
-const MAX_HEADER_SIZE_UNSET = 16 * 1024;
-const MAX_FREE_PARSERS = 1000;
-
-function allocParser(): PooledParser {
-  const pooled = freeParsers.pop();
-  if (pooled !== undefined) return pooled;
-  const parser = createParser(
-    'request',
-    MAX_HEADER_SIZE_UNSET,
-    function (maj, min, headers, method, url, _s, _r, upgrade, keepAlive) {
-      const conn = (this as PooledParser)[kConnection];
-      return conn === null
-        ? 1
-        : ClientConnection.onHeadersComplete(conn, maj, min, headers, method, url, upgrade, keepAlive);
-    },
-  ) as PooledParser;
-  parser[kConnection] = null;
-  parser[HTTPParser.kOnMessageBegin] = parserOnMessageBegin;
-  parser[HTTPParser.kOnBody] = function (this: PooledParser, chunk: Buffer) {
-    const conn = this[kConnection];
-    if (conn !== null) ClientConnection.onBody(conn, chunk);
-  };
-  parser[HTTPParser.kOnMessageComplete] = parserOnMessageComplete;
-  return parser;
-}
-
-function parserOnMessageBegin(this: PooledParser): void {
-  const conn = this[kConnection];
-  if (conn !== null) ClientConnection.onMessageBegin(conn);
-}
-
-function parserOnMessageComplete(this: PooledParser): void {
-  const conn = this[kConnection];
-  if (conn !== null) ClientConnection.onMessageComplete(conn);
-}
-
-function releaseParser(parser: Parser): void {
-  const pooled = parser as PooledParser;
-  pooled[kConnection] = null;
-  if (freeParsers.length < MAX_FREE_PARSERS) freeParsers.push(pooled);
-  else parser.close();
-}
-
-/** The header lines of every answer the proxy gives itself: a short, uncacheable text body. */
-function plainTextHeaders(length: number): string {
-  return `Date: ${httpDate()}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${length}\r\nCache-Control: no-store\r\n`;
-}
-
-/**
- * The protocols of an Upgrade field that `allowed` names (RFC 9110 §7.8: a list of
- * `name[/version]`, names compared case-insensitively), as sent; null when none is allowed.
- */
-export function allowedUpgrade(value: string, allowed: readonly string[]): string | null {
-  const kept: string[] = [];
-  for (const item of value.split(',')) {
-    const protocol = item.trim();
-    const slash = protocol.indexOf('/');
-    const name = (slash === -1 ? protocol : protocol.slice(0, slash)).toLowerCase();
-    if (name !== '' && allowed.includes(name)) kept.push(protocol);
-  }
-  return kept.length === 0 ? null : kept.join(', ');
-}
-
-export function findHeader(raw: readonly string[], lower: string): string | null {
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i];
-    if (n.length === lower.length && n.toLowerCase() === lower) return raw[i + 1];
-  }
-  return null;
 }

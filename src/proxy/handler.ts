@@ -14,12 +14,10 @@ import { validRequestId, type AccessLog } from '../ops/access-log';
 import type { RequestMetrics } from '../ops/metrics';
 import {
   ClientAbortedError,
-  errorBody,
   NoHealthyUpstreamError,
   NoRouteError,
   PoolClosedError,
   PoolQueueFullError,
-  STATUS_TEXT,
   SwitchyardError,
 } from '../errors';
 import {
@@ -31,7 +29,8 @@ import {
 } from '../upstream/connection';
 import type { Member, UpstreamGroup } from '../upstream/group';
 import type { Waiter } from '../upstream/pool';
-import { findHeader, type ClientRequest } from './client-connection';
+import { findHeader } from '../http1/fields';
+import type { ClientRequest } from './client-request';
 import { buildInterimHead, buildRequestHead, buildResponseHead, TrustedProxies, type HeaderEdit } from './headers';
 import { checkRequest } from './request-checks';
 import { newRequestId } from './request-id';
@@ -573,20 +572,9 @@ function cookieValue(raw: readonly string[], name: string): string | null {
   return null;
 }
 
-/**
- * The error answer: a short text body naming the status and the stable code, nothing internal.
- * If bytes of a response already went out, ending it normally would pass a truncated body off as
- * complete, so the client connection is cut instead (respond() does that).
- */
+/** The error answer (errorResponse); a client that went away (499) gets none. */
 function respondError(req: ClientRequest, err: SwitchyardError, close = false): void {
-  if (err.status === 499) return;
-  const extra =
-    err.status === 405
-      ? 'Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n'
-      : err.retryAfter !== null
-        ? `Retry-After: ${err.retryAfter}\r\n`
-        : '';
-  req.respond(err.status, STATUS_TEXT[err.status] ?? 'Error', errorBody(err), extra, close);
+  if (err.status !== 499) req.respondError(err, close);
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { BadRequestError, BodyTooLargeError, type SwitchyardError } from '../errors';
 import { isPlainChunked } from '../http1/parser';
-import type { ClientRequest } from './client-connection';
+import type { ClientRequest } from './client-request';
 
 /** The first problem with `req`, or null. `maxBodySize` 0 means no limit. */
 export function checkRequest(req: ClientRequest, maxBodySize: number): SwitchyardError | null {

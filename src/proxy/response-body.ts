@@ -12,7 +12,7 @@ import type { CompressConfig, TransformConfig } from '../config/schema';
 import { TransformFailedError, TransformOverloadedError, type SwitchyardError } from '../errors';
 import type { TransformTask } from '../transform/body';
 import type { TransformPool } from '../transform/pool';
-import type { ClientRequest } from './client-connection';
+import type { ClientRequest } from './client-request';
 
 /** What a filter drives: the client response, and the exchange around it. */
 export interface FilterSink {

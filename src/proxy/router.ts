@@ -13,7 +13,7 @@
 import type { ResolvedRoute } from '../config/load';
 import type { CompressConfig, TransformConfig } from '../config/schema';
 import type { UpstreamGroup } from '../upstream/group';
-import { findHeader } from './client-connection';
+import { findHeader } from '../http1/fields';
 import { compileHeaderEdit, type HeaderEdit } from './headers';
 
 export class Route {

@@ -13,15 +13,12 @@ import type { AccessLog } from '../ops/access-log';
 import { RequestMetrics } from '../ops/metrics';
 import { UpstreamGroup } from '../upstream/group';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
-import { ClientConnection, type ClientLimits, type ClientRequest, type ConnectionOwner } from './client-connection';
+import { ClientConnection, type ClientConnectionOwner, type ClientLimits } from './client-connection';
+import type { ClientRequest } from './client-request';
 import { ClientList } from './client-list';
-import {
-  acceptHandles,
-  handleTransportAvailable,
-  SocketTransport,
-  TcpTransport,
-  type TcpHandle,
-} from './client-transport';
+import { acceptHandles } from './accept';
+import { SocketTransport } from './socket-transport';
+import { handleTransportAvailable, TcpTransport, type TcpHandle } from './tcp-transport';
 import { ProxyHandler } from './handler';
 import { TransformPool } from '../transform/pool';
 import type { BodyContext } from './response-body';
@@ -48,7 +45,7 @@ export interface ProxyServerOptions {
   clientSockets?: 'handle' | 'net';
 }
 
-export class ProxyServer implements ConnectionOwner {
+export class ProxyServer implements ClientConnectionOwner {
   readonly server: net.Server;
   readonly handler: ProxyHandler;
   readonly groups = new Map<string, UpstreamGroup>();

@@ -21,7 +21,8 @@ import {
 } from '../errors';
 import { createParser, HTTPParser } from '../http1/parser';
 import type { UpstreamTarget } from '../upstream/connection';
-import { findHeader, type ClientRequest } from './client-connection';
+import { findHeader } from '../http1/fields';
+import type { ClientRequest } from './client-request';
 import { buildResponseHead } from './headers';
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';

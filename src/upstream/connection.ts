@@ -34,6 +34,7 @@ import {
   type ParseError,
 } from '../http1/parser';
 
+import type { BodyTarget, RequestBody } from '../io/body';
 import { LARGE_CHUNK, takeChunk } from '../io/body-chunks';
 import { readBuffer } from '../io/read-buffer';
 import type { UpstreamTarget } from './target';
@@ -47,20 +48,6 @@ export interface ConnectionTimeouts {
   readonly responseHeader: number;
   readonly idle: number;
   readonly keepAlive: number;
-}
-
-/** Where a request body goes, chunk by chunk (the upstream connection implements it). */
-export interface BodyTarget {
-  onBodyChunk(chunk: Buffer): void;
-  onBodyEnd(): void;
-}
-
-/** A client's request body, pushed as it is read; paused when the upstream falls behind. */
-export interface RequestBody {
-  pipeTo(target: BodyTarget): void;
-  unpipe(): void;
-  pause(): void;
-  resume(): void;
 }
 
 /** The receiving side of one exchange (the proxy handler implements it). */
@@ -135,7 +122,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
    * llhttp's message-complete and message-begin callbacks, each in the parser's slot only while
    * it has something to say: Node calls into JS for every slot that holds a function, and on a
    * response whose body is counted here neither does (a begin matters only after the final
-   * response, as a byte nobody asked for). See allocParser in proxy/client-connection.ts for what
+   * response, as a byte nobody asked for). See proxy/parser-pool.ts for why
    * leaving the slots empty saved, on both sides.
    */
   private readonly onMessageComplete: () => void;

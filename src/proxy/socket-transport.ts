@@ -1,0 +1,55 @@
+/**
+ * TLS client connections (or any net.Socket) as a ClientTransport.
+ */
+import type * as net from 'node:net';
+import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
+
+export class SocketTransport implements ClientTransport {
+  constructor(private readonly socket: net.Socket) {}
+
+  get remoteAddress(): string | undefined {
+    return this.socket.remoteAddress;
+  }
+
+  start(sink: TransportSink): void {
+    const s = this.socket;
+    s.on('data', (d: Buffer) => sink.onData(d));
+    s.on('end', () => sink.onEnd());
+    s.on('error', () => sink.onClose());
+    s.on('close', () => sink.onClose());
+    s.on('drain', () => sink.onDrain());
+  }
+
+  cork(): void {
+    this.socket.cork();
+  }
+
+  uncork(): void {
+    this.socket.uncork();
+  }
+
+  write(chunk: Buffer | string): boolean {
+    return typeof chunk === 'string' ? this.socket.write(chunk, 'latin1') : this.socket.write(chunk);
+  }
+
+  setReading(on: boolean): void {
+    if (on) this.socket.resume();
+    else this.socket.pause();
+  }
+
+  end(how: EndHow): boolean {
+    if (how !== EndHow.Fin) this.socket.destroySoon();
+    else this.socket.end();
+    return false;
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  detach(): net.Socket {
+    const s = this.socket;
+    for (const event of ['data', 'end', 'drain', 'error', 'close']) s.removeAllListeners(event);
+    return s;
+  }
+}
