@@ -9,7 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import { routing, validate } from '../src/config/load';
 import { Router } from '../src/proxy/router';
-import type { UpstreamGroup } from '../src/upstream/group';
+import type { UpstreamPool } from '../src/upstream/pool';
 
 export interface RouteBenchRow {
   hosts: number;
@@ -36,9 +36,9 @@ function buildRouter(hosts: number): Router {
     routes,
   });
   const { routes: resolved } = routing(config);
-  const groups = new Map<string, UpstreamGroup>([
-    ['a', { name: 'a' } as UpstreamGroup],
-    ['b', { name: 'b' } as UpstreamGroup],
+  const groups = new Map<string, UpstreamPool>([
+    ['a', { name: 'a' } as UpstreamPool],
+    ['b', { name: 'b' } as UpstreamPool],
   ]);
   return new Router(resolved, groups);
 }

@@ -208,7 +208,7 @@ describe('pools of upstreams: balancing, health, retries', () => {
   it('ejects a failing member (passive), sends it nothing during the cool-down, and takes it back after', async () => {
     const ups = await three();
     const proxy = await startProxy(pool(ups, { passive: { failures: 2, window: 10_000, cooldown: 400 } }));
-    const group = proxy.server.groups.get('web')!;
+    const group = proxy.server.pools.get('web')!;
     await kill(ups[2]);
     // Every request succeeds: the dead member's refusals are retried elsewhere, and counted.
     for (const name of await sequential(proxy.url, 12)) assert.notEqual(name, 'c');
@@ -227,7 +227,7 @@ describe('pools of upstreams: balancing, health, retries', () => {
     });
     await kill(only);
     for (let i = 0; i < 3; i++) assert.equal((await request(proxy.url)).status, 502);
-    assert.equal(proxy.server.groups.get('web')!.members[0].healthy, true);
+    assert.equal(proxy.server.pools.get('web')!.members[0].healthy, true);
     await revive(only);
     const r = await request(proxy.url);
     assert.equal(r.status, 200);
@@ -247,7 +247,7 @@ describe('pools of upstreams: balancing, health, retries', () => {
     const proxy = await startProxy(
       pool(ups, { healthCheck: { path: '/health', interval: 30, timeout: 500, rise: 2, fall: 2 } }),
     );
-    const group = proxy.server.groups.get('web')!;
+    const group = proxy.server.pools.get('web')!;
     assert.deepEqual(tally(await sequential(proxy.url, 9)), { a: 3, b: 3, c: 3 });
     bHealthy = false;
     await waitFor(() => !group.members[1].healthy);
@@ -287,7 +287,7 @@ describe('pools of upstreams: balancing, health, retries', () => {
       res.end();
     });
     const proxy = await startProxy(pool(ups, { healthCheck: { path: '/health', interval: 20, fall: 1 } }));
-    const group = proxy.server.groups.get('web')!;
+    const group = proxy.server.pools.get('web')!;
     await waitFor(() => group.members.every((m) => !m.healthy));
     const before = ups.reduce((n, u) => n + u.hits, 0);
     const r = await request(proxy.url);

@@ -76,7 +76,7 @@ describe('DNS-discovered pools', () => {
     });
     assert.deepEqual(await bodies(proxy.url, 2), new Set([`::1:${up.port}`]));
     assert.deepEqual(
-      proxy.server.groups.get('p')!.members.map((m) => m.url),
+      proxy.server.pools.get('p')!.members.map((m) => m.url),
       [`http://[::1]:${up.port}`],
     );
   });

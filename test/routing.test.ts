@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import type * as http from 'node:http';
 import { Router } from '../src/proxy/router';
-import type { UpstreamGroup } from '../src/upstream/group';
+import type { UpstreamPool } from '../src/upstream/pool';
 import { routing, validate } from '../src/config/load';
 import { httpUpstream, rawExchange, request, startProxy, type Upstream } from './support/helpers';
 
@@ -212,11 +212,11 @@ describe('routing', () => {
       pools: { even: { members: [{ url: 'http://127.0.0.1:1' }] }, odd: { members: [{ url: 'http://127.0.0.1:2' }] } },
       routes,
     });
-    const groups = new Map<string, UpstreamGroup>([
-      ['even', { name: 'even' } as UpstreamGroup],
-      ['odd', { name: 'odd' } as UpstreamGroup],
+    const pools = new Map<string, UpstreamPool>([
+      ['even', { name: 'even' } as UpstreamPool],
+      ['odd', { name: 'odd' } as UpstreamPool],
     ]);
-    const router = new Router(routing(config).routes, groups);
+    const router = new Router(routing(config).routes, pools);
     for (const i of [0, 1, 4242, 9999]) {
       assert.equal(router.match(`site${i}.example.com`, '/', 'GET', [])?.index, i);
     }

@@ -19,7 +19,7 @@ function ignoreCompletion(): void {
  * has nothing queued (so the bytes keep their order), is connected, and is not TLS; otherwise
  * through socket.write(). libuv copies the rest of a string that does not go out at once.
  */
-export function writeHead(socket: Socket, head: string, plainTcp: boolean): void {
+export function writeLatin1(socket: Socket, head: string, plainTcp: boolean): void {
   const handle = plainTcp ? socketHandleOf<object & Partial<LatinWritable>>(socket) : null;
   if (
     streamWrap === null ||

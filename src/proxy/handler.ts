@@ -27,8 +27,8 @@ import {
   type UpstreamConnection,
   type UpstreamTarget,
 } from '../upstream/connection';
-import type { Member, UpstreamGroup } from '../upstream/group';
-import type { Waiter } from '../upstream/pool';
+import type { Member, UpstreamPool } from '../upstream/pool';
+import type { Waiter } from '../upstream/connection-pool';
 import { findHeader } from '../http1/fields';
 import type { ClientRequest } from './client-request';
 import { buildInterimHead, buildRequestHead, buildResponseHead, TrustedProxies, type HeaderEdit } from './headers';
@@ -140,10 +140,10 @@ export class ProxyHandler {
     const startedAt = performance.now();
     const reqId = requestIdFor(req);
     // pick upstream: tunnels are not retried (the client's first bytes may already be in flight).
-    const group = route.group;
-    const member = group.pick(hashKeyFor(req, group), null);
+    const pool = route.pool;
+    const member = pool.pick(hashKeyFor(req, pool), null);
     if (member === null) {
-      this.refuse(req, new NoHealthyUpstreamError(group.name, group.retryAfter), false);
+      this.refuse(req, new NoHealthyUpstreamError(pool.name, pool.retryAfter), false);
       return;
     }
     openTunnel(req, {
@@ -153,7 +153,7 @@ export class ProxyHandler {
       onError: (err) => respondError(req, err, true),
       onDone: (status, err) => {
         if (err !== undefined) {
-          if (MEMBER_FAILURES.has(err.code)) group.reportFailure(member);
+          if (MEMBER_FAILURES.has(err.code)) pool.reportFailure(member);
           this.logger[err.status >= 500 ? 'warn' : 'debug'](
             { code: err.code, upstream: member.target.origin, url: req.url },
             'upgrade failed',
@@ -262,7 +262,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
   private readonly startedAt = performance.now();
   private headAt = 0;
   private readonly reqId: string;
-  private readonly group: UpstreamGroup;
+  private readonly pool: UpstreamPool;
   private key: string | null | undefined = undefined;
 
   constructor(
@@ -277,23 +277,23 @@ class ProxyExchange implements ResponseSink, FilterSink {
     this.body = hasBody ? req : null;
     this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
     this.reqId = requestIdFor(req);
-    this.group = route.group;
+    this.pool = route.pool;
     req.onAbort = this.onClientAbort;
     req.onDrain = this.onClientDrain;
   }
 
   start(): void {
     // pick upstream
-    const member = this.group.pick(this.hashKey(), null);
+    const member = this.pool.pick(this.hashKey(), null);
     if (member === null) {
-      this.fail(new NoHealthyUpstreamError(this.group.name, this.group.retryAfter));
+      this.fail(new NoHealthyUpstreamError(this.pool.name, this.pool.retryAfter));
       return;
     }
     this.attempt(member, false);
   }
 
   private hashKey(): string | null {
-    if (this.key === undefined) this.key = hashKeyFor(this.req, this.group);
+    if (this.key === undefined) this.key = hashKeyFor(this.req, this.pool);
     return this.key;
   }
 
@@ -312,7 +312,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
       this.length,
       this.route.requestEdit,
     );
-    this.waiter = member.pool.acquire(this.onConnection, fresh);
+    this.waiter = member.connections.acquire(this.onConnection, fresh);
   }
 
   private uncount(): void {
@@ -327,7 +327,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
     this.waiter = null;
     if (this.done) {
       // The client left while we waited: the connection is untouched, so it goes straight back.
-      if (conn !== null) this.member!.pool.release(conn);
+      if (conn !== null) this.member!.connections.release(conn);
       return;
     }
     if (err !== null) {
@@ -355,7 +355,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
     // llhttp has already refused heads with bytes that may not appear in a field, so the
     // upstream's lines go to the client as they came, less the hop-by-hop ones.
     this.headAt = performance.now();
-    if (status >= 500 && this.group.on5xxFails) this.group.reportFailure(this.member!);
+    if (status >= 500 && this.pool.on5xxFails) this.pool.reportFailure(this.member!);
     const route = this.route;
     const body = this.handler.body;
     if (body !== null && (route.transform !== null || route.compress !== null)) {
@@ -371,16 +371,16 @@ class ProxyExchange implements ResponseSink, FilterSink {
         this,
       );
       if (plan !== null) {
-        if (plan.raw !== null) this.writeHead(status, reason, plan.raw);
+        if (plan.raw !== null) this.sendHead(status, reason, plan.raw);
         this.filter = plan.filter;
         return;
       }
     }
-    this.writeHead(status, reason, rawHeaders);
+    this.sendHead(status, reason, rawHeaders);
   }
 
   /** The client's response head from upstream-style fields, with the route's edits. */
-  writeHead(status: number, reason: string, raw: string[]): void {
+  sendHead(status: number, reason: string, raw: string[]): void {
     const route = this.route;
     const head = buildResponseHead(
       raw,
@@ -429,7 +429,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
     this.conn = null;
     this.uncount();
     const member = this.member!;
-    if (hint !== RetryHint.Stale && MEMBER_FAILURES.has(err.code)) this.group.reportFailure(member);
+    if (hint !== RetryHint.Stale && MEMBER_FAILURES.has(err.code)) this.pool.reportFailure(member);
     if (this.done) return;
     const next = this.retryOn(member, hint);
     if (next === null) {
@@ -456,15 +456,15 @@ class ProxyExchange implements ResponseSink, FilterSink {
         this.replays++;
         return member;
       case RetryHint.SentNoBody:
-        if (!this.group.retries.idempotent || !IDEMPOTENT.has(this.req.method)) return null;
+        if (!this.pool.retries.idempotent || !IDEMPOTENT.has(this.req.method)) return null;
         break;
       case RetryHint.Unsent:
         break;
     }
-    const retries = this.group.retries;
+    const retries = this.pool.retries;
     if (this.attempts >= retries.attempts || performance.now() - this.startedAt >= retries.timeout) return null;
     (this.tried ??= []).push(member);
-    return this.group.pick(this.hashKey(), this.tried);
+    return this.pool.pick(this.hashKey(), this.tried);
   }
 
   /**
@@ -535,7 +535,7 @@ class ProxyExchange implements ResponseSink, FilterSink {
       code: err.code,
       status: err.status,
       upstream: this.member?.target.origin,
-      pool: this.group.name,
+      pool: this.pool.name,
       attempts: this.attempts,
       method: this.req.method,
       url: this.req.url,
@@ -548,8 +548,8 @@ class ProxyExchange implements ResponseSink, FilterSink {
 }
 
 /** The value the hash policy hashes, or null (no such header or cookie: round robin instead). */
-function hashKeyFor(req: ClientRequest, group: UpstreamGroup): string | null {
-  const source = group.hash;
+function hashKeyFor(req: ClientRequest, pool: UpstreamPool): string | null {
+  const source = pool.hash;
   if (source === null) return null;
   switch (source.kind) {
     case 'ip':

@@ -17,7 +17,7 @@ import type { ClientRequest } from './client-request';
 /** What a filter drives: the client response, and the exchange around it. */
 export interface FilterSink {
   /** Builds and writes the client head from upstream-style raw fields (route edits applied). */
-  writeHead(status: number, reason: string, raw: string[]): void;
+  sendHead(status: number, reason: string, raw: string[]): void;
   write(chunk: Buffer): boolean;
   flush(): void;
   /** The response is complete. */
@@ -226,7 +226,7 @@ export function planBody(
   }
   const to = negotiateEncoding(acceptEncoding, compress.encodings);
   if (to === null) return { raw: rewriteFields(raw, 'keep', null, false, true), filter: null };
-  sink.writeHead(status, reason, rewriteFields(raw, to, null, true, true));
+  sink.sendHead(status, reason, rewriteFields(raw, to, null, true, true));
   return { raw: null, filter: new StreamingCompress(to, compress, sink) };
 }
 
@@ -324,7 +324,7 @@ class BufferedTransform implements BodyFilter {
   private relayLarge(): boolean {
     if (this.compress === null || this.encodeTo === null || this.facts.encoding !== null) return this.relayOriginal();
     this.passthrough = true;
-    this.sink.writeHead(this.status, this.reason, rewriteFields(this.raw, this.encodeTo, null, true, true));
+    this.sink.sendHead(this.status, this.reason, rewriteFields(this.raw, this.encodeTo, null, true, true));
     const z = new StreamingCompress(this.encodeTo, this.compress, this.sink);
     this.stream = z;
     let ok = true;
@@ -336,7 +336,7 @@ class BufferedTransform implements BodyFilter {
   /** Send the head and what was buffered as the upstream sent them; the rest follows as it comes. */
   private relayOriginal(): boolean {
     this.passthrough = true;
-    this.sink.writeHead(
+    this.sink.sendHead(
       this.status,
       this.reason,
       this.vary ? rewriteFields(this.raw, 'keep', null, false, true) : this.raw,
@@ -407,7 +407,7 @@ class BufferedTransform implements BodyFilter {
         if (this.aborted) return;
         this.ctx.count(result.changed ? 'transformed' : 'unchanged');
         const out = Buffer.from(result.body);
-        this.sink.writeHead(
+        this.sink.sendHead(
           this.status,
           this.reason,
           rewriteFields(

@@ -12,12 +12,12 @@
  */
 import type { ResolvedRoute } from '../config/load';
 import type { CompressConfig, TransformConfig } from '../config/schema';
-import type { UpstreamGroup } from '../upstream/group';
+import type { UpstreamPool } from '../upstream/pool';
 import { findHeader } from '../http1/fields';
 import { compileHeaderEdit, type HeaderEdit } from './headers';
 
 export class Route {
-  readonly group: UpstreamGroup;
+  readonly pool: UpstreamPool;
   private readonly prefix: string | null;
   private readonly methods: ReadonlySet<string> | null;
   /** [lower-case name, value or '*'] pairs. */
@@ -33,9 +33,9 @@ export class Route {
   constructor(
     readonly index: number,
     config: ResolvedRoute,
-    group: UpstreamGroup,
+    pool: UpstreamPool,
   ) {
-    this.group = group;
+    this.pool = pool;
     const m = config.match;
     this.prefix = m.path ?? null;
     this.methods = m.method === undefined ? null : new Set(typeof m.method === 'string' ? [m.method] : m.method);
@@ -87,8 +87,8 @@ export class Router {
   private readonly anyHost: Route[] = [];
   readonly routes: Route[];
 
-  constructor(configs: readonly ResolvedRoute[], groups: ReadonlyMap<string, UpstreamGroup>) {
-    this.routes = configs.map((c, i) => new Route(i, c, groups.get(c.pool)!));
+  constructor(configs: readonly ResolvedRoute[], pools: ReadonlyMap<string, UpstreamPool>) {
+    this.routes = configs.map((c, i) => new Route(i, c, pools.get(c.pool)!));
     const exact = new Map<string, Route[]>();
     const wild = new Map<string, Route[]>();
     configs.forEach((c, i) => {

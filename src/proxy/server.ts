@@ -11,7 +11,7 @@ import type { ResolvedConfig } from '../config/load';
 import type { SwitchyardError } from '../errors';
 import type { AccessLog } from '../ops/access-log';
 import { RequestMetrics } from '../ops/metrics';
-import { UpstreamGroup } from '../upstream/group';
+import { UpstreamPool } from '../upstream/pool';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import { ClientConnection, type ClientConnectionOwner, type ClientLimits } from './client-connection';
 import type { ClientRequest } from './client-request';
@@ -48,7 +48,7 @@ export interface ProxyServerOptions {
 export class ProxyServer implements ClientConnectionOwner {
   readonly server: net.Server;
   readonly handler: ProxyHandler;
-  readonly groups = new Map<string, UpstreamGroup>();
+  readonly pools = new Map<string, UpstreamPool>();
   /** The transform threads, when some route transforms or compresses. */
   readonly transformPool: TransformPool | null = null;
   /** In-process only: the server decides membership and health itself. */
@@ -101,7 +101,7 @@ export class ProxyServer implements ClientConnectionOwner {
       membership.onChange((s) => this.applyMembership(s));
     }
     for (const [name, pool] of Object.entries(config.pools)) {
-      this.groups.set(name, new UpstreamGroup(name, pool, poolOptions(pool), report));
+      this.pools.set(name, new UpstreamPool(name, pool, poolOptions(pool), report));
     }
     this.applyMembership(snapshot);
     const metrics =
@@ -122,7 +122,7 @@ export class ProxyServer implements ClientConnectionOwner {
       };
     }
     this.handler = new ProxyHandler({
-      router: new Router(config.routes, this.groups),
+      router: new Router(config.routes, this.pools),
       preserveHost: config.preserveHost,
       trustedProxies: config.trustedProxies,
       proto: config.tls ? 'https' : 'http',
@@ -183,7 +183,7 @@ export class ProxyServer implements ClientConnectionOwner {
 
   /** New members or health from the membership (the primary's, or our own). */
   applyMembership(snapshot: MembershipSnapshot): void {
-    for (const [name, members] of Object.entries(snapshot)) this.groups.get(name)?.apply(members);
+    for (const [name, members] of Object.entries(snapshot)) this.pools.get(name)?.apply(members);
   }
 
   private poolViews(): Array<{
@@ -192,8 +192,9 @@ export class ProxyServer implements ClientConnectionOwner {
     stats(): { open: number; idle: number; pending: number };
   }> {
     const views = [];
-    for (const g of this.groups.values()) {
-      for (const m of g.members) views.push({ origin: m.target.origin, pool: g.name, stats: () => m.pool.stats() });
+    for (const g of this.pools.values()) {
+      for (const m of g.members)
+        views.push({ origin: m.target.origin, pool: g.name, stats: () => m.connections.stats() });
     }
     return views;
   }
@@ -297,7 +298,7 @@ export class ProxyServer implements ClientConnectionOwner {
         clearTimeout(deadline);
         if (streamDeadline !== null) clearTimeout(streamDeadline);
         clearInterval(this.sweepTimer);
-        for (const group of this.groups.values()) group.close();
+        for (const pool of this.pools.values()) pool.close();
         void this.transformPool?.close().catch(() => undefined);
         resolve();
       };

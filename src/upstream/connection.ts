@@ -38,7 +38,7 @@ import type { BodyTarget, RequestBody } from '../io/body';
 import { LARGE_CHUNK, takeChunk } from '../io/body-chunks';
 import { readBuffer } from '../io/read-buffer';
 import type { UpstreamTarget } from './target';
-import { writeHead } from '../io/stream-wrap';
+import { writeLatin1 } from '../io/stream-wrap';
 import { deferWrite, shouldDefer, type DeferredWriter } from '../io/write-batch';
 
 export type { UpstreamTarget };
@@ -77,7 +77,7 @@ export const enum RetryHint {
   Never,
 }
 
-export interface ConnectionOwner {
+export interface UpstreamConnectionOwner {
   release(conn: UpstreamConnection): void;
   remove(conn: UpstreamConnection): void;
 }
@@ -153,7 +153,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
 
   constructor(
     target: UpstreamTarget,
-    private readonly owner: ConnectionOwner,
+    private readonly owner: UpstreamConnectionOwner,
     private readonly timeouts: ConnectionTimeouts,
     onTlsSession: ((s: Buffer) => void) | null,
   ) {
@@ -244,7 +244,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
       }
     }
     // latin1: llhttp gave us the client's header bytes one char per byte; they go out unchanged.
-    writeHead(this.socket, head, this.plainTcp);
+    writeLatin1(this.socket, head, this.plainTcp);
     if (body === null) return;
     this.body = body;
     this.chunked = framing === 'chunked';
@@ -280,7 +280,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     const head = this.pendingHead;
     if (head === null) return;
     this.pendingHead = null;
-    if (this.state === State.Busy) writeHead(this.socket, head, this.plainTcp);
+    if (this.state === State.Busy) writeLatin1(this.socket, head, this.plainTcp);
   }
 
   /** The client went away: the exchange is abandoned and the connection cannot be trusted. */

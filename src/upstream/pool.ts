@@ -1,177 +1,119 @@
 /**
- * A worker's keep-alive pool for one upstream: idle connections are reused most-recently-used
- * first (warm sockets stay warm, the rest expire), new ones are opened up to `maxConnections`, and
- * requests past that wait in a FIFO queue bounded in length (`maxQueue`) and in time
- * (`queueTimeout`).
+ * A worker's view of one named pool: its members (each with its own keep-alive connection pool),
+ * which of them are healthy, how many requests each has in flight, and the selection policy.
+ *
+ * Membership and health are decided elsewhere (membership.ts, in the primary or in-process) and
+ * arrive as snapshots, so every worker routes by the same picture. This file only applies them.
  */
-import { PoolClosedError, PoolQueueFullError, PoolQueueTimeoutError, type SwitchyardError } from '../errors';
-import { UpstreamConnection, type ConnectionOwner, type ConnectionTimeouts, type UpstreamTarget } from './connection';
+import type { PoolConfig } from '../config/schema';
+import type { MemberSnapshot } from './membership';
+import { ConnectionPool, type PoolOptions } from './connection-pool';
+import { createSelector, hashString, type Selector } from './selection';
+import { targetFromConfig, type UpstreamTarget } from './target';
 
-export interface PoolOptions {
-  readonly maxConnections: number;
-  readonly queueTimeout: number;
-  readonly maxQueue: number;
-  readonly timeouts: ConnectionTimeouts;
-}
-
-export type AcquireCallback = (err: SwitchyardError | null, conn: UpstreamConnection | null) => void;
-
-/** A queued acquire; `cancel()` when the client leaves first. */
-export interface Waiter {
-  cancel(): void;
-}
-
-interface QueueEntry extends Waiter {
-  cb: AcquireCallback | null;
-  timer: NodeJS.Timeout | null;
-}
-
-export interface PoolStats {
-  open: number;
-  idle: number;
-  pending: number;
-}
-
-export class UpstreamPool implements ConnectionOwner {
-  private readonly idleConns: UpstreamConnection[] = [];
-  /** Every open connection, for the deadline sweep. */
-  private readonly all = new Set<UpstreamConnection>();
-  private sweepTimer: NodeJS.Timeout | null = null;
-  private readonly sweepEvery: number;
-  private readonly queue: QueueEntry[] = [];
-  private open = 0;
-  private closed = false;
-  private tlsSession: Buffer | null = null;
-  private readonly onTlsSession: ((s: Buffer) => void) | null;
+export class Member {
+  inflight = 0;
+  healthy: boolean;
+  readonly id: number;
 
   constructor(
-    readonly target: UpstreamTarget,
-    private readonly options: PoolOptions,
+    readonly url: string,
+    public weight: number,
+    healthy: boolean,
+    readonly connections: ConnectionPool,
   ) {
-    // Resuming the last TLS session skips a full handshake on each new connection.
-    this.onTlsSession =
-      target.tls === null
-        ? null
-        : (s: Buffer) => {
-            this.tlsSession = s;
-          };
-    // A timeout fires at most one sweep late: a quarter of the shortest one, within 10 ms..1 s.
-    const t = options.timeouts;
-    const shortest = Math.min(t.connect, t.responseHeader, t.idle, t.keepAlive);
-    this.sweepEvery = Math.min(1000, Math.max(10, Math.floor(shortest / 4)));
+    this.healthy = healthy;
+    this.id = hashString(url);
   }
 
-  private sweep = (): void => {
-    const now = Date.now();
-    for (const conn of this.all) conn.checkDeadline(now);
-    if (this.all.size === 0 && this.sweepTimer !== null) {
-      clearInterval(this.sweepTimer);
-      this.sweepTimer = null;
-    }
-  };
-
-  stats(): PoolStats {
-    return { open: this.open, idle: this.idleConns.length, pending: this.queue.length };
-  }
-
-  /**
-   * Calls back synchronously when a connection is at hand, else later. `fresh` skips idle
-   * connections: a replay after a stale keep-alive socket must not meet another stale one.
-   */
-  acquire(cb: AcquireCallback, fresh = false): Waiter | null {
-    if (this.closed) {
-      cb(new PoolClosedError(), null);
-      return null;
-    }
-    if (!fresh) {
-      const conn = this.idleConns.pop();
-      if (conn !== undefined) {
-        conn.reuse();
-        cb(null, conn);
-        return null;
-      }
-    }
-    if (this.open < this.options.maxConnections) {
-      cb(null, this.connect());
-      return null;
-    }
-    if (this.queue.length >= this.options.maxQueue) {
-      cb(new PoolQueueFullError(this.options.maxQueue), null);
-      return null;
-    }
-    const entry: QueueEntry = {
-      cb,
-      timer: null,
-      cancel: () => {
-        settle(entry);
-        const i = this.queue.indexOf(entry);
-        if (i !== -1) this.queue.splice(i, 1);
-      },
-    };
-    entry.timer = setTimeout(() => {
-      const waiting = entry.cb;
-      entry.cancel();
-      waiting?.(new PoolQueueTimeoutError(this.options.queueTimeout), null);
-    }, this.options.queueTimeout);
-    this.queue.push(entry);
-    return entry;
-  }
-
-  /** A connection whose exchange ended cleanly: hand it to the next waiter, or park it. */
-  release(conn: UpstreamConnection): void {
-    if (this.closed) {
-      conn.close();
-      return;
-    }
-    const next = this.queue.shift();
-    if (next !== undefined) {
-      conn.reuse();
-      settle(next)!(null, conn);
-      return;
-    }
-    conn.park();
-    this.idleConns.push(conn);
-  }
-
-  /** A connection closed for good: forget it, and let a waiter open a new one in its place. */
-  remove(conn: UpstreamConnection): void {
-    this.open--;
-    this.all.delete(conn);
-    const i = this.idleConns.indexOf(conn);
-    if (i !== -1) this.idleConns.splice(i, 1);
-    if (!this.closed && this.queue.length > 0 && this.open < this.options.maxConnections) {
-      settle(this.queue.shift()!)!(null, this.connect());
-    }
-  }
-
-  /** Stop lending: close idle connections and fail waiters. Busy ones close when their exchange ends. */
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    for (const conn of this.idleConns.splice(0)) conn.close();
-    for (const entry of this.queue.splice(0)) settle(entry)?.(new PoolClosedError(), null);
-  }
-
-  private connect(): UpstreamConnection {
-    this.open++;
-    const target =
-      this.tlsSession === null || this.target.tls === null
-        ? this.target
-        : { ...this.target, tls: { ...this.target.tls, session: this.tlsSession } };
-    const conn = new UpstreamConnection(target, this, this.options.timeouts, this.onTlsSession);
-    this.all.add(conn);
-    if (this.sweepTimer === null) {
-      this.sweepTimer = setInterval(this.sweep, this.sweepEvery);
-      this.sweepTimer.unref();
-    }
-    return conn;
+  get target(): UpstreamTarget {
+    return this.connections.target;
   }
 }
 
-/** A queued acquire is answered at most once: its timer is stopped and its callback handed back. */
-function settle(entry: QueueEntry): AcquireCallback | null {
-  const cb = entry.cb;
-  if (entry.timer !== null) clearTimeout(entry.timer);
-  entry.cb = null;
-  return cb;
+export type HashSource = { kind: 'ip' } | { kind: 'header'; name: string } | { kind: 'cookie'; name: string };
+
+export class UpstreamPool {
+  members: Member[] = [];
+  private available: boolean[] = [];
+  private readonly selector: Selector;
+  readonly hash: HashSource | null;
+  readonly retries: PoolConfig['retries'];
+  /** Seconds a client is told to wait when no member is up. */
+  readonly retryAfter: number;
+  private readonly countsFailures: boolean;
+
+  constructor(
+    readonly name: string,
+    readonly config: PoolConfig,
+    private readonly poolOptions: PoolOptions,
+    private readonly onFailure: (pool: string, url: string) => void,
+  ) {
+    this.selector = createSelector(config.policy);
+    this.hash = config.policy === 'hash' ? parseHashKey(config.hashKey) : null;
+    this.retries = config.retries;
+    const wait = Math.min(config.passive.cooldown, config.healthCheck?.interval ?? Infinity);
+    this.retryAfter = Math.max(1, Math.ceil(wait / 1000));
+    this.countsFailures = config.passive.failures > 0;
+  }
+
+  get on5xxFails(): boolean {
+    return this.countsFailures && this.config.passive.on5xx;
+  }
+
+  /** The next member for a request, skipping unhealthy ones and those in `tried`; null if none. */
+  pick(key: string | null, tried: readonly Member[] | null): Member | null {
+    const members = this.members;
+    if (members.length === 1) {
+      const only = members[0];
+      return only.healthy && (tried === null || !tried.includes(only)) ? only : null;
+    }
+    const available = this.available;
+    for (let i = 0; i < members.length; i++) {
+      const m = members[i];
+      available[i] = m.healthy && (tried === null || !tried.includes(m));
+    }
+    const i = this.selector.pick(members, available, key);
+    return i === -1 ? null : members[i];
+  }
+
+  /** A failure the passive health check counts (connect error, reset, timeout, or a 5xx if on5xx). */
+  reportFailure(member: Member): void {
+    // The only member is never ejected (membership.ts): no need to tell the primary each time.
+    if (this.countsFailures && this.members.length > 1) this.onFailure(this.name, member.url);
+  }
+
+  /** Apply the primary's picture: new members get a pool, departed ones close when idle. */
+  apply(snapshot: readonly MemberSnapshot[]): void {
+    const byUrl = new Map(this.members.map((m) => [m.url, m]));
+    const next: Member[] = [];
+    for (const s of snapshot) {
+      let m = byUrl.get(s.url);
+      if (m === undefined) {
+        const options =
+          s.maxConnections === undefined ? this.poolOptions : { ...this.poolOptions, maxConnections: s.maxConnections };
+        m = new Member(s.url, s.weight, s.healthy, new ConnectionPool(targetFromConfig(s), options));
+      } else {
+        byUrl.delete(s.url);
+        m.healthy = s.healthy;
+        m.weight = s.weight;
+      }
+      next.push(m);
+    }
+    for (const gone of byUrl.values()) gone.connections.close();
+    this.members = next;
+    this.available = new Array<boolean>(next.length).fill(false);
+  }
+
+  close(): void {
+    for (const m of this.members) m.connections.close();
+  }
+}
+
+function parseHashKey(spec: string): HashSource {
+  if (spec === 'ip') return { kind: 'ip' };
+  const colon = spec.indexOf(':');
+  const kind = spec.slice(0, colon);
+  const name = spec.slice(colon + 1);
+  return kind === 'header' ? { kind: 'header', name: name.toLowerCase() } : { kind: 'cookie', name };
 }

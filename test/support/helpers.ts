@@ -13,7 +13,7 @@ import pino from 'pino';
 import { validate, deepFreeze, routing, type ResolvedConfig } from '../../src/config/load';
 import { parseHostPort } from '../../src/config/schema';
 import { ProxyServer, type ProxyServerOptions } from '../../src/proxy/server';
-import type { UpstreamPool } from '../../src/upstream/pool';
+import type { ConnectionPool } from '../../src/upstream/connection-pool';
 
 export const ROOT = resolve(__dirname, '../../..');
 export const FIXTURES = resolve(ROOT, 'test/fixtures');
@@ -87,8 +87,8 @@ export function resolveConfig(config: Record<string, unknown>): ResolvedConfig {
 }
 
 /** The first member's connection pool of a pool ("default" unless named). */
-export function memberPool(proxy: Proxy, pool = 'default', index = 0): UpstreamPool {
-  return proxy.server.groups.get(pool)!.members[index].pool;
+export function memberPool(proxy: Proxy, pool = 'default', index = 0): ConnectionPool {
+  return proxy.server.pools.get(pool)!.members[index].connections;
 }
 
 /** The proxy in-process on 127.0.0.1:0, with a config validated by the real schema. */
