@@ -14,6 +14,18 @@ export class SwitchyardError extends Error {
     this.code = code;
     this.status = status;
   }
+
+  /** Whether the failure says something about the upstream member (passive health), not the client. */
+  get countsAgainstMember(): boolean {
+    return false;
+  }
+}
+
+/** A failure of the upstream member itself: it counts towards ejecting it (passive health). */
+export class MemberFailure extends SwitchyardError {
+  override get countsAgainstMember(): boolean {
+    return true;
+  }
 }
 
 /** A config file, flag or value that does not fit the schema. Never reaches a client. */
@@ -24,46 +36,46 @@ export class ConfigError extends SwitchyardError {
 }
 
 /** TCP connect to the upstream failed (refused, unreachable, DNS). */
-export class UpstreamConnectError extends SwitchyardError {
+export class UpstreamConnectError extends MemberFailure {
   constructor(message: string, options?: { cause?: unknown }) {
     super('SWY_ERR_UPSTREAM_CONNECT', 502, message, options);
   }
 }
 
 /** The upstream's certificate did not verify, or the TLS handshake failed. */
-export class UpstreamTlsError extends SwitchyardError {
+export class UpstreamTlsError extends MemberFailure {
   constructor(message: string, options?: { cause?: unknown }) {
     super('SWY_ERR_UPSTREAM_TLS', 502, message, options);
   }
 }
 
 /** The upstream closed or reset the connection before a complete response. */
-export class UpstreamResetError extends SwitchyardError {
+export class UpstreamResetError extends MemberFailure {
   constructor(message: string, options?: { cause?: unknown }) {
     super('SWY_ERR_UPSTREAM_RESET', 502, message, options);
   }
 }
 
 /** The upstream sent bytes that are not a valid HTTP/1.1 response. */
-export class UpstreamProtocolError extends SwitchyardError {
+export class UpstreamProtocolError extends MemberFailure {
   constructor(message: string, options?: { cause?: unknown }) {
     super('SWY_ERR_UPSTREAM_PROTOCOL', 502, message, options);
   }
 }
 
-export class UpstreamConnectTimeoutError extends SwitchyardError {
+export class UpstreamConnectTimeoutError extends MemberFailure {
   constructor(ms: number) {
     super('SWY_ERR_UPSTREAM_CONNECT_TIMEOUT', 504, `upstream connect timed out after ${ms} ms`);
   }
 }
 
-export class UpstreamHeadersTimeoutError extends SwitchyardError {
+export class UpstreamHeadersTimeoutError extends MemberFailure {
   constructor(ms: number) {
     super('SWY_ERR_UPSTREAM_HEADERS_TIMEOUT', 504, `upstream sent no response head within ${ms} ms`);
   }
 }
 
-export class UpstreamIdleTimeoutError extends SwitchyardError {
+export class UpstreamIdleTimeoutError extends MemberFailure {
   constructor(ms: number) {
     super('SWY_ERR_UPSTREAM_IDLE_TIMEOUT', 504, `upstream connection idle for ${ms} ms mid-exchange`);
   }

@@ -9,7 +9,7 @@ import type * as http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zlib from 'node:zlib';
-import { negotiateEncoding } from '../src/proxy/response-body';
+import { negotiateEncoding } from '../src/proxy/content-coding';
 import { delay, httpUpstream, request, startProxy } from './support/helpers';
 
 const INTERNAL = 'http://10.0.0.5:3000';

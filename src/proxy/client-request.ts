@@ -232,9 +232,10 @@ export class ClientRequest implements RequestBody {
   /**
    * The proxy's own answer for `err` (errorResponse); `close` ends the connection after it. If
    * bytes of a response already went out, ending it normally would pass a truncated body off as
-   * complete, so the connection is cut instead.
+   * complete, so the connection is cut instead. A client that went away (499) gets nothing.
    */
   respondError(err: SwitchyardError, close = false): void {
+    if (err.status === 499) return;
     if (this.headersSent || this.aborted) {
       this.destroy();
       return;

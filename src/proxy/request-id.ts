@@ -6,6 +6,8 @@
  * pass and each is a slice of that string (32 bytes: a view, not a copy).
  */
 import { randomFillSync } from 'node:crypto';
+import { validRequestId } from '../ops/access-log';
+import type { ClientRequest } from './client-request';
 
 const BATCH = 128;
 const LENGTH = 36;
@@ -37,4 +39,10 @@ function refill(): void {
   }
   batch = text.toString('latin1');
   next = 0;
+}
+
+/** The client's X-Request-Id when it is plain and short, otherwise a new one. */
+export function requestIdFor(req: ClientRequest): string {
+  const given = req.facts.requestId;
+  return validRequestId(given) ? given : newRequestId();
 }

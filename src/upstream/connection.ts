@@ -35,6 +35,7 @@ import {
 } from '../http1/parser';
 
 import type { BodyTarget, RequestBody } from '../io/body';
+import { ExchangePhase, retryHint, type RetryHint } from './exchange-phase';
 import { LARGE_CHUNK, takeChunk } from '../io/body-chunks';
 import { readBuffer } from '../io/read-buffer';
 import type { UpstreamTarget } from './target';
@@ -63,18 +64,6 @@ export interface ResponseSink {
   flush(): void;
   /** `hint`: how far the exchange got, which decides whether it may be sent again. */
   onError(err: SwitchyardError, hint: RetryHint): void;
-}
-
-/** How far a failed exchange got (the handler decides from this whether to try again). */
-export const enum RetryHint {
-  /** Nothing reached the upstream: the connection never came up (refused, timeout, TLS). */
-  Unsent,
-  /** A reused keep-alive connection was found closed before any answer: the upstream had let it go. */
-  Stale,
-  /** The head reached the upstream, no body byte was consumed, no response came. */
-  SentNoBody,
-  /** A response began, or request body bytes were consumed: never sent again. */
-  Never,
 }
 
 export interface UpstreamConnectionOwner {
@@ -132,14 +121,14 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
   private sink: ResponseSink | null = null;
   private body: RequestBody | null = null;
   private chunked = false;
-  private bodyStarted = false;
   /** The body is attached only once connected: until then, a failed connect leaves it unread. */
   private bodyPiped = false;
   private requestDone = false;
-  private headDone = false;
-  private responseDone = false;
+  /** How far the current exchange got (exchange-phase.ts). */
+  private phase = ExchangePhase.Connecting;
   private keepAlive = false;
   private skipBody = false;
+  /** An interim (1xx) response is being read; the final one follows. */
   private informational = false;
   private poisoned = false;
   /** Bytes of a Content-Length body still to come, counted in JS; 0 when llhttp frames the body. */
@@ -171,8 +160,11 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     this.deadline = Date.now() + timeouts.connect;
     socket.once(target.tls === null ? 'connect' : 'secureConnect', () => {
       this.connecting = false;
-      if (this.state === State.Busy)
-        this.deadline = Date.now() + (this.headDone ? timeouts.idle : timeouts.responseHeader);
+      if (this.state === State.Busy) {
+        if (this.phase === ExchangePhase.Connecting) this.phase = ExchangePhase.HeadSent;
+        this.deadline =
+          Date.now() + (this.phase >= ExchangePhase.ReadingBody ? timeouts.idle : timeouts.responseHeader);
+      }
       if (this.body !== null && !this.bodyPiped && this.state === State.Busy) this.pipeBody();
     });
     // TLS reads arrive as Buffers of their own, which body chunks may keep without a copy.
@@ -196,8 +188,8 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     this.onMessageComplete = () => {
       if (this.informational) {
         this.informational = false;
-      } else if (this.headDone) {
-        this.responseDone = true;
+      } else if (this.phase === ExchangePhase.ReadingBody) {
+        this.phase = ExchangePhase.Done;
         // A message starting after it, in the same read, is bytes nobody asked for.
         parser[HTTPParser.kOnMessageBegin] = this.onStrayMessage;
       }
@@ -222,10 +214,8 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     this.sink = sink;
     this.skipBody = isHead;
     this.requestDone = false;
-    this.headDone = false;
-    this.responseDone = false;
+    this.phase = this.connecting ? ExchangePhase.Connecting : ExchangePhase.HeadSent;
     this.informational = false;
-    this.bodyStarted = false;
     this.bodyLeft = 0;
     if (this.parserStopped) {
       this.parserStopped = false;
@@ -315,7 +305,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
 
   onBodyChunk(chunk: Buffer): void {
     if (this.body === null) return;
-    this.bodyStarted = true;
+    if (this.phase < ExchangePhase.BodySent) this.phase = ExchangePhase.BodySent;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.responseHeader;
     if (this.chunked && chunk.length === 0) return;
     const ok = this.chunked ? writeChunk(this.socket, chunk) : this.socket.write(chunk);
@@ -366,7 +356,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
       this.fail(new UpstreamProtocolError(framing));
       return 1;
     }
-    this.headDone = true;
+    this.phase = ExchangePhase.ReadingBody;
     this.keepAlive = keepAlive;
     if (!this.connecting) this.deadline = Date.now() + this.timeouts.idle;
     sink.onHead(status, reason, raw);
@@ -407,11 +397,11 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
         const chunk = owned ? data.subarray(at, at + n) : copyOut(data, at, n);
         at += n;
         this.bodyLeft -= n;
-        if (this.bodyLeft === 0) this.responseDone = true;
+        if (this.bodyLeft === 0) this.phase = ExchangePhase.Done;
         this.deliver(chunk);
         // The sink may have aborted the exchange (its client went away).
         if (this.state !== State.Busy) return false;
-      } else if (this.responseDone) {
+      } else if (this.phase === ExchangePhase.Done) {
         // A byte after the end of a counted body: parseable or not, nobody asked for it.
         this.poisoned = true;
         break;
@@ -433,14 +423,14 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
 
   /** After a read: `err` if llhttp rejected what followed. */
   private afterParse(err: ParseError | null): void {
-    if (err !== null && !this.responseDone) {
+    if (err !== null && this.phase !== ExchangePhase.Done) {
       this.fail(new UpstreamProtocolError(`invalid response from upstream: ${err.reason ?? err.message}`));
       return;
     }
     // A complete response followed by stray bytes (parseable or not) is still complete;
     // completeResponse() then drops the connection instead of pooling it.
     if (err !== null) this.poisoned = true;
-    if (this.responseDone) this.completeResponse();
+    if (this.phase === ExchangePhase.Done) this.completeResponse();
     else if (this.poisoned) this.fail(new UpstreamProtocolError('upstream sent bytes after the end of its response'));
     else this.sink?.flush();
   }
@@ -456,14 +446,14 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
       this.fail(new UpstreamResetError(`upstream closed the connection mid-response (${err.reason ?? err.message})`));
       return;
     }
-    if (this.responseDone) {
+    if (this.phase === ExchangePhase.Done) {
       this.keepAlive = false;
       this.completeResponse();
       return;
     }
     this.fail(
       new UpstreamResetError(
-        this.headDone
+        this.phase >= ExchangePhase.ReadingBody
           ? 'upstream closed the connection mid-response'
           : 'upstream closed the connection before responding',
       ),
@@ -484,8 +474,9 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
       this.close();
       return;
     }
-    if (this.connecting) this.fail(new UpstreamConnectTimeoutError(this.timeouts.connect));
-    else if (!this.headDone) this.fail(new UpstreamHeadersTimeoutError(this.timeouts.responseHeader));
+    if (this.phase === ExchangePhase.Connecting) this.fail(new UpstreamConnectTimeoutError(this.timeouts.connect));
+    else if (this.phase < ExchangePhase.ReadingBody)
+      this.fail(new UpstreamHeadersTimeoutError(this.timeouts.responseHeader));
     else this.fail(new UpstreamIdleTimeoutError(this.timeouts.idle));
   }
 
@@ -508,16 +499,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
   private fail(err: SwitchyardError): void {
     if (this.state === State.Closed) return;
     const sink = this.sink;
-    const hint =
-      this.headDone || this.informational || this.bodyStarted
-        ? RetryHint.Never
-        : this.connecting
-          ? RetryHint.Unsent
-          : // A reused connection closed under us before any answer: the upstream's keep-alive ended.
-            // A timeout is not that: the request arrived and the upstream is slow.
-            this.completed > 0 && err instanceof UpstreamResetError
-            ? RetryHint.Stale
-            : RetryHint.SentNoBody;
+    const hint = retryHint(this.phase, this.completed > 0, err);
     this.sink = null;
     this.close();
     sink?.onError(err, hint);
