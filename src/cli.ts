@@ -10,7 +10,7 @@ import { loadConfig, type ConfigOverrides } from './config/load';
 import { createLogger } from './log';
 import { resolve } from 'node:path';
 import { pidFileOf, readStatus, runningPid } from './primary/control';
-import { ListenError, runPrimary } from './primary/supervisor';
+import { ListenError, runPrimary } from './primary/primary';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../../package.json') as { version: string };

@@ -241,6 +241,6 @@ describe('access log', () => {
     await delay(300);
     assert.equal((await request(`http://127.0.0.1:${cli.port}/after`)).status, 200);
     assert.deepEqual(cli.workerPids(), before);
-    assert.equal(cli.logs.filter((l) => l.msg === 'worker died; replacing it').length, 0);
+    assert.equal(cli.logs.filter((l) => l.event === 'worker-died').length, 0);
   });
 });

@@ -62,7 +62,7 @@ describe('admin listener: /metrics, /healthz, /readyz', function () {
     assert.equal(metricValue(metrics, 'switchyard_worker_restarts_total'), 0);
 
     process.kill(cli.workerPids()[0], 'SIGKILL');
-    await waitFor(() => cli.logs.some((l) => l.msg === 'worker died; replacing it'));
+    await waitFor(() => cli.logs.some((l) => l.event === 'worker-died'));
     await waitFor(async () => (await request(`${admin}/readyz`)).status === 200 && cli.workerPids().length === 2);
     const after = (await request(`${admin}/metrics`)).body.toString();
     assert.equal(metricValue(after, 'switchyard_worker_restarts_total'), 1);

@@ -61,7 +61,7 @@ describe('cluster (the CLI as a real cluster)', function () {
     process.kill(victim, 'SIGKILL');
     // Fresh connections are only handed to live workers: every request succeeds meanwhile.
     for (let i = 0; i < 20; i++) assert.equal((await request(`http://127.0.0.1:${cli.port}/`)).status, 200);
-    const died = await waitFor(() => cli.logs.find((l) => l.msg === 'worker died; replacing it'));
+    const died = await waitFor(() => cli.logs.find((l) => l.event === 'worker-died'));
     assert.equal(died.workerPid, victim);
     assert.equal(died.signal, 'SIGKILL');
     await waitFor(() => cli.workerPids().length === 2 && !cli.workerPids().includes(victim));

@@ -75,7 +75,7 @@ describe('import rules', () => {
       reached.add(m);
       for (const d of graph.get(m) ?? []) visit(d);
     };
-    visit('src/primary/supervisor');
+    visit('src/primary/primary');
     visit('src/cli');
     assert.deepEqual(
       [...reached].filter((m) => /^src\/proxy\/|^workers\//.test(m)),

@@ -67,7 +67,7 @@ describe("the operator's first hour", function () {
     const exits = cli.logs.filter((l) => l.msg === 'worker exited');
     assert.equal(exits.length, 2);
     for (const e of exits) assert.equal(e.code, 0);
-    assert.equal(cli.logs.filter((l) => l.msg === 'draining').length, 2, 'one drain per worker');
+    assert.equal(cli.logs.filter((l) => l.event === 'draining').length, 2, 'one drain per worker');
   });
 
   describe('an access log file that cannot be written', () => {
@@ -116,7 +116,7 @@ describe("the operator's first hour", function () {
       assert.equal(lines.length, 1);
       assert.equal((lines[0].err as { code: string }).code, 'ENOSPC');
       assert.equal(cli.workerPids().length, 1);
-      assert.equal(cli.logs.filter((l) => l.msg === 'worker died; replacing it').length, 0);
+      assert.equal(cli.logs.filter((l) => l.event === 'worker-died').length, 0);
     });
   });
 
@@ -282,7 +282,7 @@ describe("the operator's first hour", function () {
       }
     })();
     cli.child.kill('SIGHUP');
-    await waitFor(() => cli.logs.some((l) => l.msg === 'reload complete'));
+    await waitFor(() => cli.logs.some((l) => l.event === 'reload-complete'));
     done = true;
     await poll;
     assert.deepEqual([...seen], [200]);

@@ -99,7 +99,7 @@ describe('long-lived connections across a reload', function () {
     await waitFor(() => ws.got().includes('\r\n\r\n'));
     const [oldPid] = cli.workerPids();
     cli.child.kill('SIGHUP');
-    await waitFor(() => cli.logs.some((l) => l.msg === 'reload complete'));
+    await waitFor(() => cli.logs.some((l) => l.event === 'reload-complete'));
     await waitFor(() => cli.logs.some((l) => String(l.msg).startsWith('drain: tunnels and streams go on')));
     ws.socket.write(clientFrame('after the drain timeout'));
     await waitFor(() => ws.got().includes('echo:1'));

@@ -39,7 +39,7 @@ describe('zero-downtime reload (SIGHUP)', function () {
 
     writeFileSync(file, `upstreams:\n  - url: ${b.url}\nworkers: 2\n`);
     cli.child.kill('SIGHUP');
-    await waitFor(() => cli.logs.some((l) => l.msg === 'reload complete'));
+    await waitFor(() => cli.logs.some((l) => l.event === 'reload-complete'));
     const afterReload = ok;
     await waitFor(() => ok > afterReload + 200 && seen.has('B'));
     stop = true;

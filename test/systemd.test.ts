@@ -65,7 +65,7 @@ describe('systemd', function () {
     await waitFor(() => notify.messages.some((m) => m.WATCHDOG === '1'));
 
     cli.child.kill('SIGHUP');
-    await waitFor(() => cli.logs.some((l) => l.msg === 'reload complete'));
+    await waitFor(() => cli.logs.some((l) => l.event === 'reload-complete'));
     await waitFor(() => notify.messages.filter((m) => m.READY === '1').length === 2);
     cli.child.kill('SIGTERM');
     await cli.exited;

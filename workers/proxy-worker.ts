@@ -36,7 +36,7 @@ function drainAndExit(reason: string, longLivedMs = drainMs): Promise<void> {
 async function drainOnce(reason: string, longLivedMs: number): Promise<void> {
   if (server === null) process.exit(0);
   stopHeapTrim();
-  logger?.info({ reason }, 'draining');
+  logger?.info({ event: 'draining', reason }, 'draining');
   await server.drain(drainMs, longLivedMs);
   // Every access log line on disk before the process goes, but never wait long on a stuck disk.
   if (accessLog !== null) await Promise.race([accessLog.close(), new Promise((r) => setTimeout(r, 2000))]);

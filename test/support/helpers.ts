@@ -266,7 +266,7 @@ export async function startCli(
     }
   });
   const ready = await Promise.race([
-    waitFor(() => logs.find((l) => typeof l.listen === 'string' && String(l.msg).includes('listening'))),
+    waitFor(() => logs.find((l) => l.event === 'listening' && typeof l.listen === 'string')),
     exited.then((e) => {
       const said = logs.map((l) => String(l.msg)).join(' | ');
       throw new Error(`switchyard exited early (${JSON.stringify(e)}): ${stderr} ${said}`);
@@ -280,12 +280,9 @@ export async function startCli(
 function pidsOf(logs: Array<Record<string, unknown>>): number[] {
   const alive = new Set<number>();
   for (const l of logs) {
-    if (l.msg === 'worker started' && typeof l.workerPid === 'number') alive.add(l.workerPid);
-    if (
-      (l.msg === 'worker died; replacing it' || l.msg === 'worker exited' || l.msg === 'retired worker exited') &&
-      typeof l.workerPid === 'number'
-    )
-      alive.delete(l.workerPid);
+    if (typeof l.workerPid !== 'number') continue;
+    if (l.event === 'worker-started') alive.add(l.workerPid);
+    if (l.event === 'worker-died' || l.event === 'worker-exited') alive.delete(l.workerPid);
   }
   return [...alive];
 }
