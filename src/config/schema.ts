@@ -60,7 +60,7 @@ export const UpstreamSchema = z.strictObject({
   insecure: z
     .boolean()
     .default(false)
-    .describe('https:// only: accept any certificate. Never use it across an untrusted network. Default false.'),
+    .describe('https:// only: accept any certificate. Never use it across an untrusted network.'),
   ca: z
     .string()
     .min(1)
@@ -81,7 +81,7 @@ export const MemberSchema = UpstreamSchema.extend({
     .min(1)
     .max(1000)
     .default(1)
-    .describe('Share of traffic under weighted-round-robin, and weight under hash. Default 1.'),
+    .describe('Share of traffic under weighted-round-robin, and weight under hash.'),
   maxConnections: z
     .number()
     .int()
@@ -96,27 +96,15 @@ const HASH_KEY = /^(?:ip|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[!#$%&'*+.^_`
 export const POLICIES = ['round-robin', 'weighted-round-robin', 'least-connections', 'random-two', 'hash'] as const;
 
 export const HealthCheckSchema = z.strictObject({
-  path: z.string().startsWith('/').default('/').describe('Path requested (GET) on each member. Default "/".'),
+  path: z.string().startsWith('/').default('/').describe('Path requested (GET) on each member.'),
   interval: ms('Time between checks of one member').default(5_000),
   timeout: ms('A check without a complete response in this time fails').default(2_000),
   expectStatus: z
     .union([z.number().int().min(100).max(599), z.enum(['2xx', '2xx-3xx'])])
     .default('2xx')
-    .describe('Status a healthy member answers: a number, "2xx" or "2xx-3xx". Default "2xx".'),
-  rise: z
-    .number()
-    .int()
-    .min(1)
-    .max(100)
-    .default(2)
-    .describe('Consecutive passes that bring a down member back. Default 2.'),
-  fall: z
-    .number()
-    .int()
-    .min(1)
-    .max(100)
-    .default(3)
-    .describe('Consecutive failures that take a member down. Default 3.'),
+    .describe('Status a healthy member answers: a number, "2xx" or "2xx-3xx".'),
+  rise: z.number().int().min(1).max(100).default(2).describe('Consecutive passes that bring a down member back.'),
+  fall: z.number().int().min(1).max(100).default(3).describe('Consecutive failures that take a member down.'),
 });
 
 export const PassiveHealthSchema = z.strictObject({
@@ -126,10 +114,10 @@ export const PassiveHealthSchema = z.strictObject({
     .min(0)
     .max(10_000)
     .default(5)
-    .describe('Failures within `window` that eject a member; 0 turns passive checks off. Default 5.'),
+    .describe('Failures within `window` that eject a member; 0 turns passive checks off.'),
   window: ms('Period over which failures are counted').default(10_000),
   cooldown: ms('How long an ejected member gets no traffic before it is tried again').default(30_000),
-  on5xx: z.boolean().default(false).describe('Count 5xx responses from the member as failures too. Default false.'),
+  on5xx: z.boolean().default(false).describe('Count 5xx responses from the member as failures too.'),
 });
 
 export const RetrySchema = z.strictObject({
@@ -139,13 +127,13 @@ export const RetrySchema = z.strictObject({
     .min(1)
     .max(20)
     .default(3)
-    .describe('Tries per request, the first included, each on a member not tried yet. 1 turns retries off. Default 3.'),
+    .describe('Tries per request, the first included, each on a member not tried yet. 1 turns retries off.'),
   timeout: ms('No new try starts once this much time has passed since the request arrived').default(10_000),
   idempotent: z
     .boolean()
     .default(false)
     .describe(
-      'Also retry GET, HEAD, OPTIONS, PUT and DELETE that failed after reaching the member (reset, timeout before the response head), if no body was streamed. Default false.',
+      'Also retry GET, HEAD, OPTIONS, PUT and DELETE that failed after reaching the member (reset, timeout before the response head), if no body was streamed.',
     ),
 });
 
@@ -154,7 +142,7 @@ export const DnsSchema = z.strictObject({
   type: z
     .enum(['A', 'AAAA', 'SRV'])
     .default('A')
-    .describe('A or AAAA: one member per address, at `port`; SRV: one per record, at its target and port. Default A.'),
+    .describe('A or AAAA: one member per address, at `port`; SRV: one per record, at its target and port.'),
   port: z
     .number()
     .int()
@@ -162,14 +150,14 @@ export const DnsSchema = z.strictObject({
     .max(65_535)
     .optional()
     .describe("A/AAAA only: the members' port. Default 80, or 443 with scheme https."),
-  scheme: z.enum(['http', 'https']).default('http').describe('Members are http:// or https://. Default http.'),
+  scheme: z.enum(['http', 'https']).default('http').describe('Members are http:// or https://.'),
   interval: ms("Re-resolve this often; default: the records' TTL (A/AAAA, 1 s to 1 h) or 30 s (SRV)").optional(),
   servers: z
     .array(hostPort)
     .min(1)
     .optional()
     .describe("DNS servers to ask, HOST:PORT. Default: the system's resolvers."),
-  insecure: z.boolean().default(false).describe('https only: accept any certificate. Default false.'),
+  insecure: z.boolean().default(false).describe('https only: accept any certificate.'),
   ca: z.string().min(1).optional().describe('https only: PEM CA file to verify members against.'),
   servername: z
     .string()
@@ -189,14 +177,12 @@ export const PoolSchema = z
     policy: z
       .enum(POLICIES)
       .default('round-robin')
-      .describe(
-        'How a member is chosen: round-robin, weighted-round-robin, least-connections, random-two or hash. Default round-robin.',
-      ),
+      .describe('How a member is chosen: round-robin, weighted-round-robin, least-connections, random-two or hash.'),
     hashKey: z
       .string()
       .regex(HASH_KEY, 'expected "ip", "header:NAME" or "cookie:NAME"')
       .default('ip')
-      .describe('policy hash only: what is hashed: "ip", "header:NAME" or "cookie:NAME". Default "ip".'),
+      .describe('policy hash only: what is hashed: "ip", "header:NAME" or "cookie:NAME".'),
     maxConnections: z
       .number()
       .int()
@@ -217,8 +203,10 @@ export const PoolSchema = z
         "Requests that may wait for one member's connection per worker; past it, 503 at once. Default: pool.maxQueue.",
       ),
     healthCheck: HealthCheckSchema.optional().describe('Active health checks. Default: none.'),
-    passive: PassiveHealthSchema.prefault({}),
-    retries: RetrySchema.prefault({}),
+    passive: PassiveHealthSchema.prefault({}).describe(
+      'Passive health checks: ejection by the failures the workers see.',
+    ),
+    retries: RetrySchema.prefault({}).describe('Retries on another member (docs/routing.md).'),
   })
   .refine((p) => (p.members === undefined) !== (p.dns === undefined), {
     message: 'expected either `members` or `dns` (exactly one)',
@@ -307,7 +295,7 @@ export const ReplaceRuleSchema = z
       .string()
       .regex(/^[imsu]*$/, 'expected regex flags from i, m, s, u')
       .default('')
-      .describe('regex only: flags (i, m, s, u; g is implied). Default none.'),
+      .describe('regex only: flags (i, m, s, u; g is implied).'),
     to: z.string().describe('Replacement; with `regex`, $1… refer to groups.'),
   })
   .refine((r) => (r.from === undefined) !== (r.regex === undefined), {
@@ -327,11 +315,7 @@ export const TransformSchema = z
       .describe(
         'A JavaScript file exporting `(body, context) => body | Promise<body>`, run in the transform thread pool after `replace`.',
       ),
-    types: z
-      .array(mediaType)
-      .min(1)
-      .default(TEXT_TYPES)
-      .describe('Media types transformed. Default: HTML, CSS, JavaScript, JSON, XML, SVG and plain text.'),
+    types: z.array(mediaType).min(1).default(TEXT_TYPES).describe('Media types transformed.'),
     maxBodySize: z
       .number()
       .int()
@@ -339,7 +323,7 @@ export const TransformSchema = z
       .max(512 * 1024 * 1024)
       .default(8 * 1024 * 1024)
       .describe(
-        'Largest body buffered for a transform, in bytes; larger ones pass through untransformed (logged and counted). Default 8388608.',
+        'Largest body buffered for a transform, in bytes; larger ones pass through untransformed (logged and counted).',
       ),
     timeout: ms('Time one transform may take; past it, 502').default(5_000),
   })
@@ -352,26 +336,22 @@ export const CompressSchema = z.strictObject({
     .array(z.enum(['br', 'gzip']))
     .min(1)
     .default(['br', 'gzip'])
-    .describe('Encodings offered, preferred first when the client rates them equally. Default [br, gzip].'),
+    .describe('Encodings offered, preferred first when the client rates them equally.'),
   minSize: z
     .number()
     .int()
     .min(0)
     .default(1024)
-    .describe('Smaller responses (by Content-Length) are sent as they are. Default 1024.'),
-  types: z
-    .array(mediaType)
-    .min(1)
-    .default(COMPRESSIBLE_TYPES)
-    .describe('Media types compressed. Default: text, JSON, XML, SVG, JavaScript, WebAssembly and fonts.'),
-  gzipLevel: z.number().int().min(1).max(9).default(6).describe('gzip level, 1 (fast) to 9 (small). Default 6.'),
+    .describe('Smaller responses (by Content-Length) are sent as they are.'),
+  types: z.array(mediaType).min(1).default(COMPRESSIBLE_TYPES).describe('Media types compressed.'),
+  gzipLevel: z.number().int().min(1).max(9).default(6).describe('gzip level, 1 (fast) to 9 (small).'),
   brotliQuality: z
     .number()
     .int()
     .min(0)
     .max(11)
     .default(4)
-    .describe('Brotli quality, 0 (fast) to 11 (small; far too slow for on-the-fly use). Default 4.'),
+    .describe('Brotli quality, 0 (fast) to 11 (small; far too slow for on-the-fly use).'),
 });
 
 export const RouteSchema = z.strictObject({
@@ -411,7 +391,7 @@ export const RouteSchema = z.strictObject({
     .boolean()
     .default(false)
     .describe(
-      "Rewrite Location and Content-Location that point at the member (its origin, and the path rewrite undone) to the client's scheme and host. Default false.",
+      "Rewrite Location and Content-Location that point at the member (its origin, and the path rewrite undone) to the client's scheme and host.",
     ),
   transform: z
     .union([z.string().min(1), TransformSchema])
@@ -428,18 +408,16 @@ export const RouteSchema = z.strictObject({
 });
 
 export const ConfigSchema = z.strictObject({
-  listen: hostPort
-    .default('127.0.0.1:8000')
-    .describe('Address the proxy listens on, HOST:PORT. Default 127.0.0.1:8000.'),
+  listen: hostPort.default('127.0.0.1:8000').describe('Address the proxy listens on, HOST:PORT.'),
   workers: z
     .union([z.literal('auto'), z.number().int().min(1).max(1024)])
     .default('auto')
-    .describe('Worker processes: a number, or "auto" for one per CPU (os.availableParallelism()). Default "auto".'),
+    .describe('Worker processes: a number, or "auto" for one per CPU (os.availableParallelism()).'),
   schedulingPolicy: z
     .enum(['none', 'round-robin'])
     .default('none')
     .describe(
-      'How new connections reach workers: "none" (workers accept from the shared socket) or "round-robin" (the primary accepts and hands each over). Default "none".',
+      'How new connections reach workers: "none" (workers accept from the shared socket: under half the CPU per new connection, and no connection stranded on a worker that just died) or "round-robin" (the primary accepts and hands each to the next worker: more even when a few long-lived connections carry most of the load). Takes effect on restart, not on reload.',
     ),
   tls: z
     .strictObject({
@@ -465,27 +443,25 @@ export const ConfigSchema = z.strictObject({
     .describe(
       'Which pool serves a request; the first route that matches wins, in order. Default: everything to the only pool.',
     ),
-  preserveHost: z
-    .boolean()
-    .default(false)
-    .describe("Forward the client's Host header instead of the upstream's host. Default false."),
+  preserveHost: z.boolean().default(false).describe("Forward the client's Host header instead of the upstream's host."),
   trustedProxies: z
     .array(cidr)
     .default([])
-    .describe(
-      "Clients whose X-Forwarded-For/-Proto/-Host are kept and appended to; everyone else's are replaced. Default [].",
-    ),
+    .describe("Clients whose X-Forwarded-For/-Proto/-Host are kept and appended to; everyone else's are replaced."),
   timeouts: z
     .strictObject({
       connect: ms('Upstream TCP + TLS connect timeout').default(5_000),
       responseHeader: ms('Time the upstream may take to start its response head').default(60_000),
-      idle: ms('Upstream connection silent mid-exchange before it is aborted').default(60_000),
+      idle: ms(
+        'Upstream connection silent mid-exchange before it is aborted (504, or the client connection is cut if the response had begun); also closes an Upgrade tunnel idle this long both ways',
+      ).default(60_000),
       drain: ms('Graceful stop or reload: time in-flight requests get before connections are closed').default(30_000),
       streamDrain: ms(
         'Reload: time WebSocket tunnels and responses already streaming may go on in the retiring worker (a WebSocket then gets a 1001 close frame); other connections follow timeouts.drain, and a stop cuts everything at timeouts.drain',
       ).default(600_000),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('Upstream timeouts, and how long a stop or reload lets connections finish.'),
   pool: z
     .strictObject({
       maxConnections: z
@@ -494,7 +470,7 @@ export const ConfigSchema = z.strictObject({
         .min(1)
         .max(65_536)
         .default(256)
-        .describe('Connections per upstream per worker; requests past it wait in a queue. Default 256.'),
+        .describe('Connections per upstream per worker; requests past it wait in a queue.'),
       queueTimeout: ms('Time a request may wait for a free upstream connection before a 503').default(30_000),
       // As many as one worker holds client connections (server.maxConnections' default): the
       // default only refuses what queueTimeout would, and 5,000 concurrent clients on one upstream
@@ -506,13 +482,16 @@ export const ConfigSchema = z.strictObject({
         .max(1_000_000)
         .default(10_000)
         .describe(
-          'Requests that may wait for a free connection, per upstream and per worker; past it, 503 with Retry-After at once. Default 10000.',
+          'Requests that may wait for a free connection, per upstream and per worker; past it, 503 with Retry-After at once. The default matches server.maxConnections, so only queueTimeout refuses; lower it to shed load sooner.',
         ),
       keepAliveTimeout: ms(
-        "Idle pooled upstream connections are closed after this (keep it below the upstream's own keep-alive timeout)",
+        "Idle pooled upstream connections are closed after this (keep it below the upstream's own keep-alive timeout: Node's is 5000)",
       ).default(4_000),
     })
-    .prefault({}),
+    .prefault({})
+    .describe(
+      'Keep-alive connection pool defaults, per upstream member and per worker; a pool under `pools` may override them.',
+    ),
   server: z
     .strictObject({
       keepAliveTimeout: ms('Idle client keep-alive connections are closed after this').default(5_000),
@@ -526,7 +505,7 @@ export const ConfigSchema = z.strictObject({
         .min(1024)
         .max(1_048_576)
         .default(16_384)
-        .describe('Largest client request head, in bytes (431 past it). Default 16384.'),
+        .describe('Largest client request head, in bytes (431 past it).'),
       maxConnections: z
         .number()
         .int()
@@ -534,7 +513,7 @@ export const ConfigSchema = z.strictObject({
         .max(1_000_000)
         .default(10_000)
         .describe(
-          'Client connections one worker holds at once; past it, new connections are closed at accept. Default 10000.',
+          'Client connections one worker holds at once; past it, new connections are closed as they are accepted (logged at most once a second, with a count).',
         ),
       maxBodySize: z
         .number()
@@ -542,15 +521,16 @@ export const ConfigSchema = z.strictObject({
         .min(0)
         .max(Number.MAX_SAFE_INTEGER)
         .default(0)
-        .describe('Largest request body in bytes, declared or chunked (413 past it); 0 for no limit. Default 0.'),
+        .describe('Largest request body in bytes, declared or chunked (413 past it); 0 for no limit.'),
       upgradeProtocols: z
         .array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected a protocol name such as websocket'))
         .default(['websocket'])
         .describe(
-          'Upgrade protocols that may become tunnels to the upstream (case-insensitive). A request asking for any other (h2c, say) is proxied as an ordinary request without its Upgrade. Default [websocket].',
+          'Upgrade protocols that may become tunnels to the upstream (case-insensitive). A request asking for any other (h2c, say) is proxied as an ordinary request without its Upgrade and the fields its Connection names, then the connection closes.',
         ),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('The client-facing listener: client timeouts and limits.'),
   pidFile: z
     .string()
     .min(1)
@@ -566,28 +546,30 @@ export const ConfigSchema = z.strictObject({
           'Address of the admin listener (/metrics, /healthz, /readyz, /upstreams), HOST:PORT. Keep it on loopback or a private network. Default: none (off).',
         ),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('The admin listener, served by the primary.'),
   accessLog: z
     .strictObject({
-      enabled: z.boolean().default(true).describe('Write one line per request. Default true.'),
+      enabled: z.boolean().default(true).describe('Write one line per request.'),
       format: z
         .enum(['json', 'common', 'combined'])
         .default('json')
-        .describe('json (one object per line), or the NCSA common / combined formats. Default json.'),
+        .describe('json (one object per line), or the NCSA common / combined formats.'),
       file: z
         .string()
         .min(1)
         .optional()
         .describe('Append to this file instead of stdout; SIGUSR1 reopens it (logrotate). Default: stdout.'),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('One line per request (docs/operations.md).'),
   transformPool: z
     .strictObject({
       threads: z
         .union([z.literal('auto'), z.number().int().min(0).max(64)])
         .default('auto')
         .describe(
-          'Threads per worker process for transforms. "auto": CPUs divided by workers (at least 1), so workers × threads does not oversubscribe the CPUs. 0 runs transforms on the event loop (for comparison only). Default "auto".',
+          'Threads per worker process for transforms. "auto": CPUs divided by workers (at least 1), so workers × threads does not oversubscribe the CPUs. 0 runs transforms on the event loop (for comparison only).',
         ),
       maxQueue: z
         .number()
@@ -595,27 +577,29 @@ export const ConfigSchema = z.strictObject({
         .min(1)
         .max(100_000)
         .default(64)
-        .describe('Transforms waiting for a thread, per worker; past it, `onOverload` applies. Default 64.'),
+        .describe('Transforms waiting for a thread, per worker; past it, `onOverload` applies.'),
       onOverload: z
         .enum(['pass', 'reject'])
         .default('pass')
-        .describe('A full queue: "pass" sends the body untransformed, "reject" answers 503. Default "pass".'),
+        .describe('A full queue: "pass" sends the body untransformed, "reject" answers 503.'),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('The transform threads of each worker process (docs/transforms.md).'),
   log: z
     .strictObject({
       level: z
         .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
         .default('info')
-        .describe('Minimum level of the process log on stdout. Default info.'),
+        .describe('Minimum level of the process log on stdout.'),
       format: z
         .enum(['auto', 'json', 'pretty'])
         .default('auto')
         .describe(
-          'How stdout shows log lines, process and access alike: "json" (one object per line, for journald and log shippers), "pretty" (one readable, coloured line each, for a terminal), or "auto": pretty when stdout is a terminal, else JSON. Default "auto".',
+          'How stdout shows log lines, process and access alike: "json" (one object per line, for journald and log shippers), "pretty" (one readable, coloured line each, for a terminal), or "auto": pretty when stdout is a terminal, else JSON.',
         ),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('The process log on stdout.'),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;

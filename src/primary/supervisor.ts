@@ -186,7 +186,10 @@ export class Supervisor implements ReloadHost {
     const pid = worker.process.pid;
     if (slot.worker !== worker) {
       // A worker retired by a reload (or a replacement that failed to start) has left.
-      this.logger.info({ event: 'worker-exited', worker: worker.id, workerPid: pid, code, signal }, 'retired worker exited');
+      this.logger.info(
+        { event: 'worker-exited', worker: worker.id, workerPid: pid, code, signal },
+        'retired worker exited',
+      );
       this.checkAllExited();
       return;
     }

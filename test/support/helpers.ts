@@ -33,7 +33,6 @@ export async function runCleanups(): Promise<void> {
     }
   }
 }
-afterEach(runCleanups);
 
 export interface Upstream {
   port: number;
