@@ -3,8 +3,8 @@
  *
  * The request head goes out as one string. llhttp parses each response head (and chunked bodies);
  * a body framed by Content-Length is counted off in JS instead, because Node's llhttp binding
- * copies every body chunk into an ArrayBuffer of its own, and freeing those was over 40% of each
- * scavenge on small responses (load-tests/PERFORMANCE.md). Plain TCP sockets read into the worker's
+ * copies every body chunk into an ArrayBuffer of its own, and freeing those dominated the
+ * scavenges on small responses. Plain TCP sockets read into the worker's
  * one read buffer (read-buffer.ts). Listeners and parser callbacks are bound once
  * per connection, not per request, which is most of what makes this cheaper than node:http's client.
  *
@@ -27,13 +27,13 @@ import {
   createParser,
   HTTPParser,
   initParser,
-  isPlainChunked,
   writeChunk,
   type HTTPParserInstance,
   type Parser,
   type ParseError,
 } from '../http1/parser';
 
+import { responseFraming } from '../http1/response-framing';
 import type { BodyTarget, RequestBody } from '../io/body';
 import { ExchangePhase, retryHint, type RetryHint } from './exchange-phase';
 import { LARGE_CHUNK, takeChunk } from '../io/body-chunks';
@@ -111,8 +111,7 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
    * llhttp's message-complete and message-begin callbacks, each in the parser's slot only while
    * it has something to say: Node calls into JS for every slot that holds a function, and on a
    * response whose body is counted here neither does (a begin matters only after the final
-   * response, as a byte nobody asked for). See proxy/parser-pool.ts for why
-   * leaving the slots empty saved, on both sides.
+   * response, as a byte nobody asked for). proxy/parser-pool.ts does the same on the client side.
    */
   private readonly onMessageComplete: () => void;
   private readonly onStrayMessage: () => void;
@@ -508,36 +507,4 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
 
 function closeParser(parser: HTTPParserInstance): void {
   parser.close();
-}
-
-/**
- * One pass over a final response's fields for its framing. A string: a Transfer-Encoding we
- * refuse. llhttp accepts repeated or listed ones in responses (`chunked, chunked`); we never send
- * TE, so the only coding an upstream may use is a single `chunked`, and anything else could frame
- * the body differently from how we read it, or change what it means. Otherwise a number: the
- * Content-Length to count in JS, or -1 to leave the body to llhttp (no Content-Length, a
- * Transfer-Encoding, or a value this does not read as plain digits; llhttp has already refused a
- * malformed or conflicting one).
- */
-function responseFraming(raw: readonly string[]): string | number {
-  let te: string | null = null;
-  let teFields = 0;
-  let length = -1;
-  let lengthFields = 0;
-  for (let i = 0; i < raw.length; i += 2) {
-    const n = raw[i];
-    if (n.length === 17 && n.toLowerCase() === 'transfer-encoding') {
-      teFields++;
-      te = raw[i + 1]!;
-    } else if (n.length === 14 && n.toLowerCase() === 'content-length') {
-      lengthFields++;
-      const v = raw[i + 1].trim();
-      length = v.length > 0 && v.length <= 15 && /^[0-9]+$/.test(v) ? Number(v) : -1;
-    }
-  }
-  if (teFields > 0) {
-    if (isPlainChunked(teFields, te)) return -1;
-    return `upstream sent Transfer-Encoding ${JSON.stringify(te)}${teFields > 1 ? ' more than once' : ''}; only one "chunked" is accepted`;
-  }
-  return lengthFields === 1 ? length : -1;
 }
