@@ -5,12 +5,12 @@
 # Why: with a new connection per request (--close) both CPUs run near their limit, and wrk's
 # latency then depends on which one saturates first. A proxy that leaves CPU 1 idle part of the
 # time (nginx) lets requests queue on CPU 0, part of it before wrk starts a request's clock; one
-# that saturates CPU 1 holds the queue itself, inside the measured latency (load-tests/PERFORMANCE.md).
+# that saturates CPU 1 holds the queue itself, inside the measured latency (docs/performance.md).
 # peers.sh reports only the proxy's own CPU; this shows the other side of it. A CPU's time here is
 # all of it (interrupts included), so CPU 1's runs a little above peers.sh's figure for the proxy.
 # With perf, it also counts the inter-processor interrupts each CPU sends per request: a write that
 # wakes a peer asleep on the other CPU, or one that preempts what runs there, sends one, and on a
-# VM each costs the sender far more than the write (load-tests/PERFORMANCE.md). Without perf: "-".
+# VM each costs the sender far more than the write (docs/performance.md). Without perf: "-".
 # Last, each row's p99 round by round and its ratio to nginx's in the same round, with the median
 # of those ratios: the latency comparison that one peers.sh run (one round's p99) cannot make.
 #

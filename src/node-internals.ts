@@ -1,7 +1,7 @@
 /**
  * Every private Node.js internal switchyard uses, and nothing else: the one place to look when a
  * Node.js release changes one of them. The fast paths they serve were each chosen from
- * measurements (docs in load-tests/PERFORMANCE.md); each has a public-API fallback except
+ * measurements (docs/performance.md); each has a public-API fallback except
  * llhttp itself, without which switchyard cannot run and says so.
  *
  * `capabilities()` is checked at each worker's start, which logs one line naming the fast paths

@@ -48,7 +48,7 @@ export function referenceRows(): ReferenceRow[] {
     const named = node.additionalProperties;
     if (typeof named === 'object' && named.properties) children(named, `${key}.<name>`);
   };
-  children(configJsonSchema() as Node, '');
+  children(configJsonSchema(), '');
   return rows;
 }
 

@@ -1,7 +1,7 @@
 /**
  * The one schema for switchyard's configuration: it validates, supplies every default, and is
- * emitted as config.schema.json for editors (`npm run build`). The README's configuration
- * reference lists the same keys; a test fails when the two drift apart.
+ * emitted as config.schema.json for editors (`npm run build`). So is the reference,
+ * docs/configuration.md (reference.ts); a test fails when either drifts from it.
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';

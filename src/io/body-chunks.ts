@@ -2,11 +2,9 @@
  * Memory for the large body chunks copied out of the shared read buffer (connection.ts), taken
  * back once a client socket has written them, so that the next chunk reuses it.
  *
- * Why: each chunk had an ArrayBuffer of its own. At 64 KiB per response and 15,000 responses a
- * second that is about 1 GB/s of memory outside V8's heap, and V8 answers that much external
- * memory with full collections: 20 a second of about 4 ms each on /64k (`--trace-gc-nvp`).
- * Reusing the memory, /64k went from 78.5–87.0 to 45.0–46.7 µs per request (one worker
- * in-process, interleaved runs), and p99 from 15–17 to 3.5–4.2 ms.
+ * Why: with an ArrayBuffer of its own per chunk, large responses are a stream of memory outside
+ * V8's heap, which V8 answers with full collections, many a second on /64k; reusing the memory
+ * nearly halved that case's CPU per request (docs/performance.md).
  *
  * The rule that keeps it safe: only the client transport gives a chunk back, and only once libuv
  * is done with its bytes (the write finished at once, or its completion came). Nothing else keeps

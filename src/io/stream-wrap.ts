@@ -14,8 +14,8 @@ function ignoreCompletion(): void {
 }
 
 /**
- * Write a request head straight to a plain TCP socket's handle: net.Socket's Writable machinery
- * cost 0.65 µs per proxied request (in-process, /small, interleaved runs). Only when the stream
+ * Write a request head straight to a plain TCP socket's handle, skipping net.Socket's Writable
+ * machinery, a measurable part of a small request (docs/performance.md). Only when the stream
  * has nothing queued (so the bytes keep their order), is connected, and is not TLS; otherwise
  * through socket.write(). libuv copies the rest of a string that does not go out at once.
  */

@@ -7,15 +7,12 @@
  * epoll_wait wakes it, and the kernel charges the wake-up (an inter-processor interrupt, dearer on
  * a VM) to the writer. Written as each request is handled, the upstream and the clients are woken
  * for nearly every write, having gone back to sleep by the time the next request is done; written
- * together, a peer woken by the first write finds the rest already queued. Measured on /small
- * with 50 connections and one worker in-process, interleaved with the previous build: the
- * backend's voluntary context switches fell from 0.155 to 0.061 per request, and the proxy's CPU
- * from 20.5–20.7 to 17.6–18.0 µs per request (kernel 11.5 → 9.9), p50 from 0.99 to 0.83 ms.
+ * together, a peer woken by the first write finds the rest already queued (docs/performance.md
+ * has the figures).
  *
  * Only when busy: with a few connections, holding writes back makes the proxy, the upstream and
- * the client take turns instead of working alongside. With 4 connections, holding back every
- * write doubled p50 (0.09 → 0.18 ms) and cost 30 µs per request against 22; so a turn of the loop
- * holds back its small writes only past BATCH_MIN of them, or when the turn before it had that
+ * the client take turns instead of working alongside (p50 doubled with 4 connections); so a turn
+ * of the loop holds back its small writes only past BATCH_MIN of them, or when the turn before it had that
  * many. Large writes (past SMALL_WRITE per socket) never wait: they would hold memory, and their
  * cost is the copy, not the wake-up.
  */
@@ -24,9 +21,9 @@
 export const SMALL_WRITE = 1024;
 
 /**
- * A turn of the loop with more small writes than this is busy. Measured in-process: 4 keeps 4
- * connections at their immediate-write figures (22–23 µs, p50 0.09 ms) and gives 16 connections
- * and more the batched ones; 2 already put 4 connections in lockstep (28.8 µs, p50 0.18 ms).
+ * A turn of the loop with more small writes than this is busy: 4 keeps 4 connections at their
+ * immediate-write figures and gives 16 and more the batched ones, where 2 already put 4
+ * connections in lockstep (docs/performance.md).
  */
 const BATCH_MIN = 4;
 

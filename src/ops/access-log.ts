@@ -7,8 +7,8 @@
  * are atomic), and a slow journald slows the worker instead of growing its memory, as nginx does.
  * To a regular file: asynchronously, ~64 KB per write, since Linux appends a write to a file
  * whole and a disk stall must not stall requests. The JSON line is built by a fixed-shape
- * serializer rather than pino's generic one: 0.48 against 1.2 µs per line measured, on a path
- * whose whole budget is about 2 µs (README, "Access log").
+ * serializer rather than pino's generic one, at under half its cost, on a path whose whole budget
+ * is a couple of microseconds (docs/performance.md).
  * Logs go to stdout (journald) or to a file that SIGUSR1 reopens, for logrotate.
  */
 import { fstatSync, statSync } from 'node:fs';
@@ -152,10 +152,10 @@ export class AccessLog {
   }
 
   /**
-   * Lines wait here, encoded, until a batch is full; a per-line write() cost 1.2 µs. Bytes rather
-   * than a string: each line's string then dies young, where strings held until the batch was
-   * written outlived a scavenge and were promoted, and the old generation's collections cost
-   * more than the formatting (measured: 2.6 µs per line in place, against 0.5 for the bytes).
+   * Lines wait here, encoded, until a batch is full: a write() per line cost as much as the line.
+   * Bytes rather than a string: each line's string then dies young, where strings held until the
+   * batch was written outlived a scavenge and were promoted, and the old generation's collections
+   * cost more than the formatting (docs/performance.md).
    */
   private batch: Buffer;
   private batchLength = 0;

@@ -2,12 +2,11 @@
  * Gives a worker's young generation back to the OS once the worker has gone quiet.
  *
  * Under load V8 grows new space up to twice `--max-semi-space-size` (32 MiB with Node 20's
- * defaults); a burst of 5,000 connections takes a fresh worker's from 4 to 16 MiB, about 12 MB of
- * RSS, more than 2 KiB for each of them (load-tests/PERFORMANCE.md). V8 shrinks it only at the end of a
+ * defaults); a burst of thousands of connections grows a fresh worker's severalfold, more RSS than
+ * the connections themselves hold (docs/performance.md). V8 shrinks it only at the end of a
  * full collection that finds the allocation rate low, and a worker that has gone quiet (idle
  * keep-alive connections, a night without traffic) allocates too little to start one. V8's memory
- * reducer gets there when a full collection has armed it: 15–30 s after a burst in the runs
- * measured, and in some earlier runs not at all.
+ * reducer gets there when a full collection has armed it: tens of seconds after a burst, or never.
  *
  * This runs that one collection itself: when the event loop was almost idle over a whole
  * interval and new space is still grown, it asks for a major GC. It never runs under load; its

@@ -30,8 +30,8 @@ interface MetricValue {
 /**
  * A counter or histogram recorded into plain numbers, registered with prom-client as a custom
  * metric: scrapes and cluster aggregation are prom-client's, the hot path is an array increment.
- * prom-client's own observe() hashes the label set on every call, which measured about 2.7 µs per
- * request for the three per-request updates in place (24.2 against 21.6 µs of CPU per request).
+ * prom-client's own observe() hashes the label set on every call, several times what the rest of
+ * recording costs (docs/performance.md).
  */
 abstract class PlainMetric<S> {
   readonly aggregator = 'sum';
@@ -140,9 +140,9 @@ export class PlainHistogram extends PlainMetric<HistogramSeries> {
 
 /**
  * prom-client's default metrics, less `nodejs_gc_duration_seconds`. That one watches every
- * collection through a `gc` PerformanceObserver, and on a busy worker the observer alone moved
- * `/small`'s p98–p99 up by about 0.2 ms (1.56–1.68 against 1.81–1.86 ms, three interleaved runs
- * each; an empty observer did the same), for a figure `--trace-gc` gives when it is wanted.
+ * collection through a `gc` PerformanceObserver, and on a busy worker the observer alone (even an
+ * empty one) lengthens the tail of every request (docs/performance.md), for a figure `--trace-gc`
+ * gives when it is wanted.
  * prom-client has no switch for one default metric, but each is a file of its own under
  * lib/metrics (the package has no exports map), named in `metricsList`.
  */

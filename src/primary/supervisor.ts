@@ -68,9 +68,9 @@ export class Supervisor implements ReloadHost {
   }
 
   start(): PrimaryHandle {
-    // Must be set before the first fork. "none" is the default because it measured half the CPU
-    // per new connection (README, "Performance"), and a worker that dies cannot strand a
-    // connection the primary had already handed to it.
+    // Must be set before the first fork. "none" is the default because the primary then passes no
+    // connection over IPC (under half the CPU per new connection: docs/performance.md), and a
+    // worker that dies cannot strand a connection the primary had already handed to it.
     cluster.schedulingPolicy = this.config.schedulingPolicy === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR;
     cluster.setupPrimary({ exec: WORKER_ENTRY, execArgv: workerExecArgv() });
     const ready = new Promise<void>((res, rej) => {

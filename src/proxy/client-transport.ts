@@ -54,9 +54,8 @@ export const enum EndHow {
   /**
    * Close, which sends the FIN after the written bytes: the client said Connection: close and its
    * request was read to the end, so it sends nothing more (RFC 9112 §9.6 "MUST NOT"). Skipping
-   * the half-close step (a shutdown request, its callback, then close) cut a connection per
-   * request from 44.9–46.2 to 39.2–39.8 µs in-process (wrk --close, access log and metrics on),
-   * and p99 from 4.5 to 2.6 ms: nginx closes the same way when nothing is left to read. A client
+   * the half-close step (a shutdown request, its callback, then close) saves a tenth of a new
+   * connection's cost (docs/performance.md): nginx closes the same way when nothing is left to read. A client
    * that writes anyway meets a reset: autocannon, which writes its next request once it has read
    * the response, loses only that request; one that wrote before reading could lose the
    * response too, as it could with nginx.

@@ -75,7 +75,7 @@ interface PeerName {
 /**
  * One out-parameter for every connection (the call fills it synchronously), shaped as the call
  * leaves it: node then overwrites three properties in place instead of adding them to a new
- * object, 600 → 460 ns a call, once per connection (measured).
+ * object, once per connection.
  */
 const peerName: PeerName = { address: '', family: '', port: 0 };
 
@@ -260,8 +260,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     this.ended = true;
     // A response held for the end of the turn takes its FIN along: written at once, a closing
     // response woke its client on its own (write-batch.ts), and with a connection per request
-    // every response closes. Measured that way (wrk --close, 50 connections, in-process):
-    // 39.4–41.3 → 38.4–38.9 µs per request, nearly all of it kernel time, p99 3.6–3.9 → 3.1–3.3 ms.
+    // every response closes (docs/performance.md).
     if (this.deferred && this.corks === 0) {
       this.endHeld = how;
       writeBatchStats.finsHeld++;
@@ -319,7 +318,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
    * Closed from here (a failure, or the close end() asked for): the connection learns of it at
    * once from libuv's callbacks, and on the next tick when a call of its own led here, so that a
    * write failing inside the handler's write() does not run the abort path under it. (Deferring
-   * every close cost 3.5 µs per new connection, measured.)
+   * every close cost every new connection a tick.)
    */
   fail(inCall = false): void {
     if (this.closed) return;

@@ -183,7 +183,7 @@ describe('access log', () => {
         error: entry.error,
       });
       // Some lines a few milliseconds apart: a serializer that kept the line's start per millisecond
-      // (load-tests/PERFORMANCE.md) would have to change it between them.
+      // (docs/performance.md) would have to change it between them.
       if (i % 20 === 19) await delay(3);
     }
     await log.close();
