@@ -9,12 +9,12 @@ import { isAbsolute, resolve, dirname } from 'node:path';
 import { CORE_SCHEMA, load } from 'js-yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors';
+import { resolveListeners, type ResolvedListener } from './listeners';
 import {
   CompressSchema,
   ConfigSchema,
   PoolSchema,
   TransformSchema,
-  parseHostPort,
   type Config,
   type CompressConfig,
   type MemberConfig,
@@ -24,7 +24,8 @@ import {
 } from './schema';
 
 export interface ConfigOverrides {
-  listen?: string | undefined;
+  /** One address, or several (`--listen` given more than once). */
+  listen?: string | string[] | undefined;
   admin?: string | undefined;
   upstreams?: string[] | undefined;
   workers?: string | undefined;
@@ -43,8 +44,12 @@ export type ResolvedConfig = Readonly<
     pools: Readonly<Record<string, PoolConfig>>;
     /** In order; each names a pool that exists. */
     routes: readonly ResolvedRoute[];
-    /** `listen` split into parts. */
+    /** `listen` and `tls` as listeners, certificates checked (listeners.ts). */
+    listeners: readonly ResolvedListener[];
+    /** The first listener's address. */
     listenAddress: { readonly host: string; readonly port: number };
+    /** Things to tell the operator that do not stop the proxy (a key file others may read). */
+    warnings: readonly string[];
     /** `workers` with "auto" replaced by the CPU count. */
     workerCount: number;
   }
@@ -53,7 +58,10 @@ export type ResolvedConfig = Readonly<
 /** Read, merge, validate and freeze. Throws ConfigError naming the key, the value and what was expected. */
 export function loadConfig(file: string | undefined, overrides: ConfigOverrides = {}): ResolvedConfig {
   const raw: Record<string, unknown> = file === undefined ? {} : readYaml(file);
-  if (overrides.listen !== undefined) raw.listen = overrides.listen;
+  if (overrides.listen !== undefined) {
+    raw.listen =
+      Array.isArray(overrides.listen) && overrides.listen.length === 1 ? overrides.listen[0] : overrides.listen;
+  }
   if (overrides.admin !== undefined) {
     // A bare port means loopback: the admin listener is not for the world.
     const listen = /^\d+$/.test(overrides.admin) ? `127.0.0.1:${overrides.admin}` : overrides.admin;
@@ -79,6 +87,7 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
   // Relative file paths in a config file mean relative to that file, as in nginx and Caddy.
   const base = file === undefined ? process.cwd() : dirname(resolve(file));
   resolveFiles(config, base, source);
+  const { listeners, warnings } = resolveListeners(config, base, source);
   if (file !== undefined && config.upstreams === undefined && config.pools === undefined) {
     // The demo origin echoes request headers: it must never stand in for a forgotten upstream.
     throw new ConfigError(
@@ -86,9 +95,15 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
         '(or --upstream); the built-in demo origin is only served when switchyard runs without --config',
     );
   }
-  const { host, port } = parseHostPort(config.listen)!;
   const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers;
-  return deepFreeze({ ...config, ...routing(config, source), listenAddress: { host, port }, workerCount });
+  return deepFreeze({
+    ...config,
+    ...routing(config, source),
+    listeners,
+    listenAddress: { host: listeners[0].host, port: listeners[0].port },
+    warnings,
+    workerCount,
+  });
 }
 
 /**
@@ -284,10 +299,6 @@ function resolveFiles(config: Config, base: string, source: string): void {
     }
     return abs;
   };
-  if (config.tls) {
-    config.tls.cert = check('tls.cert', config.tls.cert);
-    config.tls.key = check('tls.key', config.tls.key);
-  }
   if (config.pidFile !== undefined && !isAbsolute(config.pidFile)) config.pidFile = resolve(base, config.pidFile);
   if (config.accessLog.file !== undefined) {
     if (!isAbsolute(config.accessLog.file)) config.accessLog.file = resolve(base, config.accessLog.file);

@@ -407,8 +407,71 @@ export const RouteSchema = z.strictObject({
     ),
 });
 
+export const CertificateSchema = z.strictObject({
+  cert: z.string().min(1).describe('PEM file: the certificate, then its chain.'),
+  key: z.string().min(1).describe("PEM file: the certificate's private key."),
+});
+
+/** Certificates, as one pair (`cert`, `key`) or a list; both may be given. */
+const tlsFields = {
+  cert: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('PEM certificate chain file: shorthand for one entry of `certificates`, with `key`.'),
+  key: z.string().min(1).optional().describe('PEM private key file of `cert`.'),
+  certificates: z
+    .array(CertificateSchema)
+    .min(1)
+    .optional()
+    .describe(
+      "Certificates to serve, chosen per handshake by the client's SNI name against each certificate's subject alternative names: exact names first, then wildcards.",
+    ),
+  defaultCertificate: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'The `cert` file of the certificate served to clients that send no SNI name or one no certificate carries. Default: the first certificate.',
+    ),
+  strictSni: z
+    .boolean()
+    .optional()
+    .describe(
+      'Refuse the handshake of a client that sends no SNI name or one no certificate carries, instead of serving the default certificate. Default: false.',
+    ),
+};
+
+const certPairsComplete = (t: { cert?: string | undefined; key?: string | undefined }) =>
+  (t.cert === undefined) === (t.key === undefined);
+const pairMessage = { message: 'expected `cert` and `key` together', path: ['cert'] };
+
+export const TlsSchema = z.strictObject(tlsFields).refine(certPairsComplete, pairMessage);
+
+export const ListenerSchema = z.strictObject({
+  address: hostPort.describe('HOST:PORT to listen on.'),
+  tls: z
+    .strictObject(tlsFields)
+    .refine(certPairsComplete, pairMessage)
+    .optional()
+    .describe(
+      'HTTPS on this listener: `{}` serves the certificates of the top-level `tls`; keys given here replace those.',
+    ),
+  redirect: z
+    .literal('https')
+    .optional()
+    .describe(
+      'Answer every request with a 308 to the same host and path over https (ACME HTTP-01 challenge paths excepted).',
+    ),
+});
+
 export const ConfigSchema = z.strictObject({
-  listen: hostPort.default('127.0.0.1:8000').describe('Address the proxy listens on, HOST:PORT.'),
+  listen: z
+    .union([hostPort, z.array(z.union([hostPort, ListenerSchema])).min(1)])
+    .default('127.0.0.1:8000')
+    .describe(
+      'Where to listen: HOST:PORT, or a list of them and of listeners with their own `tls` or `redirect`. A single address serves HTTPS when `tls` is set; in a list, each HTTPS listener says so with `tls`.',
+    ),
   workers: z
     .union([z.literal('auto'), z.number().int().min(1).max(1024)])
     .default('auto')
@@ -419,13 +482,9 @@ export const ConfigSchema = z.strictObject({
     .describe(
       'How new connections reach workers: "none" (workers accept from the shared socket: under half the CPU per new connection, and no connection stranded on a worker that just died) or "round-robin" (the primary accepts and hands each to the next worker: more even when a few long-lived connections carry most of the load). Takes effect on restart, not on reload.',
     ),
-  tls: z
-    .strictObject({
-      cert: z.string().min(1).describe('PEM certificate chain file for the HTTPS listener.'),
-      key: z.string().min(1).describe('PEM private key file for the HTTPS listener.'),
-    })
-    .optional()
-    .describe('Serve HTTPS on the listener. Default: plain HTTP.'),
+  tls: TlsSchema.optional().describe(
+    'Certificates for HTTPS: a single `listen` address serves HTTPS with them, and so does each listener with `tls`. Default: plain HTTP.',
+  ),
   upstreams: z
     .array(MemberSchema)
     .min(1)
@@ -603,6 +662,8 @@ export const ConfigSchema = z.strictObject({
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
+export type TlsConfig = z.infer<typeof TlsSchema>;
+export type ListenerConfig = z.infer<typeof ListenerSchema>;
 export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
 export type MemberConfig = z.infer<typeof MemberSchema>;
 export type PoolConfig = z.infer<typeof PoolSchema>;
