@@ -18,14 +18,14 @@ const { version } = require('../../package.json') as { version: string };
 export const USAGE = `switchyard ${version}: a reverse proxy for HTTP/1.1
 
 Usage:
-  switchyard [--config FILE] [--listen HOST:PORT] [--upstream URL]... [--workers N] [--admin HOST:PORT]
+  switchyard [--config FILE] [--listen HOST:PORT]... [--upstream URL]... [--workers N] [--admin HOST:PORT]
   switchyard check --config FILE [--listen ...] [--upstream ...] [--workers ...]
   switchyard reload [--config FILE] [--pid-file FILE]
   switchyard stop [--config FILE] [--pid-file FILE]
 
 Options:
   -c, --config FILE        YAML config file (see config.schema.json); flags override it
-  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:8000)
+  -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:8000); repeat for several
   -u, --upstream URL       upstream origin, http:// or https://; repeat for several (taken in turn).
                            Without one, a built-in demo origin is served.
   -w, --workers N|auto     worker processes (default auto: one per CPU)
@@ -51,7 +51,7 @@ export function parseCommandLine(argv: string[]): { command: Command; file?: str
     strict: true,
     options: {
       config: { type: 'string', short: 'c' },
-      listen: { type: 'string', short: 'l' },
+      listen: { type: 'string', short: 'l', multiple: true },
       admin: { type: 'string' },
       upstream: { type: 'string', short: 'u', multiple: true },
       workers: { type: 'string', short: 'w' },
@@ -112,8 +112,15 @@ async function main(argv: string[]): Promise<number> {
         `${name} (${p.dns !== undefined ? `DNS ${p.dns.type} ${p.dns.name}` : p.members!.map((m) => m.url).join(', ')})`,
     );
     const upstreams = pools.length === 0 ? 'built-in demo origin' : pools.join('; ');
+    const listen = config.listeners
+      .map(
+        (l) =>
+          `${l.address}${l.tls !== null ? ` (https, ${l.tls.certificates.length} certificate(s))` : ''}${l.redirect !== null ? ' (redirect to https)' : ''}`,
+      )
+      .join(', ');
+    for (const warning of config.warnings) process.stderr.write(`switchyard: warning: ${warning}\n`);
     process.stdout.write(
-      `configuration OK: listen ${config.listen}, ${config.workerCount} worker(s), ${config.routes.length} route(s), pools: ${upstreams}\n`,
+      `configuration OK: listen ${listen}, ${config.workerCount} worker(s), ${config.routes.length} route(s), pools: ${upstreams}\n`,
     );
     return 0;
   }

@@ -7,7 +7,18 @@ import type { ResolvedConfig } from './config/load';
 import type { MembershipSnapshot } from './upstream/membership';
 
 export type PrimaryMessage =
-  | { type: 'swy:start'; config: ResolvedConfig; demo: boolean; members: MembershipSnapshot }
+  | {
+      type: 'swy:start';
+      config: ResolvedConfig;
+      demo: boolean;
+      members: MembershipSnapshot;
+      /** TLS session ticket keys, base64: the same in every worker, so any worker resumes any session. */
+      ticketKeys: string;
+    }
+  /** The ticket keys were rotated. */
+  | { type: 'swy:ticket-keys'; ticketKeys: string }
+  /** Certificate or key files changed (and the primary checked them): read them again, in place. */
+  | { type: 'swy:reload-certificates' }
   /** Pool members or their health changed (DNS, active or passive checks): the changed pools only. */
   | { type: 'swy:members'; members: MembershipSnapshot }
   /** `reload`: tunnels and streaming responses get timeouts.streamDrain; `stop`: everything timeouts.drain. */
@@ -15,7 +26,10 @@ export type PrimaryMessage =
   | { type: 'swy:reopen-logs' };
 
 export type WorkerMessage =
-  | { type: 'swy:listening'; host: string; port: number }
+  /** Every listener listens; `host`/`port` are the first's. */
+  | { type: 'swy:listening'; host: string; port: number; addresses: Array<{ host: string; port: number }> }
+  /** The outcome of swy:reload-certificates: the files served now, or why nothing changed. */
+  | { type: 'swy:certificates-reloaded'; files: string[]; error?: string }
   /** The worker cannot run; `exitCode` 2 when the cause is the configuration or the environment (a port in use). */
   | { type: 'swy:fatal'; message: string; exitCode?: number }
   /** A request to this member failed in a way the passive health check counts. */

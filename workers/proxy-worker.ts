@@ -10,6 +10,7 @@ import { nameProcess } from '../src/process-name';
 import { AccessLog } from '../src/ops/access-log';
 import { HEAP_TRIM_DEFAULTS, startHeapTrim } from '../src/ops/heap-trim';
 import { ProxyServer } from '../src/proxy/server';
+import type { ResolvedConfig } from '../src/config/load';
 
 let server: ProxyServer | null = null;
 let accessLog: AccessLog | null = null;
@@ -63,7 +64,7 @@ process.on('message', (message: unknown) => {
   if (!isPrimaryMessage(message)) return;
   switch (message.type) {
     case 'swy:start': {
-      const { config, demo, members } = message;
+      const { config, demo, members, ticketKeys } = message;
       const id = cluster.worker?.id ?? 0;
       // `ps` and `top` tell the workers apart, as they tell the primary (supervisor.ts).
       nameProcess(`switchyard: worker ${id}`, `switchyard-w${id}`);
@@ -100,6 +101,7 @@ process.on('message', (message: unknown) => {
             reportFailure: (pool, url) => send({ type: 'swy:upstream-failure', pool, url }),
           },
           ...(demo ? { extraRequestHeaders: `X-Switchyard-Worker: ${id} (pid ${process.pid})\r\n` } : {}),
+          ticketKeys: Buffer.from(ticketKeys, 'base64'),
         });
       } catch (err) {
         send({ type: 'swy:fatal', message: (err as Error).message });
@@ -110,13 +112,13 @@ process.on('message', (message: unknown) => {
         onTrim: (before, after) =>
           logger?.debug({ newSpaceBefore: before, newSpaceAfter: after }, 'idle: young generation trimmed'),
       });
-      server.listen(config.listenAddress.host, config.listenAddress.port).then(
-        (addr) => send({ type: 'swy:listening', host: addr.host, port: addr.port }),
-        (err: Error) => {
+      server.listenAll().then(
+        (addresses) => send({ type: 'swy:listening', host: addresses[0].host, port: addresses[0].port, addresses }),
+        (err: Error & { listener?: string; address?: string }) => {
           const code = (err as NodeJS.ErrnoException).code;
           send({
             type: 'swy:fatal',
-            message: `listen: cannot listen on ${config.listen}: ${listenFailure(err)}`,
+            message: `${err.listener ?? 'listen'}: cannot listen on ${listenAddressOf(err, config)}: ${listenFailure(err)}`,
             exitCode: code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' ? 2 : 1,
           });
           process.exit(1);
@@ -133,6 +135,16 @@ process.on('message', (message: unknown) => {
         message.reason === 'reload' ? 'reload' : 'primary asked',
         message.reason === 'reload' ? Math.max(drainMs, streamDrainMs) : drainMs,
       );
+      break;
+    case 'swy:ticket-keys':
+      server?.setTicketKeys(Buffer.from(message.ticketKeys, 'base64'));
+      break;
+    case 'swy:reload-certificates':
+      try {
+        send({ type: 'swy:certificates-reloaded', files: server?.reloadCertificates() ?? [] });
+      } catch (err) {
+        send({ type: 'swy:certificates-reloaded', files: [], error: (err as Error).message });
+      }
       break;
     case 'swy:reopen-logs':
       accessLog?.reopen();
@@ -152,3 +164,8 @@ process.on('uncaughtException', (err) => {
   (logger ?? createLogger('worker', 'info')).fatal({ err }, 'uncaught exception, exiting');
   process.exit(70);
 });
+
+/** The address a failed listen was for (server.ts marks the error with its listener). */
+function listenAddressOf(err: { address?: string }, config: ResolvedConfig): string {
+  return err.address ?? config.listenAddress.host + ':' + String(config.listenAddress.port);
+}

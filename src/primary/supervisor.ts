@@ -14,7 +14,10 @@ import { errField, type Logger } from '../log';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import type { AdminServer } from './admin';
 import type { ControlFiles } from './control';
+import { certificateFiles, recheckCertificates } from '../config/listeners';
+import { CertificateWatch } from './certificate-watch';
 import { reloadWorkers, type ReloadHost } from './reload';
+import { TicketKeys } from './ticket-keys';
 import { newSlot, type Slot } from './slot';
 import type { SystemdNotifier } from './systemd';
 import { workerExecArgv } from './worker-flags';
@@ -52,6 +55,13 @@ export class Supervisor implements ReloadHost {
   /** Counts worker restarts for /metrics, when the admin listener is on. */
   admin: AdminServer | null = null;
   membership: Membership | null = null;
+  private readonly ticketKeys = new TicketKeys((ticketKeys) => {
+    for (const w of this.liveWorkers()) if (w.isConnected()) w.send({ type: 'swy:ticket-keys', ticketKeys });
+  });
+  private readonly certificateWatch = new CertificateWatch((changed) => this.reloadCertificates(changed));
+  /** A certificate reload in flight: the workers yet to answer, and what they said. */
+  private certificateRound: { pending: Set<Worker>; changed: string[]; errors: string[]; files: string[] } | null =
+    null;
   /** Which membership a worker was started with: it hears that one's changes and reports to it. */
   private readonly membershipOf = new WeakMap<Worker, Membership>();
 
@@ -83,6 +93,7 @@ export class Supervisor implements ReloadHost {
     });
     for (let i = 0; i < this.config.workerCount; i++) this.slots.push(newSlot(i));
     for (const slot of this.slots) void this.spawn(slot);
+    this.certificateWatch.watch(certificateFiles(this.config.listeners));
     return {
       ready,
       stopped: stopped.then(() => {
@@ -125,7 +136,8 @@ export class Supervisor implements ReloadHost {
   }
 
   get statusLine(): string {
-    return `serving ${this.config.tls ? 'https' : 'http'}://${this.config.listen} with ${this.slots.length} worker(s)`;
+    const urls = this.config.listeners.map((l) => `${l.tls !== null ? 'https' : 'http'}://${l.address}`);
+    return `serving ${urls.join(', ')} with ${this.slots.length} worker(s)`;
   }
 
   /** Fork a worker into `slot`; resolves true once it listens, false if it dies first. */
@@ -143,16 +155,19 @@ export class Supervisor implements ReloadHost {
       config: this.config,
       demo: this.demoUrl !== undefined,
       members: membership.snapshot(),
+      ticketKeys: this.ticketKeys.current,
     } satisfies PrimaryMessage);
     return new Promise<boolean>((resolveListening) => {
       worker.on('message', (m: unknown) => {
         if (!isWorkerMessage(m)) return;
         if (m.type === 'swy:upstream-failure') {
           membership.reportFailure(m.pool, m.url);
+        } else if (m.type === 'swy:certificates-reloaded') {
+          this.certificatesReloaded(worker, m.files, m.error);
         } else if (m.type === 'swy:listening') {
           if (slot.worker === worker) slot.listening = true;
           resolveListening(true);
-          if (!this.everReady && this.slots.every((s) => s.listening)) this.onFirstReady(`${m.host}:${m.port}`);
+          if (!this.everReady && this.slots.every((s) => s.listening)) this.onFirstReady(m.addresses);
         } else if (m.type === 'swy:fatal') {
           this.logger.error({ worker: worker.id }, m.message);
           resolveListening(false);
@@ -171,12 +186,23 @@ export class Supervisor implements ReloadHost {
     });
   }
 
-  private onFirstReady(address: string): void {
+  private onFirstReady(addresses: Array<{ host: string; port: number }>): void {
     this.everReady = true;
+    const urls = this.config.listeners.map((l, i) => {
+      const a = addresses[i] ?? { host: l.host, port: l.port };
+      const host = a.host.includes(':') ? `[${a.host}]` : a.host;
+      return `${l.tls !== null ? 'https' : 'http'}://${host}:${a.port}${l.redirect !== null ? ' (redirect to https)' : ''}`;
+    });
     this.logger.info(
-      { event: 'listening', workers: this.slots.length, listen: address },
-      `switchyard listening on ${this.config.tls ? 'https' : 'http'}://${this.config.listen} with ${this.slots.length} worker(s)`,
+      {
+        event: 'listening',
+        workers: this.slots.length,
+        listen: `${addresses[0].host.includes(':') ? `[${addresses[0].host}]` : addresses[0].host}:${addresses[0].port}`,
+        listeners: urls,
+      },
+      `switchyard listening on ${urls.join(', ')} with ${this.slots.length} worker(s)`,
     );
+    for (const warning of this.config.warnings) this.logger.warn({ event: 'config-warning' }, warning);
     this.notifier.ready(this.statusLine);
     this.writeControl(() => this.control.write());
     this.resolveReady();
@@ -220,8 +246,53 @@ export class Supervisor implements ReloadHost {
     }
     this.reloading = reloadWorkers(this).finally(() => {
       this.reloading = null;
+      // The files of the configuration now served (a failed reload kept the old one).
+      if (!this.stopping) this.certificateWatch.watch(certificateFiles(this.config.listeners));
     });
     return this.reloading;
+  }
+
+  /**
+   * Certificate or key files changed: checked here first (a pair that no longer loads changes
+   * nothing), then every worker reads them again in place.
+   */
+  private reloadCertificates(changed: string[]): void {
+    if (this.stopping || this.reloading !== null) return;
+    try {
+      for (const warning of recheckCertificates(this.config.listeners))
+        this.logger.warn({ event: 'config-warning' }, warning);
+    } catch (err) {
+      this.logger.error(
+        { event: 'certificates-refused', changed, err: errField(err) },
+        'certificate files changed but do not load; still serving the previous certificates',
+      );
+      return;
+    }
+    const workers = this.liveWorkers().filter((w) => w.isConnected());
+    this.certificateRound = { pending: new Set(workers), changed, errors: [], files: [] };
+    for (const w of workers) w.send({ type: 'swy:reload-certificates' } satisfies PrimaryMessage);
+    if (workers.length === 0) this.certificatesReloaded(null, [], undefined);
+  }
+
+  private certificatesReloaded(worker: Worker | null, files: string[], error: string | undefined): void {
+    const round = this.certificateRound;
+    if (round === null) return;
+    if (worker !== null) round.pending.delete(worker);
+    if (error !== undefined) round.errors.push(`worker ${worker?.id}: ${error}`);
+    if (files.length > 0) round.files = files;
+    if (round.pending.size > 0) return;
+    this.certificateRound = null;
+    if (round.errors.length > 0) {
+      this.logger.error(
+        { event: 'certificates-refused', changed: round.changed, errors: round.errors },
+        'certificate reload failed in some workers; they serve the previous certificates',
+      );
+    } else {
+      this.logger.info(
+        { event: 'certificates-reloaded', changed: round.changed, files: round.files },
+        `certificates reloaded in place: ${round.changed.join(', ')} changed`,
+      );
+    }
   }
 
   /** The pid and status files are for `switchyard reload` and `stop`: the proxy runs on without them. */
@@ -291,6 +362,8 @@ export class Supervisor implements ReloadHost {
     this.stopping = true;
     this.exitCode = code;
     this.notifier.stopping();
+    this.ticketKeys.stop();
+    this.certificateWatch.stop();
     this.logger.info({ reason }, 'stopping: draining workers');
     for (const slot of this.slots) {
       if (slot.timer !== null) clearTimeout(slot.timer);

@@ -242,10 +242,15 @@ export class ClientRequest implements RequestBody {
     }
     if (close) this.closeAfter = true;
     const answer = errorResponse(err);
-    this.writeHead(answer.status, answer.reason, answer.headerLines, true);
-    if (this.method !== 'HEAD') {
-      this.conn.writeRaw(answer.body);
-      this.bytesOut += Buffer.byteLength(answer.body);
+    this.respond(answer.status, answer.reason, answer.headerLines, answer.body);
+  }
+
+  /** A complete short answer from the proxy itself; `headerLines` include its Content-Length. */
+  respond(status: number, reason: string, headerLines: string, body: string): void {
+    this.writeHead(status, reason, headerLines, true);
+    if (this.method !== 'HEAD' && body.length > 0) {
+      this.conn.writeRaw(body);
+      this.bytesOut += Buffer.byteLength(body);
     }
     this.end();
   }

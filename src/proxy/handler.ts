@@ -8,7 +8,8 @@
  * from pick upstream on are one ProxyExchange's (exchange.ts).
  */
 import { performance } from 'node:perf_hooks';
-import { NoHealthyUpstreamError, NoRouteError, type SwitchyardError } from '../errors';
+import { BadRequestError, NoHealthyUpstreamError, NoRouteError, type SwitchyardError } from '../errors';
+import { plainTextHeaders } from '../http1/error-response';
 import { findHeader } from '../http1/fields';
 import { RarelyLogged, type Logger } from '../log';
 import type { AccessLog } from '../ops/access-log';
@@ -23,6 +24,12 @@ import { validateRequest } from './request-validation';
 import type { BodyContext } from './response-body';
 import { normalizePath, type Route, type Router } from './router';
 import { openTunnel } from './upgrade';
+
+/** RFC 8555 §8.3: where a CA fetches an HTTP-01 challenge. */
+const ACME_CHALLENGE = '/.well-known/acme-challenge/';
+
+/** A Host field that names a host: a DNS name, IPv4 or [IPv6], and an optional port. */
+const HOST = /^([A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])\.?(?::\d{1,5})?$/;
 
 export interface HandlerOptions {
   readonly router: Router;
@@ -41,6 +48,8 @@ export interface HandlerOptions {
   readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
   /** The transform pool and its settings, when some route transforms or compresses. */
   readonly body?: BodyContext | null;
+  /** A redirecting listener: every request gets a 308 to https on this port. */
+  readonly redirect?: { readonly port: number } | null;
 }
 
 export class ProxyHandler implements ExchangeContext {
@@ -55,6 +64,7 @@ export class ProxyHandler implements ExchangeContext {
   readonly maxBodySize: number;
   readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
   readonly body: BodyContext | null;
+  private redirect: { readonly port: number } | null;
   /** The failure log, at most a line a second per upstream and code. */
   readonly failures: RarelyLogged;
 
@@ -71,6 +81,7 @@ export class ProxyHandler implements ExchangeContext {
     this.maxBodySize = options.maxBodySize;
     this.tunnel = options.tunnel;
     this.body = options.body ?? null;
+    this.redirect = options.redirect ?? null;
   }
 
   /** validate → route → the exchange (exchange.ts) or, for an allowed Upgrade, a tunnel. */
@@ -78,6 +89,10 @@ export class ProxyHandler implements ExchangeContext {
     const target = validateRequest(req, this.maxBodySize);
     if (typeof target !== 'string') {
       this.refuse(req, target.err, target.close);
+      return;
+    }
+    if (this.redirect !== null) {
+      this.redirectToHttps(req, target);
       return;
     }
     const path = normalizePath(target);
@@ -90,6 +105,35 @@ export class ProxyHandler implements ExchangeContext {
     }
     new ProxyExchange(this, req, route, upstreamPath).start();
   };
+
+  /**
+   * A redirecting listener (`redirect: https`): 308 to the same host and target over https, so
+   * the method and body are kept. ACME HTTP-01 challenge paths are not redirected: a CA fetches
+   * them over plain HTTP. The Host must be a plain host name or address, so that no request can
+   * turn the redirect towards somewhere else.
+   */
+  private redirectToHttps(req: ClientRequest, target: string): void {
+    const startedAt = performance.now();
+    const path = normalizePath(target);
+    if (path.startsWith(ACME_CHALLENGE)) {
+      this.refuse(req, new NoRouteError(req.facts.host, path), false);
+      return;
+    }
+    const m = HOST.exec(req.facts.host ?? '');
+    if (m === null) {
+      this.refuse(req, new BadRequestError('no host name to redirect to'), false);
+      return;
+    }
+    const port = this.redirect!.port === 443 ? '' : `:${this.redirect!.port}`;
+    const location = `https://${m[1].toLowerCase()}${port}${target}`;
+    req.respond(308, 'Permanent Redirect', `${plainTextHeaders(0)}Location: ${location}\r\n`, '');
+    this.account(req, requestIdFor(req), startedAt, undefined, undefined, undefined);
+  }
+
+  /** The HTTPS port a redirect names, once known (an HTTPS listener on port 0 learns it when listening). */
+  setRedirectPort(port: number): void {
+    if (this.redirect !== null) this.redirect = { port };
+  }
 
   // route
 

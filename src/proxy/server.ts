@@ -1,13 +1,14 @@
 /**
- * The client-facing listener of one worker: plain TCP or TLS, one ClientConnection per socket,
- * client timeouts checked by one sweep, and the graceful drain (stop accepting, finish in-flight
- * requests, close keep-alive connections).
+ * The client-facing side of one worker: its listeners (plain TCP, TLS with certificates by SNI,
+ * or a redirect to HTTPS), one ClientConnection per socket, client timeouts checked by one sweep,
+ * and the graceful drain (stop accepting, finish in-flight requests, close keep-alive
+ * connections).
  */
-import { readFileSync } from 'node:fs';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { errField, RarelyLogged, type Logger } from '../log';
 import type { ResolvedConfig } from '../config/load';
+import type { ResolvedListener } from '../config/listeners';
 import type { SwitchyardError } from '../errors';
 import type { AccessLog } from '../ops/access-log';
 import { RequestMetrics } from '../ops/metrics';
@@ -23,6 +24,7 @@ import { ProxyHandler } from './handler';
 import { TransformPool } from '../transform/pool';
 import type { BodyContext } from './response-body';
 import { Router } from './router';
+import { CertificateStore, readCertificateSet } from './certificate-store';
 
 /** How long an idle keep-alive connection may stay open once a drain starts. */
 const DRAIN_IDLE_GRACE_MS = 1000;
@@ -43,10 +45,24 @@ export interface ProxyServerOptions {
    * net.Socket, the fallback where it has not; tests run both.
    */
   clientSockets?: 'handle' | 'net';
+  /** TLS session ticket keys (48 bytes) shared by the cluster, so any worker resumes any session. */
+  ticketKeys?: Buffer;
+}
+
+/** One listening socket and what serves it. */
+interface Listening {
+  readonly config: ResolvedListener;
+  readonly server: net.Server;
+  readonly handler: ProxyHandler;
+  /** Plain TCP connections arrive as handles (tcp-transport.ts), not net.Sockets. */
+  readonly onHandles: boolean;
+  readonly certificates: CertificateStore | null;
 }
 
 export class ProxyServer implements ClientConnectionOwner {
-  readonly server: net.Server;
+  /** In `listen`'s order. */
+  readonly listeners: Listening[] = [];
+  /** The first listener's: it accounts for the answers connections give themselves. */
   readonly handler: ProxyHandler;
   readonly pools = new Map<string, UpstreamPool>();
   /** The transform threads, when some route transforms or compresses. */
@@ -56,12 +72,12 @@ export class ProxyServer implements ClientConnectionOwner {
   private readonly clients = new ClientList<ClientConnection>();
   private readonly limits: ClientLimits;
   private readonly maxConnections: number;
-  /** Plain TCP connections arrive as handles (client-transport.ts), not net.Sockets. */
-  private readonly onHandles: boolean;
   private readonly sweepTimer: NodeJS.Timeout;
   private drainPromise: Promise<void> | null = null;
   /** During a drain: checks whether the last connection is gone. */
   private onClientGone: (() => void) | null = null;
+  /** The cluster's TLS session ticket keys, when the primary gives them. */
+  private ticketKeys: Buffer | null;
   /** Set once a drain starts: responses then carry Connection: close. */
   draining = false;
 
@@ -71,6 +87,7 @@ export class ProxyServer implements ClientConnectionOwner {
     options: ProxyServerOptions = {},
   ) {
     this.rarely = new RarelyLogged(logger);
+    this.ticketKeys = options.ticketKeys ?? null;
     if (config.routes.length === 0) throw new Error('ProxyServer needs at least one route and pool');
     const poolOptions = (pool: {
       maxConnections?: number | undefined;
@@ -121,11 +138,10 @@ export class ProxyServer implements ClientConnectionOwner {
         count: metrics === null ? () => undefined : (outcome) => metrics.countTransform(outcome),
       };
     }
-    this.handler = new ProxyHandler({
+    const handlerOptions = {
       router: new Router(config.routes, this.pools),
       preserveHost: config.preserveHost,
       trustedProxies: config.trustedProxies,
-      proto: config.tls ? 'https' : 'http',
       logger,
       ...(options.extraRequestHeaders !== undefined ? { extraRequestHeaders: options.extraRequestHeaders } : {}),
       accessLog: options.accessLog ?? null,
@@ -137,7 +153,7 @@ export class ProxyServer implements ClientConnectionOwner {
       },
       metrics,
       body,
-    });
+    };
     this.limits = {
       maxBodySize: config.server.maxBodySize,
       keepAliveTimeout: config.server.keepAliveTimeout,
@@ -147,38 +163,76 @@ export class ProxyServer implements ClientConnectionOwner {
       upgradeProtocols: config.server.upgradeProtocols.map((p) => p.toLowerCase()),
     };
     this.maxConnections = config.server.maxConnections;
-    this.onHandles = !config.tls && handleTransportAvailable && options.clientSockets !== 'net';
-    const onSocket = (socket: net.Socket): void => {
-      socket.on('error', () => undefined);
-      this.clients.add(new ClientConnection(new SocketTransport(socket), this.limits, this, this.handler.handle));
-    };
-    if (config.tls) {
-      this.server = tls.createServer({
-        cert: readFileSync(config.tls.cert),
-        key: readFileSync(config.tls.key),
-        allowHalfOpen: true,
-        noDelay: true,
-        ALPNProtocols: ['http/1.1'],
-      });
-      this.server.on('secureConnection', onSocket);
-      this.server.on('tlsClientError', (err: Error) =>
-        this.logger.debug({ err: errField(err) }, 'TLS handshake failed'),
-      );
-    } else if (this.onHandles) {
-      // Plain TCP connections never become net.Sockets: listen() hands their handles to accept().
-      this.server = net.createServer();
-    } else {
-      this.server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
+    for (const l of config.listeners) {
+      const handler = new ProxyHandler({ ...handlerOptions, proto: l.tls ? 'https' : 'http', redirect: l.redirect });
+      this.listeners.push(this.createListener(l, handler, options));
     }
-    // Past the cap a new connection is closed as it is accepted, before it costs anything more
-    // (accept() applies the same cap to handles).
-    this.server.maxConnections = this.maxConnections;
-    this.server.on('drop', () => this.dropped());
+    this.handler = this.listeners[0].handler;
     // One timer checks every client's deadline (keep-alive idle, header and request timeouts)
     // instead of a timer re-armed per request. Resolution: a quarter of the shortest timeout.
     const shortest = Math.min(this.limits.keepAliveTimeout, this.limits.headersTimeout, this.limits.requestTimeout);
     this.sweepTimer = setInterval(() => this.sweep(), Math.min(1000, Math.max(10, Math.floor(shortest / 4))));
     this.sweepTimer.unref();
+  }
+
+  private createListener(l: ResolvedListener, handler: ProxyHandler, options: ProxyServerOptions): Listening {
+    const onHandles = l.tls === null && handleTransportAvailable && options.clientSockets !== 'net';
+    const onSocket = (socket: net.Socket): void => {
+      socket.on('error', () => undefined);
+      this.clients.add(new ClientConnection(new SocketTransport(socket), this.limits, this, handler.handle));
+    };
+    let server: net.Server;
+    let certificates: CertificateStore | null = null;
+    if (l.tls !== null) {
+      const store = new CertificateStore(readCertificateSet(l.tls));
+      certificates = store;
+      const tlsServer = tls.createServer({
+        ...store.defaultOptions,
+        SNICallback: store.sniCallback,
+        ...(options.ticketKeys !== undefined ? { ticketKeys: options.ticketKeys } : {}),
+        allowHalfOpen: true,
+        noDelay: true,
+        ALPNProtocols: ['http/1.1'],
+        // A handshake is part of the head a client owes us (Node's own default is 120 s).
+        handshakeTimeout: this.limits.headersTimeout,
+      });
+      tlsServer.on('secureConnection', onSocket);
+      tlsServer.on('tlsClientError', (err: Error) => this.logger.debug({ err: errField(err) }, 'TLS handshake failed'));
+      server = tlsServer;
+    } else if (onHandles) {
+      // Plain TCP connections never become net.Sockets: listen() hands their handles to accept().
+      server = net.createServer();
+    } else {
+      server = net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
+    }
+    // Past the cap a new connection is closed as it is accepted, before it costs anything more
+    // (accept() applies the same cap to handles).
+    server.maxConnections = this.maxConnections;
+    server.on('drop', () => this.dropped());
+    return { config: l, server, handler, onHandles, certificates };
+  }
+
+  /**
+   * Certificate and key files read again, for every HTTPS listener: new handshakes get the new
+   * ones, open connections keep theirs. Throws, changing nothing on that listener, when a pair no
+   * longer loads. Returns the files now served.
+   */
+  reloadCertificates(): string[] {
+    const files: string[] = [];
+    for (const l of this.listeners) {
+      if (l.certificates === null || l.config.tls === null) continue;
+      const set = readCertificateSet(l.config.tls);
+      l.certificates.replace(set);
+      (l.server as tls.Server).setSecureContext({ ...l.certificates.defaultOptions });
+      files.push(...set.pems.map((p) => p.certPath));
+    }
+    return files;
+  }
+
+  /** The cluster's session ticket keys, rotated by the primary. */
+  setTicketKeys(keys: Buffer): void {
+    this.ticketKeys = keys;
+    for (const l of this.listeners) if (l.certificates !== null) (l.server as tls.Server).setTicketKeys(keys);
   }
 
   /** New members or health from the membership (the primary's, or our own). */
@@ -214,7 +268,7 @@ export class ProxyServer implements ClientConnectionOwner {
   }
 
   /** A plain TCP connection, straight from the listening socket. */
-  private accept(err: number, handle: TcpHandle): void {
+  private accept(err: number, handle: TcpHandle, handler: ProxyHandler): void {
     if (err !== 0) {
       // EMFILE and the like: the connection stays in the backlog for the next try.
       this.warnRarely('accept', { errno: err }, 'accept failed');
@@ -226,7 +280,7 @@ export class ProxyServer implements ClientConnectionOwner {
       this.dropped();
       return;
     }
-    this.clients.add(new ClientConnection(new TcpTransport(handle), this.limits, this, this.handler.handle));
+    this.clients.add(new ClientConnection(new TcpTransport(handle), this.limits, this, handler.handle));
   }
 
   private dropped(): void {
@@ -243,17 +297,48 @@ export class ProxyServer implements ClientConnectionOwner {
     this.rarely.warn(kind, fields, msg);
   }
 
+  /** The first listener on `host`:`port` instead of its configured address (tests, port 0). */
   async listen(host: string, port: number): Promise<{ host: string; port: number }> {
     await this.membership?.start();
+    return this.listenOne(this.listeners[0], host, port);
+  }
+
+  /** Every listener on its configured address, in order. */
+  async listenAll(): Promise<Array<{ host: string; port: number }>> {
+    await this.membership?.start();
+    const out = [];
+    for (const [i, l] of this.listeners.entries()) {
+      try {
+        out.push(await this.listenOne(l, l.config.host, l.config.port));
+      } catch (err) {
+        // Which listener failed, for the one line the CLI prints (`listen[1]: cannot listen on …`).
+        Object.assign(err as object, {
+          listener: this.listeners.length === 1 ? 'listen' : `listen[${i}]`,
+          address: l.config.address,
+        });
+        throw err;
+      }
+    }
+    // A redirect names the first HTTPS listener's port as it is (port 0 in the config: the OS's).
+    const https = this.listeners.findIndex((l) => l.config.tls !== null);
+    if (https !== -1) for (const l of this.listeners) l.handler.setRedirectPort(out[https].port);
+    return out;
+  }
+
+  private listenOne(l: Listening, host: string, port: number): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host, port, backlog: 4096 }, () => {
-        this.server.off('error', reject);
-        if (this.onHandles && !acceptHandles(this.server, (e, h) => this.accept(e, h))) {
+      const server = l.server;
+      server.once('error', reject);
+      server.listen({ host, port, backlog: 4096 }, () => {
+        server.off('error', reject);
+        // A cluster worker's TLS listener takes the ticket keys of the first worker that listened
+        // on the address (node:cluster's server data); the primary's current ones win.
+        if (l.certificates !== null && this.ticketKeys !== null) (server as tls.Server).setTicketKeys(this.ticketKeys);
+        if (l.onHandles && !acceptHandles(server, (e, h) => this.accept(e, h, l.handler))) {
           reject(new Error('cannot take over the listening socket'));
           return;
         }
-        const addr = this.server.address();
+        const addr = server.address();
         resolve(typeof addr === 'object' && addr !== null ? { host: addr.address, port: addr.port } : { host, port });
       });
     });
@@ -269,13 +354,19 @@ export class ProxyServer implements ClientConnectionOwner {
     this.membership?.stop();
     this.drainPromise = new Promise<void>((resolve) => {
       let streamDeadline: NodeJS.Timeout | null = null;
+      // Done once the listeners are closed and the last client connection is gone. A TLS
+      // listener's close() also waits for handshakes in progress, which handshakeTimeout ends on
+      // its own: past the drain's deadline, only client connections are waited for.
+      let listening = this.listeners.length;
       const deadline = setTimeout(() => {
+        listening = 0;
         // Tunnels and responses already streaming may have longer (a reload: timeouts.streamDrain).
         const cut =
           longLivedMs > timeoutMs ? this.clients.toArray().filter((c) => !c.longLived) : this.clients.toArray();
         if (cut.length > 0)
           this.logger.warn({ timeoutMs, connections: cut.length }, 'drain timeout: closing remaining connections');
         for (const c of cut) c.destroy();
+        check();
         if (longLivedMs <= timeoutMs || this.clients.size === 0) return;
         this.logger.info(
           { connections: this.clients.size, streamDrainMs: longLivedMs },
@@ -289,11 +380,8 @@ export class ProxyServer implements ClientConnectionOwner {
           for (const c of this.clients.toArray()) c.destroy();
         }, longLivedMs - timeoutMs);
       }, timeoutMs);
-      // Done once the listener is closed (for TLS, net also waits for handshakes in progress)
-      // and the last client connection is gone.
-      let listenerClosed = false;
       const check = (): void => {
-        if (!listenerClosed || this.clients.size > 0) return;
+        if (listening > 0 || this.clients.size > 0) return;
         this.onClientGone = null;
         clearTimeout(deadline);
         if (streamDeadline !== null) clearTimeout(streamDeadline);
@@ -303,10 +391,12 @@ export class ProxyServer implements ClientConnectionOwner {
         resolve();
       };
       this.onClientGone = check;
-      this.server.close(() => {
-        listenerClosed = true;
-        check();
-      });
+      for (const l of this.listeners) {
+        l.server.close(() => {
+          listening--;
+          check();
+        });
+      }
       // Busy connections end after their response (which says Connection: close); idle ones
       // within DRAIN_IDLE_GRACE_MS, answering with Connection: close whatever arrives meanwhile.
       this.clients.forEach((c) => c.drainIdle(Math.min(DRAIN_IDLE_GRACE_MS, timeoutMs)));

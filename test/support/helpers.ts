@@ -13,6 +13,7 @@ import pino from 'pino';
 import { validate, deepFreeze, routing, type ResolvedConfig } from '../../src/config/load';
 import { parseHostPort } from '../../src/config/schema';
 import { ProxyServer, type ProxyServerOptions } from '../../src/proxy/server';
+import { resolveListeners } from '../../src/config/listeners';
 import type { ConnectionPool } from '../../src/upstream/connection-pool';
 
 export const ROOT = resolve(__dirname, '../../..');
@@ -82,7 +83,15 @@ export interface Proxy {
 /** A config as loadConfig would give it, from an object instead of a file. */
 export function resolveConfig(config: Record<string, unknown>): ResolvedConfig {
   const parsed = validate({ listen: '127.0.0.1:0', ...config });
-  return deepFreeze({ ...parsed, ...routing(parsed), listenAddress: parseHostPort(parsed.listen)!, workerCount: 1 });
+  const { listeners, warnings } = resolveListeners(parsed, ROOT, 'test config');
+  return deepFreeze({
+    ...parsed,
+    ...routing(parsed),
+    listeners,
+    listenAddress: { host: listeners[0].host, port: listeners[0].port },
+    warnings,
+    workerCount: 1,
+  });
 }
 
 /** The first member's connection pool of a pool ("default" unless named). */
@@ -97,6 +106,17 @@ export async function startProxy(config: Record<string, unknown>, options: Proxy
   const addr = await server.listen('127.0.0.1', 0);
   onCleanup(() => server.drain(10));
   return { port: addr.port, url: `http://127.0.0.1:${addr.port}`, server };
+}
+
+/** The proxy in-process with every listener of `config.listen` on its own address (use port 0). */
+export async function startProxyListeners(
+  config: Record<string, unknown>,
+  options: ProxyServerOptions = {},
+): Promise<{ server: ProxyServer; ports: number[] }> {
+  const server = new ProxyServer(resolveConfig(config), silentLogger, options);
+  onCleanup(() => server.drain(10));
+  const addrs = await server.listenAll();
+  return { server, ports: addrs.map((a) => a.port) };
 }
 
 export interface SimpleResponse {
@@ -221,7 +241,9 @@ export async function startCli(
   nodeFlags: string[] = [],
   options: { detached?: boolean } = {},
 ): Promise<Cli> {
-  const child = spawn(process.execPath, [...nodeFlags, CLI, '--listen', '127.0.0.1:0', ...args], {
+  // Port 0 unless the test names its own listeners (`--listen` may repeat: each is one).
+  const listen = args.includes('--listen') || args.includes('-l') ? [] : ['--listen', '127.0.0.1:0'];
+  const child = spawn(process.execPath, [...nodeFlags, CLI, ...listen, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
     detached: options.detached === true,
