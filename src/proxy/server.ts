@@ -179,6 +179,12 @@ export class ProxyServer implements ClientConnectionOwner {
     const onHandles = l.tls === null && handleTransportAvailable && options.clientSockets !== 'net';
     const onSocket = (socket: net.Socket): void => {
       socket.on('error', () => undefined);
+      // server.maxConnections counts one listener; the cap is for all of a worker's listeners.
+      if (this.clients.size >= this.maxConnections) {
+        socket.destroy();
+        this.dropped();
+        return;
+      }
       this.clients.add(new ClientConnection(new SocketTransport(socket), this.limits, this, handler.handle));
     };
     let server: net.Server;
