@@ -6,6 +6,9 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 
+/** Connections to one upstream member, per worker. */
+const connectionLimit = () => z.number().int().min(1).max(65_536);
+
 /** Milliseconds, as an integer: config files stay diffable and unambiguous. */
 const ms = (what: string) => z.number().int().min(1).max(2_147_483_647).describe(`${what}, in milliseconds`);
 
@@ -82,11 +85,7 @@ export const MemberSchema = UpstreamSchema.extend({
     .max(1000)
     .default(1)
     .describe('Share of traffic under weighted-round-robin, and weight under hash.'),
-  maxConnections: z
-    .number()
-    .int()
-    .min(1)
-    .max(65_536)
+  maxConnections: connectionLimit()
     .optional()
     .describe("Connections to this member per worker. Default: the pool's maxConnections."),
 });
@@ -183,11 +182,7 @@ export const PoolSchema = z
       .regex(HASH_KEY, 'expected "ip", "header:NAME" or "cookie:NAME"')
       .default('ip')
       .describe('policy hash only: what is hashed: "ip", "header:NAME" or "cookie:NAME".'),
-    maxConnections: z
-      .number()
-      .int()
-      .min(1)
-      .max(65_536)
+    maxConnections: connectionLimit()
       .optional()
       .describe('Connections per member per worker. Default: pool.maxConnections.'),
     queueTimeout: ms(
@@ -523,11 +518,7 @@ export const ConfigSchema = z.strictObject({
     .describe('Upstream timeouts, and how long a stop or reload lets connections finish.'),
   pool: z
     .strictObject({
-      maxConnections: z
-        .number()
-        .int()
-        .min(1)
-        .max(65_536)
+      maxConnections: connectionLimit()
         .default(256)
         .describe('Connections per upstream per worker; requests past it wait in a queue.'),
       queueTimeout: ms('Time a request may wait for a free upstream connection before a 503').default(30_000),
