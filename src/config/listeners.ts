@@ -71,6 +71,12 @@ export function resolveListeners(config: Config, base: string, source: string): 
     }
     out.push({ key: e.key, address: e.address, host, port, tls, redirect: e.redirect === 'https' });
   }
+  if (config.tls !== undefined && out.every((l) => l.tls === null)) {
+    // In a list, HTTPS is per listener: certificates no listener serves are most likely a slip.
+    warnings.push(
+      'tls: no listener in `listen` has `tls`, so these certificates are not served; add `tls: {}` to the HTTPS one',
+    );
+  }
   const httpsPort = out.find((l) => l.tls !== null)?.port ?? 443;
   return {
     listeners: out.map((l) => ({

@@ -199,6 +199,18 @@ describe('switchyard check: certificates', () => {
     assert.match(r.stderr, /warning: tls\.key: .*open-key\.pem is readable by other users/);
   });
 
+  it('warns when a list of listeners leaves the tls certificates unserved', () => {
+    const a = makeCert(['a.example']);
+    const r = check(
+      '--config',
+      configFile(
+        `upstreams: [{ url: "http://127.0.0.1:3000" }]\ntls: { cert: ${a.cert}, key: ${a.key} }\nlisten: [127.0.0.1:8080, 127.0.0.1:8443]\n`,
+      ),
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /warning: tls: no listener in `listen` has `tls`, so these certificates are not served/);
+  });
+
   it('refuses an HTTPS listener without certificates, and a redirect on an HTTPS listener', () => {
     let r = check(
       '--config',
