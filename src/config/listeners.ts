@@ -54,7 +54,7 @@ export function resolveListeners(config: Config, base: string, source: string): 
         );
   const warnings: string[] = [];
   const seen = new Set<string>();
-  const out: Array<Omit<ResolvedListener, 'redirect'> & { redirect: boolean; key: string }> = [];
+  const out: Array<Omit<ResolvedListener, 'redirect'> & { redirect: boolean }> = [];
   for (const e of entries) {
     // Port 0 asks the OS for a free port each time: only tests use it, and they may repeat it.
     if (seen.has(e.address) && !e.address.endsWith(':0'))
@@ -69,7 +69,7 @@ export function resolveListeners(config: Config, base: string, source: string): 
       const merged: TlsConfig = { ...config.tls, ...e.tls };
       tls = resolveTls(merged, own ? `${e.key}.tls` : 'tls', base, fail, warnings);
     }
-    out.push({ key: e.key, address: e.address, host, port, tls, redirect: e.redirect === 'https' });
+    out.push({ address: e.address, host, port, tls, redirect: e.redirect === 'https' });
   }
   if (config.tls !== undefined && out.every((l) => l.tls === null)) {
     // In a list, HTTPS is per listener: certificates no listener serves are most likely a slip.
@@ -79,13 +79,7 @@ export function resolveListeners(config: Config, base: string, source: string): 
   }
   const httpsPort = out.find((l) => l.tls !== null)?.port ?? 443;
   return {
-    listeners: out.map((l) => ({
-      address: l.address,
-      host: l.host,
-      port: l.port,
-      tls: l.tls,
-      redirect: l.redirect ? { port: httpsPort } : null,
-    })),
+    listeners: out.map(({ redirect, ...l }) => ({ ...l, redirect: redirect ? { port: httpsPort } : null })),
     warnings,
   };
 }

@@ -12,6 +12,11 @@ const connectionLimit = () => z.number().int().min(1).max(65_536);
 /** Milliseconds, as an integer: config files stay diffable and unambiguous. */
 const ms = (what: string) => z.number().int().min(1).max(2_147_483_647).describe(`${what}, in milliseconds`);
 
+/** The other way: `HOST:PORT`, with an IPv6 address in brackets. */
+export function formatHostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
 /** `HOST:PORT`, `[IPv6]:PORT`; port 0 asks the OS for a free one (tests use it). */
 export function parseHostPort(value: string): { host: string; port: number } | null {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(value);

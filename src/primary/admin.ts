@@ -6,6 +6,7 @@
  */
 import * as http from 'node:http';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
+import { formatHostPort } from '../config/schema';
 import { errField, type Logger } from '../log';
 import type { MembershipSnapshot } from '../upstream/membership';
 
@@ -51,11 +52,7 @@ export class AdminServer {
       this.server.listen(port, host, () => {
         this.server.off('error', reject);
         const a = this.server.address();
-        resolve(
-          typeof a === 'object' && a !== null
-            ? `${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}`
-            : `${host}:${port}`,
-        );
+        resolve(typeof a === 'object' && a !== null ? formatHostPort(a.address, a.port) : `${host}:${port}`);
       });
     });
   }

@@ -10,6 +10,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { resolve } from 'node:path';
 import { withDemoPool, type ResolvedConfig } from '../config/load';
 import { isWorkerMessage, type PrimaryMessage } from '../ipc';
+import { formatHostPort } from '../config/schema';
 import { errField, type Logger } from '../log';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
 import type { AdminServer } from './admin';
@@ -190,14 +191,13 @@ export class Supervisor implements ReloadHost {
     this.everReady = true;
     const urls = this.config.listeners.map((l, i) => {
       const a = addresses[i] ?? { host: l.host, port: l.port };
-      const host = a.host.includes(':') ? `[${a.host}]` : a.host;
-      return `${l.tls !== null ? 'https' : 'http'}://${host}:${a.port}${l.redirect !== null ? ' (redirect to https)' : ''}`;
+      return `${l.tls !== null ? 'https' : 'http'}://${formatHostPort(a.host, a.port)}${l.redirect !== null ? ' (redirect to https)' : ''}`;
     });
     this.logger.info(
       {
         event: 'listening',
         workers: this.slots.length,
-        listen: `${addresses[0].host.includes(':') ? `[${addresses[0].host}]` : addresses[0].host}:${addresses[0].port}`,
+        listen: formatHostPort(addresses[0].host, addresses[0].port),
         listeners: urls,
       },
       `switchyard listening on ${urls.join(', ')} with ${this.slots.length} worker(s)`,

@@ -3,7 +3,7 @@
  * of the best priority, at its target and port, weighted by the record's weight).
  */
 import { promises as dns } from 'node:dns';
-import type { DnsConfig, MemberConfig } from '../config/schema';
+import { formatHostPort, type DnsConfig, type MemberConfig } from '../config/schema';
 
 export interface DnsAnswer {
   members: MemberConfig[];
@@ -30,7 +30,7 @@ export async function resolveMembers(cfg: DnsConfig): Promise<DnsAnswer> {
         }
       : { insecure: false };
   const member = (host: string, port: number, weight = 1): MemberConfig => ({
-    url: `${cfg.scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: `${cfg.scheme}://${formatHostPort(host, port)}`,
     weight,
     ...tlsFields,
   });
