@@ -7,6 +7,8 @@
 # "N passed, M failed". Exits non-zero when anything failed or nothing ran.
 #
 # SWITCHYARD_TEST_NODES="24 26" chooses the extra lines (empty: the machine's node only).
+# Suites titled with "@once" test tools rather than the runtime (the load-test smoke run) and
+# run only in the first pass: repeating them on every line cost minutes and told nothing new.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,11 +17,12 @@ extra=${SWITCHYARD_TEST_NODES-24 26}
 npm_cli=${npm_execpath:-$(readlink -f "$(command -v npm)" 2>/dev/null)}
 total_pass=0 total_fail=0 runs=0 broken=0
 
+once_only=() # empty for the first pass, then: skip the "@once" suites
 run() { # label, node binary, extra env...
   local label=$1 bin=$2; shift 2
   local log; log=$(mktemp)
   echo "=== $label ($("$bin" --version))"
-  env "$@" PATH="$(dirname "$bin"):$PATH" "$bin" node_modules/mocha/bin/mocha.js 2>&1 | tee "$log" | grep -vE '^[0-9]+ passed, [0-9]+ failed$'
+  env "$@" PATH="$(dirname "$bin"):$PATH" "$bin" node_modules/mocha/bin/mocha.js "${once_only[@]}" 2>&1 | tee "$log" | grep -vE '^[0-9]+ passed, [0-9]+ failed$'
   local line; line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1); rm -f "$log"
   if [ -z "$line" ]; then echo "$label: the run printed no counts"; broken=1; return; fi
   echo "$label: $line"
@@ -37,6 +40,7 @@ rebuild_addon() { # node binary, headers dir (empty: npm's own setting)
 
 machine_node=$(command -v node)
 run "node $(node --version)" "$machine_node"
+once_only=(--grep @once --invert)
 run "node $(node --version), internals off" "$machine_node" SWITCHYARD_NODE_INTERNALS=off
 
 trap 'rebuild_addon "$machine_node" ""' EXIT

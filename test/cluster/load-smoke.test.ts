@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { ROOT } from '../support/helpers';
 
 /** Proves the load suites run end to end (no timing is asserted: CI machines are noisy). */
-describe('load-tests smoke (npm run load -- --smoke)', function () {
+describe('load-tests smoke (npm run load -- --smoke) @once', function () {
   this.timeout(120_000);
 
   it('runs every suite through a real cluster with no error and no non-2xx, and writes JSON', () => {
