@@ -38,6 +38,15 @@ rebuild_addon() { # node binary, headers dir (empty: npm's own setting)
     || echo "unix-dgram did not rebuild for $("$1" --version); its systemd test will say so"
 }
 
+# The ACME tests run against Pebble (Debian package `pebble`), the test server Let's Encrypt
+# publishes: installed with apt when the machine lacks it (as root, or with passwordless sudo).
+if ! command -v pebble >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  as_root=(); [ "$(id -u)" -eq 0 ] || as_root=(sudo -n)
+  "${as_root[@]}" apt-get install -y -qq pebble >/dev/null 2>&1 \
+    || { "${as_root[@]}" apt-get update -qq >/dev/null 2>&1 && "${as_root[@]}" apt-get install -y -qq pebble >/dev/null 2>&1; } \
+    || echo "pebble could not be installed with apt; the ACME tests will say so"
+fi
+
 machine_node=$(command -v node)
 run "node $(node --version)" "$machine_node"
 once_only=(--grep @once --invert)

@@ -6,6 +6,15 @@
 import type { ResolvedConfig } from './config/load';
 import type { MembershipSnapshot } from './upstream/membership';
 
+/**
+ * What the primary's ACME manager tells every worker: a certificate to serve for a name, or a
+ * challenge answer to give (null: no longer). Applied by proxy/acme-responder.ts.
+ */
+export type AcmeUpdate =
+  | { kind: 'certificate'; name: string; cert: string; key: string }
+  | { kind: 'http-01'; token: string; keyAuthorization: string | null }
+  | { kind: 'tls-alpn-01'; name: string; cert: string | null; key: string | null };
+
 export type PrimaryMessage =
   | {
       type: 'swy:start';
@@ -14,7 +23,13 @@ export type PrimaryMessage =
       members: MembershipSnapshot;
       /** TLS session ticket keys, base64: the same in every worker, so any worker resumes any session. */
       ticketKeys: string;
+      /** Certificates and challenges the ACME manager holds now. */
+      acme: AcmeUpdate[];
     }
+  /** Apply, then answer swy:acme-applied with the same id. */
+  | { type: 'swy:acme'; id: number; update: AcmeUpdate }
+  /** The answer to swy:acme-wanted: every worker serves a certificate for `name` now, or `error` says why not. */
+  | { type: 'swy:acme-answer'; name: string; error: string | null }
   /** The ticket keys were rotated. */
   | { type: 'swy:ticket-keys'; ticketKeys: string }
   /** Certificate or key files changed (and the primary checked them): read them again, in place. */
@@ -32,6 +47,9 @@ export type WorkerMessage =
   | { type: 'swy:certificates-reloaded'; files: string[]; error?: string }
   /** The worker cannot run; `exitCode` 2 when the cause is the configuration or the environment (a port in use). */
   | { type: 'swy:fatal'; message: string; exitCode?: number }
+  | { type: 'swy:acme-applied'; id: number }
+  /** A handshake asked for `name` and no certificate serves it: obtain one on demand, if allowed. */
+  | { type: 'swy:acme-wanted'; name: string }
   /** A request to this member failed in a way the passive health check counts. */
   | { type: 'swy:upstream-failure'; pool: string; url: string };
 

@@ -64,7 +64,7 @@ process.on('message', (message: unknown) => {
   if (!isPrimaryMessage(message)) return;
   switch (message.type) {
     case 'swy:start': {
-      const { config, demo, members, ticketKeys } = message;
+      const { config, demo, members, ticketKeys, acme } = message;
       const id = cluster.worker?.id ?? 0;
       // `ps` and `top` tell the workers apart, as they tell the primary (supervisor.ts).
       nameProcess(`switchyard: worker ${id}`, `switchyard-w${id}`);
@@ -102,7 +102,9 @@ process.on('message', (message: unknown) => {
           },
           ...(demo ? { extraRequestHeaders: `X-Switchyard-Worker: ${id} (pid ${process.pid})\r\n` } : {}),
           ticketKeys: Buffer.from(ticketKeys, 'base64'),
+          requestCertificate: (name) => send({ type: 'swy:acme-wanted', name }),
         });
+        for (const update of acme) server.acme?.apply(update);
       } catch (err) {
         send({ type: 'swy:fatal', message: (err as Error).message });
         process.exit(1);
@@ -145,6 +147,17 @@ process.on('message', (message: unknown) => {
       } catch (err) {
         send({ type: 'swy:certificates-reloaded', files: [], error: (err as Error).message });
       }
+      break;
+    case 'swy:acme':
+      try {
+        server?.acme?.apply(message.update);
+      } catch (err) {
+        logger?.error({ err: errField(err) }, 'acme: an update from the primary did not apply');
+      }
+      send({ type: 'swy:acme-applied', id: message.id });
+      break;
+    case 'swy:acme-answer':
+      server?.acme?.answered(message.name, message.error);
       break;
     case 'swy:reopen-logs':
       accessLog?.reopen();

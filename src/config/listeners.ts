@@ -19,7 +19,7 @@ export interface CertificatePair {
 export interface ResolvedTls {
   /** In the configured order: the listener's own, then `certificates`, then `cert`/`key`. */
   readonly certificates: readonly CertificatePair[];
-  /** The `cert` path served without SNI or for an unknown name (unless strictSni). */
+  /** The `cert` path served without SNI or for an unknown name (unless strictSni); '' when none. */
   readonly defaultCertificate: string;
   readonly strictSni: boolean;
 }
@@ -67,7 +67,7 @@ export function resolveListeners(config: Config, base: string, source: string): 
         fail(`${e.key}.redirect`, e.redirect, 'expected no redirect on a listener with tls');
       const own = Object.keys(e.tls).length > 0;
       const merged: TlsConfig = { ...config.tls, ...e.tls };
-      tls = resolveTls(merged, own ? `${e.key}.tls` : 'tls', base, fail, warnings);
+      tls = resolveTls(merged, own ? `${e.key}.tls` : 'tls', base, fail, warnings, config.acme !== undefined);
     }
     out.push({ address: e.address, host, port, tls, redirect: e.redirect === 'https' });
   }
@@ -90,18 +90,21 @@ function resolveTls(
   base: string,
   fail: (key: string, got: unknown, expected: string) => never,
   warnings: string[],
+  acme: boolean,
 ): ResolvedTls {
   const abs = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
   const pairs: Array<{ cert: string; key: string; at: string }> = [];
   t.certificates?.forEach((c, i) => pairs.push({ cert: c.cert, key: c.key, at: `${key}.certificates[${i}]` }));
   if (t.cert !== undefined && t.key !== undefined) pairs.push({ cert: t.cert, key: t.key, at: key });
-  if (pairs.length === 0) fail(key, t, 'expected certificates: `cert` and `key`, or `certificates`');
+  // With ACME, a listener may start with no certificate at all: they come as they are issued.
+  if (pairs.length === 0 && !acme)
+    fail(key, t, 'expected certificates: `cert` and `key`, or `certificates` (or automatic ones: `acme`)');
   const certificates = pairs.map((p) => {
     const pair = { cert: abs(p.cert), key: abs(p.key) };
     checkPair(pair, p, fail, warnings);
     return pair;
   });
-  let defaultCertificate = certificates[0].cert;
+  let defaultCertificate = certificates[0]?.cert ?? '';
   if (t.defaultCertificate !== undefined) {
     const wanted = abs(t.defaultCertificate);
     if (!certificates.some((c) => c.cert === wanted)) {

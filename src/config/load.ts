@@ -9,6 +9,7 @@ import { isAbsolute, resolve, dirname } from 'node:path';
 import { CORE_SCHEMA, load } from 'js-yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors';
+import { resolveAcme, type ResolvedAcme } from './acme';
 import { resolveListeners, type ResolvedListener } from './listeners';
 import {
   CompressSchema,
@@ -39,7 +40,7 @@ export type ResolvedRoute = Omit<RouteConfig, 'transform' | 'compress'> & {
 };
 
 export type ResolvedConfig = Readonly<
-  Omit<Config, 'pools' | 'routes'> & {
+  Omit<Config, 'pools' | 'routes' | 'acme'> & {
     /** Every pool by name; `upstreams` is the pool "default". Empty only before the demo origin fills it. */
     pools: Readonly<Record<string, PoolConfig>>;
     /** In order; each names a pool that exists. */
@@ -52,6 +53,8 @@ export type ResolvedConfig = Readonly<
     warnings: readonly string[];
     /** `workers` with "auto" replaced by the CPU count. */
     workerCount: number;
+    /** Automatic certificates: the names and challenges resolved (acme.ts). */
+    acme?: ResolvedAcme;
   }
 >;
 
@@ -87,7 +90,12 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
   // Relative file paths in a config file mean relative to that file, as in nginx and Caddy.
   const base = file === undefined ? process.cwd() : dirname(resolve(file));
   resolveFiles(config, base, source);
-  const { listeners, warnings } = resolveListeners(config, base, source);
+  const resolved = resolveParsed(
+    config,
+    base,
+    source,
+    config.workers === 'auto' ? availableParallelism() : config.workers,
+  );
   if (file !== undefined && config.upstreams === undefined && config.pools === undefined) {
     // The demo origin echoes request headers: it must never stand in for a forgotten upstream.
     throw new ConfigError(
@@ -95,10 +103,20 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
         '(or --upstream); the built-in demo origin is only served when switchyard runs without --config',
     );
   }
-  const workerCount = config.workers === 'auto' ? availableParallelism() : config.workers;
+  return resolved;
+}
+
+/** A validated config resolved across its keys (listeners, routes, acme) and frozen. */
+export function resolveParsed(config: Config, base: string, source: string, workerCount: number): ResolvedConfig {
+  const { listeners, warnings } = resolveListeners(config, base, source);
+  const routed = routing(config, source);
+  const { acme: acmeConfig, ...rest } = config;
+  const acme =
+    acmeConfig === undefined ? undefined : resolveAcme(acmeConfig, routed.routes, listeners, base, source, warnings);
   return deepFreeze({
-    ...config,
-    ...routing(config, source),
+    ...rest,
+    ...routed,
+    ...(acme !== undefined ? { acme } : {}),
     listeners,
     listenAddress: { host: listeners[0].host, port: listeners[0].port },
     warnings,

@@ -465,6 +465,75 @@ export const ListenerSchema = z.strictObject({
     ),
 });
 
+/** A DNS name a certificate may be ordered for: no wildcard (that needs DNS-01), no address. */
+const dnsName = z
+  .string()
+  .max(253)
+  .regex(
+    /^(?=.*[A-Za-z])[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$/,
+    'expected a DNS name with at least two labels (example.com), without a wildcard, port or trailing dot',
+  );
+
+const httpUrl = (what: string) =>
+  z
+    .string()
+    .refine((v) => URL.canParse(v) && /^https?:$/.test(new URL(v).protocol), { message: `expected an http(s) URL` })
+    .describe(what);
+
+export const AcmeSchema = z.strictObject({
+  directory: httpUrl("The ACME server's directory URL.").default('https://acme-v02.api.letsencrypt.org/directory'),
+  email: z
+    .string()
+    .regex(/^[^@\s]+@[^@\s]+$/, 'expected an email address')
+    .optional()
+    .describe('Contact address for the account: the CA writes here about expiring certificates. Default: none.'),
+  storage: z
+    .string()
+    .min(1)
+    .default('/var/lib/switchyard/acme')
+    .describe(
+      "Directory for the account key and the certificates, kept across restarts (the systemd unit's StateDirectory). Several machines may share it: a lock file per name makes one order at a time.",
+    ),
+  hosts: z
+    .array(dnsName)
+    .optional()
+    .describe("Names to obtain certificates for. Default: every routes' exact `host` (not wildcards, not addresses)."),
+  challenges: z
+    .array(z.enum(['http-01', 'tls-alpn-01']))
+    .min(1)
+    .default(['http-01', 'tls-alpn-01'])
+    .describe(
+      'Challenge types, in order of preference: http-01 is answered on the plain listeners, tls-alpn-01 on the HTTPS ones.',
+    ),
+  caRoot: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "PEM file of the CA that signs the ACME server's own HTTPS certificate (a private ACME server). Default: the system's roots.",
+    ),
+  retryDelay: ms('Wait after a failed order before the first retry; each failure doubles it, up to an hour').default(
+    60_000,
+  ),
+  onDemand: z
+    .strictObject({
+      ask: httpUrl(
+        'Asked `GET ASK?domain=NAME` before a certificate is ordered during a handshake; only a 200 answer allows it.',
+      ),
+      maxPerMinute: z
+        .number()
+        .int()
+        .min(1)
+        .max(10_000)
+        .default(10)
+        .describe('Orders started on demand per minute, at most; handshakes past it get no certificate.'),
+    })
+    .optional()
+    .describe(
+      'Obtain a certificate during the handshake for an SNI name that has none, when `ask` allows it. Default: off.',
+    ),
+});
+
 export const ConfigSchema = z.strictObject({
   listen: z
     .union([hostPort, z.array(z.union([hostPort, ListenerSchema])).min(1)])
@@ -484,6 +553,9 @@ export const ConfigSchema = z.strictObject({
     ),
   tls: TlsSchema.optional().describe(
     'Certificates for HTTPS: a single `listen` address serves HTTPS with them, and so does each listener with `tls`. Default: plain HTTP.',
+  ),
+  acme: AcmeSchema.optional().describe(
+    "Obtain and renew certificates automatically (ACME, RFC 8555; Let's Encrypt by default) for the HTTPS listeners. Default: off.",
   ),
   upstreams: z
     .array(MemberSchema)
@@ -659,6 +731,7 @@ export const ConfigSchema = z.strictObject({
 
 export type Config = z.infer<typeof ConfigSchema>;
 export type TlsConfig = z.infer<typeof TlsSchema>;
+export type AcmeConfig = z.infer<typeof AcmeSchema>;
 export type ListenerConfig = z.infer<typeof ListenerSchema>;
 export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
 export type MemberConfig = z.infer<typeof MemberSchema>;

@@ -9,7 +9,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { resolve } from 'node:path';
 import { withDemoPool, type ResolvedConfig } from '../config/load';
-import { isWorkerMessage, type PrimaryMessage } from '../ipc';
+import { isWorkerMessage, type AcmeUpdate, type PrimaryMessage } from '../ipc';
 import { formatHostPort } from '../config/schema';
 import { errField, type Logger } from '../log';
 import { Membership, type MembershipSnapshot } from '../upstream/membership';
@@ -17,6 +17,7 @@ import type { AdminServer } from './admin';
 import type { ControlFiles } from './control';
 import { certificateFiles, recheckCertificates } from '../config/listeners';
 import { CertificateWatch } from './certificate-watch';
+import { AcmeManager, type AcmePublisher } from './acme-manager';
 import { reloadWorkers, type ReloadHost } from './reload';
 import { TicketKeys } from './ticket-keys';
 import { newSlot, type Slot } from './slot';
@@ -42,8 +43,10 @@ const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 30_000;
 /** Beyond the drain timeout, how long a worker may take to exit before it is killed. */
 const EXIT_GRACE_MS = 5_000;
+/** A worker that has not applied an ACME update by then is stuck: the order goes on without it. */
+const ACME_APPLY_TIMEOUT_MS = 10_000;
 
-export class Supervisor implements ReloadHost {
+export class Supervisor implements ReloadHost, AcmePublisher {
   config: ResolvedConfig;
   readonly slots: Slot[] = [];
   stopping = false;
@@ -65,6 +68,11 @@ export class Supervisor implements ReloadHost {
     null;
   /** Which membership a worker was started with: it hears that one's changes and reports to it. */
   private readonly membershipOf = new WeakMap<Worker, Membership>();
+  /** Automatic certificates, when `acme` is configured; started once the workers listen. */
+  private acme: AcmeManager | null = null;
+  /** ACME updates sent and the workers yet to apply each. */
+  private readonly acmeRounds = new Map<number, { pending: Set<Worker>; done: () => void }>();
+  private acmeRoundId = 0;
 
   constructor(
     initial: ResolvedConfig,
@@ -157,12 +165,17 @@ export class Supervisor implements ReloadHost {
       demo: this.demoUrl !== undefined,
       members: membership.snapshot(),
       ticketKeys: this.ticketKeys.current,
+      acme: this.acme?.state() ?? [],
     } satisfies PrimaryMessage);
     return new Promise<boolean>((resolveListening) => {
       worker.on('message', (m: unknown) => {
         if (!isWorkerMessage(m)) return;
         if (m.type === 'swy:upstream-failure') {
           membership.reportFailure(m.pool, m.url);
+        } else if (m.type === 'swy:acme-applied') {
+          this.acmeApplied(worker, m.id);
+        } else if (m.type === 'swy:acme-wanted') {
+          void this.acmeWanted(worker, m.name);
         } else if (m.type === 'swy:certificates-reloaded') {
           this.certificatesReloaded(worker, m.files, m.error);
         } else if (m.type === 'swy:listening') {
@@ -182,6 +195,7 @@ export class Supervisor implements ReloadHost {
       });
       worker.on('exit', (code, signal) => {
         resolveListening(false);
+        for (const id of this.acmeRounds.keys()) this.acmeApplied(worker, id);
         this.onExit(slot, worker, code, signal);
       });
     });
@@ -206,6 +220,57 @@ export class Supervisor implements ReloadHost {
     this.notifier.ready(this.statusLine);
     this.writeControl(() => this.control.write());
     this.resolveReady();
+    // HTTP-01 and TLS-ALPN-01 challenges are answered by the workers: they listen now.
+    this.syncAcme();
+  }
+
+  /** The ACME manager for the config now served: started, restarted when `acme` changed, or stopped. */
+  private syncAcme(): void {
+    const wanted = this.config.acme;
+    if (this.acme !== null && JSON.stringify(this.acme.config) === JSON.stringify(wanted)) return;
+    this.acme?.stop();
+    this.acme = wanted === undefined || this.stopping ? null : new AcmeManager(wanted, this, this.logger);
+    this.acme?.start();
+  }
+
+  /** AcmePublisher: every worker applies `update`; resolves when all have (or are gone). */
+  publish(update: AcmeUpdate): Promise<void> {
+    const workers = this.liveWorkers().filter((w) => w.isConnected());
+    if (workers.length === 0) return Promise.resolve();
+    const id = ++this.acmeRoundId;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        const round = this.acmeRounds.get(id);
+        if (round === undefined) return;
+        this.logger.warn(
+          { workers: [...round.pending].map((w) => w.id) },
+          'acme: some workers did not apply an update in time; going on without them',
+        );
+        this.acmeRounds.delete(id);
+        resolve();
+      }, ACME_APPLY_TIMEOUT_MS);
+      this.acmeRounds.set(id, {
+        pending: new Set(workers),
+        done: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+      for (const w of workers) w.send({ type: 'swy:acme', id, update } satisfies PrimaryMessage);
+    });
+  }
+
+  private acmeApplied(worker: Worker, id: number): void {
+    const round = this.acmeRounds.get(id);
+    if (round === undefined || !round.pending.delete(worker) || round.pending.size > 0) return;
+    this.acmeRounds.delete(id);
+    round.done();
+  }
+
+  /** A worker's handshake met a name without a certificate: on demand, when allowed. */
+  private async acmeWanted(worker: Worker, name: string): Promise<void> {
+    const error = this.acme === null ? 'acme is not configured' : await this.acme.onDemand(name);
+    if (worker.isConnected()) worker.send({ type: 'swy:acme-answer', name, error } satisfies PrimaryMessage);
   }
 
   private onExit(slot: Slot, worker: Worker, code: number | null, signal: string | null): void {
@@ -248,6 +313,7 @@ export class Supervisor implements ReloadHost {
       this.reloading = null;
       // The files of the configuration now served (a failed reload kept the old one).
       if (!this.stopping) this.certificateWatch.watch(certificateFiles(this.config.listeners));
+      if (!this.stopping) this.syncAcme();
     });
     return this.reloading;
   }
@@ -364,6 +430,7 @@ export class Supervisor implements ReloadHost {
     this.notifier.stopping();
     this.ticketKeys.stop();
     this.certificateWatch.stop();
+    this.acme?.stop();
     this.logger.info({ reason }, 'stopping: draining workers');
     for (const slot of this.slots) {
       if (slot.timer !== null) clearTimeout(slot.timer);

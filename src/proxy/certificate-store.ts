@@ -1,8 +1,8 @@
 /**
  * The certificates of one HTTPS listener, chosen per handshake by the client's SNI name: an exact
- * subject alternative name first, then a wildcard one label up (`*.example.com` serves
- * `a.example.com`, not `example.com` nor `a.b.example.com`), then the default certificate, or a
- * refused handshake under strictSni. `replace()` swaps every certificate at once (a hot reload):
+ * subject alternative name first, then one obtained by ACME for that name (acme-responder.ts),
+ * then a wildcard one label up (`*.example.com` serves `a.example.com`, not `example.com` nor
+ * `a.b.example.com`), then the default certificate, or a refused handshake under strictSni. `replace()` swaps every certificate at once (a hot reload):
  * handshakes from then on get the new ones; connections already open keep theirs.
  */
 import { readFileSync } from 'node:fs';
@@ -28,7 +28,11 @@ export class CertificateStore {
   private fallback: tls.SecureContext | null = null;
   private defaultPem: CertificatePem | null = null;
 
-  constructor(set: CertificateSet) {
+  /** `managed`: the ACME certificates by name, shared by every listener of the worker. */
+  constructor(
+    set: CertificateSet,
+    private readonly managed: ReadonlyMap<string, tls.SecureContext> | null = null,
+  ) {
     this.replace(set);
   }
 
@@ -63,15 +67,20 @@ export class CertificateStore {
   }
 
   select(servername: string): tls.SecureContext | null {
+    return this.lookup(servername) ?? this.fallback;
+  }
+
+  /** The certificate that carries `servername`, without the default. */
+  lookup(servername: string): tls.SecureContext | null {
     const name = servername.toLowerCase().replace(/\.$/, '');
-    const exact = this.exact.get(name);
+    const exact = this.exact.get(name) ?? this.managed?.get(name);
     if (exact !== undefined) return exact;
     const dot = name.indexOf('.');
     if (dot > 0) {
       const wild = this.wildcard.get(name.slice(dot + 1));
       if (wild !== undefined) return wild;
     }
-    return this.fallback;
+    return null;
   }
 
   /** tls.createServer's SNICallback. */

@@ -24,6 +24,7 @@ import { validateRequest } from './request-validation';
 import type { BodyContext } from './response-body';
 import { normalizePath, type Route, type Router } from './router';
 import { openTunnel } from './upgrade';
+import type { AcmeResponder } from './acme-responder';
 
 /** RFC 8555 §8.3: where a CA fetches an HTTP-01 challenge. */
 const ACME_CHALLENGE = '/.well-known/acme-challenge/';
@@ -50,6 +51,8 @@ export interface HandlerOptions {
   readonly body?: BodyContext | null;
   /** A redirecting listener: every request gets a 308 to https on this port. */
   readonly redirect?: { readonly port: number } | null;
+  /** With `acme`: the HTTP-01 challenge answers the primary published. */
+  readonly acme?: AcmeResponder | null;
 }
 
 export class ProxyHandler implements ExchangeContext {
@@ -65,6 +68,7 @@ export class ProxyHandler implements ExchangeContext {
   readonly tunnel: { connectTimeout: number; responseHeaderTimeout: number; idleTimeout: number };
   readonly body: BodyContext | null;
   private redirect: { readonly port: number } | null;
+  private readonly acme: AcmeResponder | null;
   /** The failure log, at most a line a second per upstream and code. */
   readonly failures: RarelyLogged;
 
@@ -82,6 +86,7 @@ export class ProxyHandler implements ExchangeContext {
     this.tunnel = options.tunnel;
     this.body = options.body ?? null;
     this.redirect = options.redirect ?? null;
+    this.acme = options.acme ?? null;
   }
 
   /** validate → route → the exchange (exchange.ts) or, for an allowed Upgrade, a tunnel. */
@@ -91,6 +96,7 @@ export class ProxyHandler implements ExchangeContext {
       this.refuse(req, target.err, target.close);
       return;
     }
+    if (this.acme !== null && target.startsWith(ACME_CHALLENGE) && this.answerChallenge(req, target)) return;
     if (this.redirect !== null) {
       this.redirectToHttps(req, target);
       return;
@@ -128,6 +134,21 @@ export class ProxyHandler implements ExchangeContext {
     const location = `https://${m[1].toLowerCase()}${port}${target}`;
     req.respond(308, 'Permanent Redirect', `${plainTextHeaders(0)}Location: ${location}\r\n`, '');
     this.account(req, requestIdFor(req), startedAt, undefined, undefined, undefined);
+  }
+
+  /**
+   * RFC 8555 §8.3: the key authorization of a pending HTTP-01 challenge, as text/plain. False
+   * for a token this worker does not know: the request then goes where any other would (an
+   * upstream may run its own ACME client).
+   */
+  private answerChallenge(req: ClientRequest, target: string): boolean {
+    const token = target.slice(ACME_CHALLENGE.length).split('?')[0];
+    const answer = this.acme!.keyAuthorization(token);
+    if (answer === undefined) return false;
+    const startedAt = performance.now();
+    req.respond(200, 'OK', plainTextHeaders(Buffer.byteLength(answer)), answer);
+    this.account(req, requestIdFor(req), startedAt, undefined, undefined, undefined);
+    return true;
   }
 
   /** The HTTPS port a redirect names, once known (an HTTPS listener on port 0 learns it when listening). */

@@ -25,6 +25,7 @@ import { TransformPool } from '../transform/pool';
 import type { BodyContext } from './response-body';
 import { Router } from './router';
 import { CertificateStore, readCertificateSet } from './certificate-store';
+import { AcmeResponder } from './acme-responder';
 
 /** How long an idle keep-alive connection may stay open once a drain starts. */
 const DRAIN_IDLE_GRACE_MS = 1000;
@@ -47,6 +48,8 @@ export interface ProxyServerOptions {
   clientSockets?: 'handle' | 'net';
   /** TLS session ticket keys (48 bytes) shared by the cluster, so any worker resumes any session. */
   ticketKeys?: Buffer;
+  /** With `acme` configured: asks the primary for a certificate for a name (on demand). */
+  requestCertificate?: (name: string) => void;
 }
 
 /** One listening socket and what serves it. */
@@ -78,6 +81,10 @@ export class ProxyServer implements ClientConnectionOwner {
   private onClientGone: (() => void) | null = null;
   /** The cluster's TLS session ticket keys, when the primary gives them. */
   private ticketKeys: Buffer | null;
+  /** Certificates and challenge answers from the primary's ACME manager, when `acme` is configured. */
+  readonly acme: AcmeResponder | null;
+  /** Names a handshake may wait for a certificate for: the configured ones, or any (on demand). */
+  private readonly acmeWaitsFor: ((name: string) => boolean) | null;
   /** Set once a drain starts: responses then carry Connection: close. */
   draining = false;
 
@@ -88,6 +95,14 @@ export class ProxyServer implements ClientConnectionOwner {
   ) {
     this.rarely = new RarelyLogged(logger);
     this.ticketKeys = options.ticketKeys ?? null;
+    const acme = config.acme;
+    this.acme = acme === undefined ? null : new AcmeResponder(options.requestCertificate ?? null);
+    this.acmeWaitsFor =
+      acme === undefined
+        ? null
+        : acme.onDemand !== undefined
+          ? () => true
+          : (name) => acme.hosts.includes(name.toLowerCase().replace(/\.$/, ''));
     if (config.routes.length === 0) throw new Error('ProxyServer needs at least one route and pool');
     const poolOptions = (pool: {
       maxConnections?: number | undefined;
@@ -153,6 +168,7 @@ export class ProxyServer implements ClientConnectionOwner {
       },
       metrics,
       body,
+      acme: this.acme,
     };
     this.limits = {
       maxBodySize: config.server.maxBodySize,
@@ -190,15 +206,14 @@ export class ProxyServer implements ClientConnectionOwner {
     let server: net.Server;
     let certificates: CertificateStore | null = null;
     if (l.tls !== null) {
-      const store = new CertificateStore(readCertificateSet(l.tls));
+      const store = new CertificateStore(readCertificateSet(l.tls), this.acme?.certificates ?? null);
       certificates = store;
       const tlsServer = tls.createServer({
         ...store.defaultOptions,
-        SNICallback: store.sniCallback,
+        ...this.certificateCallbacks(store),
         ...(options.ticketKeys !== undefined ? { ticketKeys: options.ticketKeys } : {}),
         allowHalfOpen: true,
         noDelay: true,
-        ALPNProtocols: ['http/1.1'],
         // A handshake is part of the head a client owes us (Node's own default is 120 s).
         handshakeTimeout: this.limits.headersTimeout,
       });
@@ -216,6 +231,29 @@ export class ProxyServer implements ClientConnectionOwner {
     server.maxConnections = this.maxConnections;
     server.on('drop', () => this.dropped());
     return { config: l, server, handler, onHandles, certificates };
+  }
+
+  /**
+   * How a TLS listener picks the protocol and the certificate. Without ACME: HTTP/1.1 and the
+   * certificate store. With it, a TLS-ALPN-01 validator gets its challenge certificate, and a
+   * name without a certificate may wait for one (the configured names, or any under onDemand).
+   */
+  private certificateCallbacks(store: CertificateStore): Partial<tls.TlsOptions> {
+    const acme = this.acme;
+    const waitsFor = this.acmeWaitsFor;
+    if (acme === null || waitsFor === null) return { SNICallback: store.sniCallback, ALPNProtocols: ['http/1.1'] };
+    return {
+      // Called before SNICallback, with the socket as `this` (Node's _tls_wrap).
+      ALPNCallback(this: tls.TLSSocket, { servername, protocols }: { servername: string; protocols: string[] }) {
+        return acme.selectProtocol(this, servername, protocols);
+      },
+      SNICallback(this: tls.TLSSocket, servername, cb) {
+        const challenge = acme.challengeContext(this, servername);
+        if (challenge !== undefined) return cb(null, challenge);
+        if (store.lookup(servername) !== null || !waitsFor(servername)) return store.sniCallback(servername, cb);
+        void acme.obtain(servername).then(() => store.sniCallback(servername, cb));
+      },
+    };
   }
 
   /**

@@ -10,10 +10,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import pino from 'pino';
-import { validate, deepFreeze, routing, type ResolvedConfig } from '../../src/config/load';
+import { resolveParsed, validate, type ResolvedConfig } from '../../src/config/load';
 import { parseHostPort } from '../../src/config/schema';
 import { ProxyServer, type ProxyServerOptions } from '../../src/proxy/server';
-import { resolveListeners } from '../../src/config/listeners';
 import type { ConnectionPool } from '../../src/upstream/connection-pool';
 
 export const ROOT = resolve(__dirname, '../../..');
@@ -82,16 +81,7 @@ export interface Proxy {
 
 /** A config as loadConfig would give it, from an object instead of a file. */
 export function resolveConfig(config: Record<string, unknown>): ResolvedConfig {
-  const parsed = validate({ listen: '127.0.0.1:0', ...config });
-  const { listeners, warnings } = resolveListeners(parsed, ROOT, 'test config');
-  return deepFreeze({
-    ...parsed,
-    ...routing(parsed),
-    listeners,
-    listenAddress: { host: listeners[0].host, port: listeners[0].port },
-    warnings,
-    workerCount: 1,
-  });
+  return resolveParsed(validate({ listen: '127.0.0.1:0', ...config }), ROOT, 'test config', 1);
 }
 
 /** The first member's connection pool of a pool ("default" unless named). */
@@ -239,10 +229,14 @@ export async function startCli(
   args: string[],
   env: NodeJS.ProcessEnv = {},
   nodeFlags: string[] = [],
-  options: { detached?: boolean } = {},
+  options: { detached?: boolean; configListens?: boolean } = {},
 ): Promise<Cli> {
-  // Port 0 unless the test names its own listeners (`--listen` may repeat: each is one).
-  const listen = args.includes('--listen') || args.includes('-l') ? [] : ['--listen', '127.0.0.1:0'];
+  // Port 0 unless the test names its own listeners (`--listen` may repeat: each is one), on the
+  // command line or (configListens) in its config file.
+  const listen =
+    args.includes('--listen') || args.includes('-l') || options.configListens === true
+      ? []
+      : ['--listen', '127.0.0.1:0'];
   const child = spawn(process.execPath, [...nodeFlags, CLI, ...listen, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },

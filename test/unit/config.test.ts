@@ -146,6 +146,66 @@ describe('configuration', () => {
     );
   });
 
+  describe('acme', () => {
+    const base = (
+      acme: string,
+      listen = '[{ address: 127.0.0.1:0, redirect: https }, { address: 127.0.0.1:0, tls: {} }]',
+    ) =>
+      yamlFile(
+        `listen: ${listen}\nupstreams: [{ url: http://127.0.0.1:1 }]\n` +
+          'routes:\n  - { match: { host: [shop.example.com, "*.wild.example.com", localhost, "[::1]"] }, pool: default }\n' +
+          `acme:\n${acme.includes('storage:') ? '' : `  storage: ${mkdtempSync(join(tmpdir(), 'swy-acme-'))}\n`}${acme}`,
+      );
+
+    it('takes the names from the routes’ exact hosts, and lets an HTTPS listener have no certificate file', () => {
+      const config = loadConfig(base(''));
+      assert.deepEqual(config.acme?.hosts, ['shop.example.com']);
+      assert.deepEqual(config.acme?.challenges, ['http-01', 'tls-alpn-01']);
+      assert.equal(config.acme?.directory, 'https://acme-v02.api.letsencrypt.org/directory');
+      assert.deepEqual(config.listeners[1].tls?.certificates, []);
+      assert.deepEqual(loadConfig(base('  hosts: [A.Example.org]\n')).acme?.hosts, ['a.example.org']);
+    });
+
+    it('drops http-01 without a plain listener, and refuses what could never issue, naming the key', () => {
+      const https = '[{ address: 127.0.0.1:0, tls: {} }]';
+      assert.deepEqual(loadConfig(base('', https)).acme?.challenges, ['tls-alpn-01']);
+      assert.match(
+        configError(() => loadConfig(base('  challenges: [http-01]\n', https))),
+        /acme\.challenges: got \["http-01"\]; expected tls-alpn-01 too, or a plain listener for http-01/,
+      );
+      assert.match(
+        configError(() => loadConfig(base('', '127.0.0.1:0'))),
+        /acme: got "no HTTPS listener"; expected a listener with `tls`/,
+      );
+      assert.match(
+        configError(() => loadConfig(base('  hosts: ["*.example.com"]\n'))),
+        /acme\.hosts\[0\]: got "\*\.example\.com"; expected a DNS name/,
+      );
+      assert.match(
+        configError(() => loadConfig(base(`  storage: ${FIXTURES}/ca.pem/acme\n`))),
+        /acme\.storage: got ".*ca\.pem\/acme"; expected a directory switchyard can create or write/,
+      );
+      assert.match(
+        configError(() => loadConfig(base('  onDemand: { ask: ftp://x }\n'))),
+        /acme\.onDemand\.ask: got "ftp:\/\/x"; expected an http\(s\) URL/,
+      );
+      // Without acme, an HTTPS listener still needs its files.
+      assert.match(
+        configError(() =>
+          loadConfig(
+            yamlFile('listen: [{ address: 127.0.0.1:0, tls: {} }]\nupstreams: [{ url: http://127.0.0.1:1 }]\n'),
+          ),
+        ),
+        /expected certificates: `cert` and `key`, or `certificates` \(or automatic ones: `acme`\)/,
+      );
+    });
+
+    it('warns when there is no name to order for and no on-demand issuance', () => {
+      const config = loadConfig(base('  hosts: []\n'));
+      assert.ok(config.warnings.some((w) => w.startsWith('acme: no names to obtain certificates for')));
+    });
+  });
+
   describe('CLI', () => {
     it('check: exits 0 and summarises a valid config', () => {
       const r = cli('check', '--upstream', 'http://127.0.0.1:3000', '--workers', '2');

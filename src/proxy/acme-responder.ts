@@ -1,0 +1,92 @@
+/**
+ * A worker's side of ACME (the orders are the primary's, primary/acme-manager.ts): the
+ * certificates it was given, served by SNI on every HTTPS listener; the answers to HTTP-01
+ * challenges (`/.well-known/acme-challenge/TOKEN`); the TLS-ALPN-01 challenge certificates,
+ * served only to a client that offers the `acme-tls/1` protocol (the CA's validator), never to a
+ * browser; and on-demand requests for a name no certificate serves.
+ */
+import * as tls from 'node:tls';
+import type { AcmeUpdate } from '../ipc';
+
+/** RFC 8737: the ALPN protocol of a TLS-ALPN-01 validation. */
+const ACME_TLS = 'acme-tls/1';
+
+export class AcmeResponder {
+  /** Certificates by name (lower case), shared by every HTTPS listener's CertificateStore. */
+  readonly certificates = new Map<string, tls.SecureContext>();
+  private readonly http01 = new Map<string, string>();
+  private readonly alpnChallenges = new Map<string, tls.SecureContext>();
+  /** Handshakes whose client offered acme-tls/1 for a name with a challenge pending. */
+  private readonly validations = new WeakSet<tls.TLSSocket>();
+  private readonly wanted = new Map<string, Array<(error: string | null) => void>>();
+
+  /**
+   * `request` asks the primary for a certificate for a name (swy:acme-wanted); null when the
+   * server runs without one (in-process), and then there is no on-demand issuance.
+   */
+  constructor(private readonly request: ((name: string) => void) | null) {}
+
+  apply(update: AcmeUpdate): void {
+    switch (update.kind) {
+      case 'certificate':
+        this.certificates.set(
+          update.name.toLowerCase(),
+          tls.createSecureContext({ cert: update.cert, key: update.key }),
+        );
+        break;
+      case 'http-01':
+        if (update.keyAuthorization === null) this.http01.delete(update.token);
+        else this.http01.set(update.token, update.keyAuthorization);
+        break;
+      case 'tls-alpn-01':
+        if (update.cert === null || update.key === null) this.alpnChallenges.delete(update.name.toLowerCase());
+        else
+          this.alpnChallenges.set(
+            update.name.toLowerCase(),
+            tls.createSecureContext({ cert: update.cert, key: update.key }),
+          );
+        break;
+    }
+  }
+
+  /** The key authorization for an HTTP-01 token, when a challenge for it is pending. */
+  keyAuthorization(token: string): string | undefined {
+    return this.http01.get(token);
+  }
+
+  /** tls.Server's ALPNCallback: acme-tls/1 to a validator, else HTTP/1.1 (refused when not offered). */
+  selectProtocol(socket: tls.TLSSocket, servername: string | undefined, protocols: string[]): string | undefined {
+    if (servername !== undefined && protocols.includes(ACME_TLS) && this.alpnChallenges.has(servername.toLowerCase())) {
+      this.validations.add(socket);
+      return ACME_TLS;
+    }
+    return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
+  }
+
+  /** OpenSSL asks for ALPN before the certificate: a validator's handshake gets the challenge's. */
+  challengeContext(socket: tls.TLSSocket, servername: string): tls.SecureContext | undefined {
+    return this.validations.has(socket) ? this.alpnChallenges.get(servername.toLowerCase()) : undefined;
+  }
+
+  /** Ask the primary for a certificate for `name`; resolves with null once this worker has it, or why not. */
+  obtain(name: string): Promise<string | null> {
+    if (this.request === null) return Promise.resolve('no certificate on demand here');
+    const key = name.toLowerCase();
+    return new Promise((resolve) => {
+      const waiting = this.wanted.get(key);
+      if (waiting !== undefined) {
+        waiting.push(resolve);
+        return;
+      }
+      this.wanted.set(key, [resolve]);
+      this.request!(key);
+    });
+  }
+
+  /** The primary's answer to `obtain` (swy:acme-answer). */
+  answered(name: string, error: string | null): void {
+    const waiting = this.wanted.get(name);
+    this.wanted.delete(name);
+    for (const resolve of waiting ?? []) resolve(error);
+  }
+}
