@@ -18,7 +18,8 @@ const { version } = require('../../package.json') as { version: string };
 export const USAGE = `switchyard ${version}: a reverse proxy for HTTP/1.1
 
 Usage:
-  switchyard [--config FILE] [--listen HOST:PORT]... [--upstream URL]... [--workers N] [--admin HOST:PORT]
+  switchyard [--config FILE] [--listen HOST:PORT]... [--upstream URL]... [--cert FILE --key FILE]
+             [--workers N] [--admin HOST:PORT]
   switchyard check --config FILE [--listen ...] [--upstream ...] [--workers ...]
   switchyard reload [--config FILE] [--pid-file FILE]
   switchyard stop [--config FILE] [--pid-file FILE]
@@ -28,6 +29,8 @@ Options:
   -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:8000); repeat for several
   -u, --upstream URL       upstream origin, http:// or https://; repeat for several (taken in turn).
                            Without one, a built-in demo origin is served.
+      --cert FILE          serve HTTPS with this PEM certificate chain (tls.cert), with --key
+      --key FILE           the certificate's PEM private key (tls.key)
   -w, --workers N|auto     worker processes (default auto: one per CPU)
       --admin HOST:PORT    admin listener: /metrics, /healthz, /readyz (a bare PORT means 127.0.0.1)
       --pid-file FILE      where the primary writes its pid (and status); reload and stop read it
@@ -55,6 +58,8 @@ export function parseCommandLine(argv: string[]): { command: Command; file?: str
       admin: { type: 'string' },
       upstream: { type: 'string', short: 'u', multiple: true },
       workers: { type: 'string', short: 'w' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
       'pid-file': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
@@ -76,6 +81,8 @@ export function parseCommandLine(argv: string[]): { command: Command; file?: str
       upstreams: values.upstream,
       workers: values.workers,
       pidFile: values['pid-file'],
+      cert: values.cert,
+      key: values.key,
     },
   };
 }

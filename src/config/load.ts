@@ -31,6 +31,9 @@ export interface ConfigOverrides {
   upstreams?: string[] | undefined;
   workers?: string | undefined;
   pidFile?: string | undefined;
+  /** --cert / --key: tls.cert and tls.key. */
+  cert?: string | undefined;
+  key?: string | undefined;
 }
 
 /** A route with its shorthands expanded: `transform: FILE`, `compress: true`. */
@@ -82,6 +85,12 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
     }
   }
   if (overrides.pidFile !== undefined) raw.pidFile = overrides.pidFile;
+  if (overrides.cert !== undefined || overrides.key !== undefined) {
+    const tls = { ...(raw.tls as Record<string, unknown> | undefined) };
+    if (overrides.cert !== undefined) tls.cert = overrides.cert;
+    if (overrides.key !== undefined) tls.key = overrides.key;
+    raw.tls = tls;
+  }
   if (overrides.workers !== undefined) {
     raw.workers = /^\d+$/.test(overrides.workers) ? Number(overrides.workers) : overrides.workers;
   }

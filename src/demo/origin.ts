@@ -14,6 +14,7 @@ const SHOWN = [
   'via',
   'x-request-id',
   'x-switchyard-worker',
+  'x-switchyard-tls',
 ];
 
 function escapeHtml(s: string): string {
@@ -28,6 +29,7 @@ export function renderPage(req: http.IncomingMessage): string {
     rows.push(`<tr${key}><th>${escapeHtml(name)}</th><td>${escapeHtml(req.rawHeaders[i + 1])}</td></tr>`);
   }
   const worker = req.headers['x-switchyard-worker'];
+  const tls = req.headers['x-switchyard-tls'];
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>switchyard demo origin</title>
 <style>
@@ -36,7 +38,11 @@ h1{font-size:1.6rem}table{border-collapse:collapse;width:100%}th,td{text-align:l
 th{white-space:nowrap;width:14rem}td{overflow-wrap:anywhere;word-break:break-word}tr.proxy{background:#fff6d5}.worker{font-size:1.2rem;padding:.6rem 1rem;background:#e8f4ff;border-radius:.4rem}
 </style></head><body>
 <h1>It works: this page came through switchyard</h1>
-<p class="worker">Served by worker <strong>${escapeHtml(String(worker ?? 'unknown'))}</strong>, the worker that accepted this connection.</p>
+<p class="worker">Served by worker <strong>${escapeHtml(String(worker ?? 'unknown'))}</strong>, the worker that accepted this connection${
+    typeof tls === 'string'
+      ? `, over <strong>${escapeHtml(tls)}</strong> (a browser that comes back resumes its TLS session: any worker can)`
+      : ''
+  }.</p>
 <p>Each connection stays with the worker that accepted it, and a browser keeps its connection
 open, so reloading this page usually shows the same worker. Every <code>curl</code> opens a new
 connection: run <code>curl -s http://${escapeHtml(String(req.headers['x-forwarded-host'] ?? req.headers.host ?? '127.0.0.1:8000'))}/api/request</code>

@@ -50,6 +50,9 @@ export interface AccessEntry {
   upstream: string | undefined;
   /** SWY_ERR_* when the request failed. */
   error: string | undefined;
+  /** HTTPS: the TLS version (TLSv1.3), and whether the session was resumed. */
+  tls?: string | undefined;
+  tlsResumed?: boolean | undefined;
   referer: string | undefined;
   userAgent: string | undefined;
 }
@@ -142,6 +145,8 @@ export class AccessLog {
       if (e.upstreamUs !== undefined) line += `,"upstreamUs":${e.upstreamUs}`;
       if (e.upstream !== undefined) line += `,"upstream":"${e.upstream}"`;
       if (e.error !== undefined) line += `,"error":"${e.error}"`;
+      // A version string from OpenSSL (TLSv1.3): no quoting needed.
+      if (e.tls !== undefined) line += `,"tls":"${e.tls}","tlsResumed":${e.tlsResumed === true}`;
       this.append(`${line}}\n`);
       return;
     }
@@ -250,6 +255,7 @@ function prettyLine(e: AccessEntry, worker: number): string {
     ` ${e.bytesOut} B ${(e.durationUs / 1000).toFixed(1)} ms`;
   if (e.upstream !== undefined) line += ` ← ${e.upstream}`;
   if (e.error !== undefined) line += ` ${colour}${e.error}${RESET}`;
+  if (e.tls !== undefined) line += ` ${DIM}${e.tls}${e.tlsResumed === true ? ' resumed' : ''}${RESET}`;
   return `${line} ${DIM}${e.remote ?? '-'} id=${e.reqId}${RESET}\n`;
 }
 

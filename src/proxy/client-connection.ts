@@ -21,7 +21,7 @@ import { HTTPParser, writeChunk, type ParseError } from '../http1/parser';
 import { METHODS } from '../node-internals';
 import type { Listed } from './client-list';
 import { ClientRequest, type RequestConnection } from './client-request';
-import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
+import { EndHow, type ClientTransport, type TlsSession, type TransportSink } from './client-transport';
 import {
   MESSAGE_BEGIN,
   MESSAGE_COMPLETE,
@@ -140,6 +140,10 @@ export class ClientConnection implements TransportSink, Listed, ParserClient, Re
 
   get remoteAddress(): string | undefined {
     return this.transport.remoteAddress;
+  }
+
+  get tlsSession(): TlsSession | null {
+    return this.transport.tlsSession;
   }
 
   // TransportSink: what the socket tells us.

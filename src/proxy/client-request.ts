@@ -8,6 +8,7 @@ import type { SwitchyardError } from '../errors';
 import type { BodyTarget, RequestBody } from '../io/body';
 import { errorResponse } from '../http1/error-response';
 import { scanHeaders, type HeaderFacts } from '../http1/fields';
+import type { TlsSession } from './client-transport';
 
 /** Bodies of pipelined requests waiting their turn are buffered up to this, then reading stops. */
 const MAX_QUEUED_BODY = 64 * 1024;
@@ -15,6 +16,7 @@ const MAX_QUEUED_BODY = 64 * 1024;
 /** What a request needs from the connection it arrived on. */
 export interface RequestConnection {
   readonly remoteAddress: string | undefined;
+  readonly tlsSession: TlsSession | null;
   pauseReading(): void;
   resumeReading(): void;
   /** A chunked body grew past server.maxBodySize: answered and closed (true), or within it. */
@@ -103,6 +105,11 @@ export class ClientRequest implements RequestBody {
 
   get remoteAddress(): string | undefined {
     return this.conn.remoteAddress;
+  }
+
+  /** The connection's TLS version and resumption; null over plain TCP. */
+  get tlsSession(): TlsSession | null {
+    return this.conn.tlsSession;
   }
 
   // RequestBody: the upstream connection pulls the body through these.

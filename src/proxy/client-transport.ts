@@ -20,8 +20,18 @@ export interface TransportSink {
   onDrain(): void;
 }
 
+/** The TLS session of an HTTPS connection, for the access log. */
+export interface TlsSession {
+  /** TLSv1.3, TLSv1.2. */
+  readonly version: string;
+  /** Resumed from a ticket or session id, not a full handshake. */
+  readonly resumed: boolean;
+}
+
 export interface ClientTransport {
   readonly remoteAddress: string | undefined;
+  /** null on plain TCP. */
+  readonly tlsSession: TlsSession | null;
   start(sink: TransportSink): void;
   /**
    * Writes until the matching uncork() leave as one (writev). Nests. Small writes may also wait

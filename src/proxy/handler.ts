@@ -224,7 +224,7 @@ export class ProxyHandler implements ExchangeContext {
       proto: this.proto,
       bodyLength,
       edit,
-      extra: this.extra,
+      extra: this.extra === undefined ? undefined : this.extra + demoTlsLine(req),
       upgrade,
     });
   }
@@ -278,6 +278,12 @@ export class ProxyHandler implements ExchangeContext {
   }
 }
 
+/** Demo mode: the page shows the connection's TLS version and whether its session was resumed. */
+function demoTlsLine(req: ClientRequest): string {
+  const s = req.tlsSession;
+  return s === null ? '' : `X-Switchyard-TLS: ${s.version}, ${s.resumed ? 'resumed session' : 'full handshake'}\r\n`;
+}
+
 function micros(ms: number): number {
   return Math.round(ms * 1000);
 }
@@ -304,6 +310,8 @@ function logAccess(
     upstreamUs,
     upstream,
     error,
+    tls: req.tlsSession?.version,
+    tlsResumed: req.tlsSession?.resumed,
     // Only the combined format shows these; JSON lines stay lean.
     referer: accessLog.format === 'combined' ? (findHeader(req.rawHeaders, 'referer') ?? undefined) : undefined,
     userAgent: accessLog.format === 'combined' ? (findHeader(req.rawHeaders, 'user-agent') ?? undefined) : undefined,

@@ -2,10 +2,23 @@
  * TLS client connections (or any net.Socket) as a ClientTransport.
  */
 import type * as net from 'node:net';
-import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
+import * as tls from 'node:tls';
+import { EndHow, type ClientTransport, type TlsSession, type TransportSink } from './client-transport';
 
 export class SocketTransport implements ClientTransport {
+  private session: TlsSession | null | undefined = undefined;
+
   constructor(private readonly socket: net.Socket) {}
+
+  /** Asked of the handshake once per connection, when a request is logged. */
+  get tlsSession(): TlsSession | null {
+    if (this.session === undefined) {
+      const s = this.socket;
+      this.session =
+        s instanceof tls.TLSSocket ? { version: s.getProtocol() ?? 'unknown', resumed: s.isSessionReused() } : null;
+    }
+    return this.session;
+  }
 
   get remoteAddress(): string | undefined {
     return this.socket.remoteAddress;

@@ -103,6 +103,8 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     handle.useUserBuffer(readBuffer);
   }
 
+  readonly tlsSession = null;
+
   get remoteAddress(): string | undefined {
     if (this.address === null) this.address = this.handle.getpeername(peerName) === 0 ? peerName.address : undefined;
     return this.address;

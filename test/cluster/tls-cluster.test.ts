@@ -30,6 +30,17 @@ function get(socket: tls.TLSSocket, path: string): Promise<string> {
   });
 }
 
+/** The demo page (chunked), read to the end of the connection. */
+function page(socket: tls.TLSSocket): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    socket.once('end', () => resolve(text));
+    socket.once('error', reject);
+    socket.write('GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n');
+  });
+}
+
 function connect(port: number, session?: Buffer): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const s = tls.connect({
@@ -80,6 +91,24 @@ describe('HTTPS in the cluster', function () {
       return l.length > tries ? l : undefined;
     });
     assert.equal(new Set(lines.map((l) => l.worker)).size, 2);
+    // The access log says how each connection was made.
+    assert.ok(lines.every((l) => l.tls === 'TLSv1.3'));
+    assert.equal(lines.find((l) => l.path === '/r0')?.tlsResumed, false);
+    assert.equal(lines.filter((l) => l.tlsResumed === true).length, resumed);
+  });
+
+  it('--cert and --key serve HTTPS in one line; the demo page shows the TLS version and a resumed session', async () => {
+    const site = makeCert(['a.example']);
+    const cli = await startCli(['--cert', site.cert, '--key', site.key, '--workers', '1']);
+    const first = await connect(cli.port);
+    const ticket = new Promise<Buffer>((resolve) => first.once('session', resolve));
+    assert.match(await page(first), /over <strong>TLSv1\.3, full handshake<\/strong>/);
+    const session = await ticket;
+    first.destroy();
+    const again = await connect(cli.port, session);
+    assert.equal(again.isSessionReused(), true);
+    assert.match(await page(again), /over <strong>TLSv1\.3, resumed session<\/strong>/);
+    again.destroy();
   });
 
   it('serves replaced certificate files to new handshakes, keeps open connections, restarts nothing', async () => {
