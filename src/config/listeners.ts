@@ -8,7 +8,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors';
-import { parseHostPort, type Config, type TlsConfig } from './schema';
+import { hstsValue, parseHostPort, type Config, type TlsConfig } from './schema';
 
 export interface CertificatePair {
   /** Absolute paths. */
@@ -22,6 +22,8 @@ export interface ResolvedTls {
   /** The `cert` path served without SNI or for an unknown name (unless strictSni); '' when none. */
   readonly defaultCertificate: string;
   readonly strictSni: boolean;
+  /** The Strict-Transport-Security value to send (tls.hsts); null for none. */
+  readonly hsts: string | null;
 }
 
 export interface ResolvedListener {
@@ -112,7 +114,7 @@ function resolveTls(
     }
     defaultCertificate = wanted;
   }
-  return { certificates, defaultCertificate, strictSni: t.strictSni ?? false };
+  return { certificates, defaultCertificate, strictSni: t.strictSni ?? false, hsts: hstsValue(t.hsts) };
 }
 
 /** Readable, a certificate and its key, not expired: each failure names the key and the file. */

@@ -354,6 +354,22 @@ export const CompressSchema = z.strictObject({
     .describe('Brotli quality, 0 (fast) to 11 (small; far too slow for on-the-fly use).'),
 });
 
+/** Strict-Transport-Security (RFC 6797): `true` for the defaults, or its settings. */
+export const HstsSchema = z.union([
+  z.boolean(),
+  z.strictObject({
+    maxAge: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .default(31_536_000)
+      .describe('How long browsers remember to use HTTPS only, in seconds (max-age).'),
+    includeSubDomains: z.boolean().default(false).describe('The rule covers every subdomain too.'),
+    preload: z.boolean().default(false).describe("Ask to be put on the browsers' preload list (hstspreload.org)."),
+  }),
+]);
+
 export const RouteSchema = z.strictObject({
   match: z
     .strictObject({
@@ -387,6 +403,9 @@ export const RouteSchema = z.strictObject({
     "Header changes on the way to the upstream (after the proxy's own).",
   ),
   responseHeaders: HeaderOpsSchema.optional().describe('Header changes on the way to the client.'),
+  hsts: HstsSchema.optional().describe(
+    "Strict-Transport-Security on this route's responses over HTTPS, instead of the listener's `tls.hsts`: true, settings, or false for none. Default: the listener's.",
+  ),
   rewriteLocation: z
     .boolean()
     .default(false)
@@ -440,6 +459,9 @@ const tlsFields = {
     .describe(
       'Refuse the handshake of a client that sends no SNI name or one no certificate carries, instead of serving the default certificate. Default: false.',
     ),
+  hsts: HstsSchema.optional().describe(
+    "Send Strict-Transport-Security on the responses of these HTTPS listeners: true (max-age one year) or `{ maxAge, includeSubDomains, preload }`. A route's own `hsts` wins. Default: off.",
+  ),
 };
 
 const certPairsComplete = (t: { cert?: string | undefined; key?: string | undefined }) =>
@@ -732,6 +754,15 @@ export const ConfigSchema = z.strictObject({
 export type Config = z.infer<typeof ConfigSchema>;
 export type TlsConfig = z.infer<typeof TlsSchema>;
 export type AcmeConfig = z.infer<typeof AcmeSchema>;
+export type HstsConfig = z.infer<typeof HstsSchema>;
+
+/** The Strict-Transport-Security value `hsts` asks for; null for none. */
+export function hstsValue(hsts: HstsConfig | undefined): string | null {
+  if (hsts === undefined || hsts === false) return null;
+  const h = hsts === true ? HstsSchema.parse({}) : hsts;
+  if (typeof h === 'boolean') return null;
+  return `max-age=${h.maxAge}${h.includeSubDomains ? '; includeSubDomains' : ''}${h.preload ? '; preload' : ''}`;
+}
 export type ListenerConfig = z.infer<typeof ListenerSchema>;
 export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
 export type MemberConfig = z.infer<typeof MemberSchema>;

@@ -51,6 +51,8 @@ export interface ExchangeContext {
     bodyLength: number | 'chunked' | null,
     edit: HeaderEdit | null,
   ): string;
+  /** The route's response edits as this listener applies them (Strict-Transport-Security). */
+  responseEdit(route: Route): HeaderEdit | null;
   account(
     req: ClientRequest,
     reqId: string,
@@ -224,7 +226,7 @@ export class ProxyExchange implements ResponseSink, FilterSink {
     const route = this.route;
     const head = buildResponseHead(
       raw,
-      route.responseEdit,
+      this.handler.responseEdit(route),
       route.rewriteLocation ? (v) => this.rewriteLocation(v) : null,
     );
     this.req.writeHead(status, reason, head.lines, head.contentLength);

@@ -53,6 +53,8 @@ export interface HandlerOptions {
   readonly redirect?: { readonly port: number } | null;
   /** With `acme`: the HTTP-01 challenge answers the primary published. */
   readonly acme?: AcmeResponder | null;
+  /** An HTTPS listener's Strict-Transport-Security value (tls.hsts); null for none. */
+  readonly hsts?: string | null;
 }
 
 export class ProxyHandler implements ExchangeContext {
@@ -69,6 +71,9 @@ export class ProxyHandler implements ExchangeContext {
   readonly body: BodyContext | null;
   private redirect: { readonly port: number } | null;
   private readonly acme: AcmeResponder | null;
+  private readonly hsts: string | null;
+  /** Per route index, its response edits with this listener's Strict-Transport-Security added. */
+  private readonly hstsEdits: Array<HeaderEdit | null> = [];
   /** The failure log, at most a line a second per upstream and code. */
   readonly failures: RarelyLogged;
 
@@ -87,6 +92,31 @@ export class ProxyHandler implements ExchangeContext {
     this.body = options.body ?? null;
     this.redirect = options.redirect ?? null;
     this.acme = options.acme ?? null;
+    this.hsts = options.proto === 'https' ? (options.hsts ?? null) : null;
+  }
+
+  /**
+   * relay: the route's response edits, with Strict-Transport-Security on an HTTPS listener when
+   * the route or the listener asks for it (RFC 6797 §7.2: never over plain HTTP). A
+   * Strict-Transport-Security from the upstream gives way to it.
+   */
+  responseEdit(route: Route): HeaderEdit | null {
+    if (this.proto !== 'https') return route.responseEdit;
+    const cached = this.hstsEdits[route.index];
+    if (cached !== undefined) return cached;
+    const value = route.hsts === undefined ? this.hsts : route.hsts;
+    const own = route.responseEdit;
+    let merged = own;
+    // `hsts: false` on the route means none: the upstream's own is taken away too.
+    if ((value !== null || route.hsts === null) && own?.drop.has('strict-transport-security') !== true) {
+      merged = {
+        drop: new Set([...(own?.drop ?? []), 'strict-transport-security']),
+        lines: `${own?.lines ?? ''}${value === null ? '' : `Strict-Transport-Security: ${value}\r\n`}`,
+        host: own?.host ?? null,
+      };
+    }
+    this.hstsEdits[route.index] = merged;
+    return merged;
   }
 
   /** validate → route → the exchange (exchange.ts) or, for an allowed Upgrade, a tunnel. */

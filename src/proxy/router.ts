@@ -11,7 +11,7 @@
  * the few routes of that one host, whatever the number of hosts.
  */
 import type { ResolvedRoute } from '../config/load';
-import type { CompressConfig, TransformConfig } from '../config/schema';
+import { hstsValue, type CompressConfig, type TransformConfig } from '../config/schema';
 import type { UpstreamPool } from '../upstream/pool';
 import { findHeader } from '../http1/fields';
 import { compileHeaderEdit, type HeaderEdit } from './headers';
@@ -27,6 +27,8 @@ export class Route {
   readonly requestEdit: HeaderEdit | null;
   readonly responseEdit: HeaderEdit | null;
   readonly rewriteLocation: boolean;
+  /** Strict-Transport-Security over HTTPS: a value, null for none, undefined for the listener's. */
+  readonly hsts: string | null | undefined;
   readonly transform: TransformConfig | null;
   readonly compress: CompressConfig | null;
 
@@ -54,6 +56,7 @@ export class Route {
     this.requestEdit = compileHeaderEdit(requestHeaders);
     this.responseEdit = compileHeaderEdit(config.responseHeaders);
     this.rewriteLocation = config.rewriteLocation;
+    this.hsts = config.hsts === undefined ? undefined : hstsValue(config.hsts);
   }
 
   matches(path: string, method: string, raw: readonly string[]): boolean {

@@ -180,7 +180,12 @@ export class ProxyServer implements ClientConnectionOwner {
     };
     this.maxConnections = config.server.maxConnections;
     for (const l of config.listeners) {
-      const handler = new ProxyHandler({ ...handlerOptions, proto: l.tls ? 'https' : 'http', redirect: l.redirect });
+      const handler = new ProxyHandler({
+        ...handlerOptions,
+        proto: l.tls ? 'https' : 'http',
+        redirect: l.redirect,
+        hsts: l.tls?.hsts ?? null,
+      });
       this.listeners.push(this.createListener(l, handler, options));
     }
     this.handler = this.listeners[0].handler;

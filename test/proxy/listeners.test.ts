@@ -229,3 +229,56 @@ describe('switchyard check: certificates', () => {
     assert.match(r.stderr, /listen\[0\]\.redirect: got "https"; expected no redirect on a listener with tls/);
   });
 });
+
+/** Raw bytes over TLS; resolves with everything the proxy sent until it closed. */
+function rawTls(port: number, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', port, servername: 'site.example', rejectUnauthorized: false });
+    let got = '';
+    s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    s.on('end', () => resolve(got));
+    s.on('error', reject);
+    s.write(bytes);
+  });
+}
+
+describe('Strict-Transport-Security (hsts)', () => {
+  const sts = (response: string): string[] =>
+    response
+      .split('\r\n\r\n')[0]
+      .split('\r\n')
+      .filter((l) => /^strict-transport-security:/i.test(l))
+      .map((l) => l.slice(l.indexOf(':') + 1).trim());
+
+  it('per HTTPS listener and per route, replacing the upstream’s own; never over plain HTTP', async () => {
+    const up = await httpUpstream((_req, res) => {
+      res.setHeader('Strict-Transport-Security', 'max-age=5');
+      res.end('ok');
+    });
+    const site = makeCert(['site.example']);
+    const { ports } = await startProxyListeners({
+      pools: { app: { members: [{ url: up.url }] } },
+      routes: [
+        { match: { path: '/off' }, pool: 'app', hsts: false },
+        { match: { path: '/own' }, pool: 'app', hsts: { maxAge: 60, includeSubDomains: true, preload: true } },
+        { match: {}, pool: 'app' },
+      ],
+      listen: [
+        '127.0.0.1:0',
+        { address: '127.0.0.1:0', tls: { cert: site.cert, key: site.key, hsts: true } },
+        { address: '127.0.0.1:0', tls: { cert: site.cert, key: site.key } },
+      ],
+    });
+    const [plain, https, httpsWithout] = ports;
+    const get = (path: string) => `GET ${path} HTTP/1.1\r\nHost: site.example\r\nConnection: close\r\n\r\n`;
+    assert.deepEqual(sts(await rawTls(https, get('/'))), ['max-age=31536000']);
+    assert.deepEqual(sts(await rawTls(https, get('/own'))), ['max-age=60; includeSubDomains; preload']);
+    // hsts: false on the route takes the header away, the upstream's included.
+    assert.deepEqual(sts(await rawTls(https, get('/off'))), []);
+    // A listener without hsts passes the upstream's through; a route's own still applies there.
+    assert.deepEqual(sts(await rawTls(httpsWithout, get('/'))), ['max-age=5']);
+    assert.deepEqual(sts(await rawTls(httpsWithout, get('/own'))), ['max-age=60; includeSubDomains; preload']);
+    // RFC 6797 §7.2: not over plain HTTP, whatever the route says (the upstream's passes as sent).
+    assert.deepEqual(sts(await raw(plain, get('/own'))), ['max-age=5']);
+  });
+});
