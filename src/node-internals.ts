@@ -116,6 +116,74 @@ const loadedStreamWrap = loadStreamWrap();
 export const streamWrap: StreamWrapBinding | null = loadedStreamWrap?.binding ?? null;
 export const UV_EOF = loadedStreamWrap?.uvEof ?? -4095;
 
+// ---- tls_wrap: TLS on a bare TCP handle ----
+
+/**
+ * tls_wrap's TLSWrap, the record layer under every tls.TLSSocket: a stream handle of its own
+ * (reads give cleartext, writes take it) over the TCP handle it wraps. The methods and callback
+ * slots used here are the ones lib/_tls_wrap.js uses, unchanged from Node 12 through 26.
+ */
+export interface TlsWrapHandle {
+  onread: (this: TlsWrapHandle, buffer: ArrayBuffer | undefined) => void;
+  reading: boolean;
+  readonly writeQueueSize: number;
+  readStart(): number;
+  readStop(): number;
+  writeBuffer(req: object, data: Buffer): number;
+  writeLatin1String(req: object, data: string): number;
+  writev(req: object, chunks: unknown[], allBuffers: boolean): number;
+  shutdown(req: object): number;
+  /** Server side: the callbacks of the handshake. */
+  onhandshakestart: (this: TlsWrapHandle, now: number) => void;
+  onhandshakedone: (this: TlsWrapHandle) => void;
+  onclienthello: (this: TlsWrapHandle, hello: unknown) => void;
+  oncertcb: (this: TlsWrapHandle, info: { servername?: string }) => void;
+  onnewsession: (this: TlsWrapHandle) => void;
+  onkeylog: (this: TlsWrapHandle) => void;
+  onerror: (this: TlsWrapHandle, err: Error) => void;
+  ALPNCallback?: (this: TlsWrapHandle, protocols: Buffer) => number | undefined;
+  /** The SNI name's context, set from oncertcb before certCbDone(). */
+  sni_context?: object;
+  enableCertCb(): void;
+  certCbDone(): void;
+  enableALPNCb(): void;
+  setALPNProtocols(wire: Buffer): void;
+  getServername(): string | false;
+  getProtocol(): string | null;
+  isSessionReused(): boolean;
+  destroySSL(): void;
+  [owner: symbol]: unknown;
+}
+
+export interface TlsWrapBinding {
+  wrap(handle: object, context: object, isServer: boolean, hasActiveWrite: boolean): TlsWrapHandle;
+}
+
+/**
+ * `process.binding('tls_wrap')`, on the same allow-list as stream_wrap. A TLSSocket (a net.Socket
+ * Duplex with its TLS state machine in JS) costs about 200 µs of CPU per handshake on top of
+ * OpenSSL's work (docs/performance.md); driven straight, the handshake costs what OpenSSL does.
+ * Fallback: tls.Server and its TLSSockets.
+ */
+function loadTlsWrap(): TlsWrapBinding | null {
+  if (disabled || streamWrap === null) return null;
+  try {
+    const binding = (process as unknown as { binding: (this: void, name: string) => unknown }).binding;
+    const tlsWrap = binding('tls_wrap') as Partial<TlsWrapBinding>;
+    return typeof tlsWrap.wrap === 'function' ? (tlsWrap as TlsWrapBinding) : null;
+  } catch {
+    return null;
+  }
+}
+
+export const tlsWrap: TlsWrapBinding | null = loadTlsWrap();
+
+/** The native SecureContext inside a tls.SecureContext (what tls_wrap takes), or null. */
+export function nativeSecureContext(context: object): object | null {
+  const native = (context as { context?: unknown }).context;
+  return typeof native === 'object' && native !== null ? native : null;
+}
+
 // ---- net.Server's listening handle and its accepted TCP handles ----
 
 /** The listening handle of a net.Server (its `_handle`), whose `onconnection` receives each new connection. */
@@ -203,6 +271,8 @@ export function promDefaultMetric(name: string): Collect | null {
 export interface Capabilities {
   /** Plain TCP clients driven on their handles, and request heads written straight to the handle. */
   tcpHandles: boolean;
+  /** TLS clients driven on tls_wrap over their TCP handles. */
+  tlsHandles: boolean;
   /** Buffer's latin1Slice / utf8Write. */
   bufferCoders: boolean;
   /** prom-client's default metrics one by one (without the GC observer). */
@@ -213,6 +283,7 @@ export interface Capabilities {
 export function capabilities(): Capabilities {
   return {
     tcpHandles: streamWrap !== null,
+    tlsHandles: tlsWrap !== null,
     bufferCoders: fastCoders,
     promMetricFiles: promDefaultMetric('processCpuTotal') !== null,
   };

@@ -17,7 +17,7 @@ export class AcmeResponder {
   private readonly http01 = new Map<string, string>();
   private readonly alpnChallenges = new Map<string, tls.SecureContext>();
   /** Handshakes whose client offered acme-tls/1 for a name with a challenge pending. */
-  private readonly validations = new WeakSet<tls.TLSSocket>();
+  private readonly validations = new WeakSet<object>();
   private readonly wanted = new Map<string, Array<(error: string | null) => void>>();
 
   /**
@@ -55,7 +55,7 @@ export class AcmeResponder {
   }
 
   /** tls.Server's ALPNCallback: acme-tls/1 to a validator, else HTTP/1.1 (refused when not offered). */
-  selectProtocol(socket: tls.TLSSocket, servername: string | undefined, protocols: string[]): string | undefined {
+  selectProtocol(socket: object, servername: string | undefined, protocols: string[]): string | undefined {
     if (servername !== undefined && protocols.includes(ACME_TLS) && this.alpnChallenges.has(servername.toLowerCase())) {
       this.validations.add(socket);
       return ACME_TLS;
@@ -64,7 +64,7 @@ export class AcmeResponder {
   }
 
   /** OpenSSL asks for ALPN before the certificate: a validator's handshake gets the challenge's. */
-  challengeContext(socket: tls.TLSSocket, servername: string): tls.SecureContext | undefined {
+  challengeContext(socket: object, servername: string): tls.SecureContext | undefined {
     return this.validations.has(socket) ? this.alpnChallenges.get(servername.toLowerCase()) : undefined;
   }
 

@@ -133,8 +133,10 @@ export class ClientConnection implements TransportSink, Listed, ParserClient, Re
     private readonly limits: ClientLimits,
     private readonly owner: ClientConnectionOwner,
     private readonly listener: RequestListener,
+    /** Until the first request: keep-alive's idle time, or longer where a TLS handshake comes first. */
+    firstWaitMs = limits.keepAliveTimeout,
   ) {
-    this.deadline = Date.now() + limits.keepAliveTimeout;
+    this.deadline = Date.now() + firstWaitMs;
     transport.start(this);
   }
 

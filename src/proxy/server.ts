@@ -26,6 +26,7 @@ import type { BodyContext } from './response-body';
 import { Router } from './router';
 import { CertificateStore, readCertificateSet } from './certificate-store';
 import { AcmeResponder } from './acme-responder';
+import { TlsHandshakes, tlsHandlesAvailable } from './tls-transport';
 
 /** How long an idle keep-alive connection may stay open once a drain starts. */
 const DRAIN_IDLE_GRACE_MS = 1000;
@@ -60,6 +61,8 @@ interface Listening {
   /** Plain TCP connections arrive as handles (tcp-transport.ts), not net.Sockets. */
   readonly onHandles: boolean;
   readonly certificates: CertificateStore | null;
+  /** HTTPS on bare handles (tls-transport.ts); null for plain TCP, or HTTPS through tls.Server. */
+  readonly handshakes: TlsHandshakes | null;
 }
 
 export class ProxyServer implements ClientConnectionOwner {
@@ -197,7 +200,8 @@ export class ProxyServer implements ClientConnectionOwner {
   }
 
   private createListener(l: ResolvedListener, handler: ProxyHandler, options: ProxyServerOptions): Listening {
-    const onHandles = l.tls === null && handleTransportAvailable && options.clientSockets !== 'net';
+    const bare = handleTransportAvailable && options.clientSockets !== 'net';
+    const onHandles = bare && (l.tls === null || tlsHandlesAvailable);
     const onSocket = (socket: net.Socket): void => {
       socket.on('error', () => undefined);
       // server.maxConnections counts one listener; the cap is for all of a worker's listeners.
@@ -210,7 +214,19 @@ export class ProxyServer implements ClientConnectionOwner {
     };
     let server: net.Server;
     let certificates: CertificateStore | null = null;
-    if (l.tls !== null) {
+    let handshakes: TlsHandshakes | null = null;
+    if (l.tls !== null && onHandles) {
+      certificates = new CertificateStore(readCertificateSet(l.tls), this.acme?.certificates ?? null);
+      handshakes = new TlsHandshakes({
+        store: certificates,
+        acme: this.acme,
+        waitsFor: this.acmeWaitsFor,
+        ticketKeys: options.ticketKeys ?? null,
+        logger: this.logger,
+      });
+      // TLS connections arrive as TCP handles too; tls-transport.ts wraps each in TLS.
+      server = net.createServer();
+    } else if (l.tls !== null) {
       const store = new CertificateStore(readCertificateSet(l.tls), this.acme?.certificates ?? null);
       certificates = store;
       const tlsServer = tls.createServer({
@@ -235,7 +251,7 @@ export class ProxyServer implements ClientConnectionOwner {
     // (accept() applies the same cap to handles).
     server.maxConnections = this.maxConnections;
     server.on('drop', () => this.dropped());
-    return { config: l, server, handler, onHandles, certificates };
+    return { config: l, server, handler, onHandles, certificates, handshakes };
   }
 
   /**
@@ -272,7 +288,8 @@ export class ProxyServer implements ClientConnectionOwner {
       if (l.certificates === null || l.config.tls === null) continue;
       const set = readCertificateSet(l.config.tls);
       l.certificates.replace(set);
-      (l.server as tls.Server).setSecureContext({ ...l.certificates.defaultOptions });
+      if (l.handshakes !== null) l.handshakes.reloadDefault();
+      else (l.server as tls.Server).setSecureContext({ ...l.certificates.defaultOptions });
       files.push(...set.pems.map((p) => p.certPath));
     }
     return files;
@@ -281,7 +298,10 @@ export class ProxyServer implements ClientConnectionOwner {
   /** The cluster's session ticket keys, rotated by the primary. */
   setTicketKeys(keys: Buffer): void {
     this.ticketKeys = keys;
-    for (const l of this.listeners) if (l.certificates !== null) (l.server as tls.Server).setTicketKeys(keys);
+    for (const l of this.listeners) {
+      if (l.handshakes !== null) l.handshakes.setTicketKeys(keys);
+      else if (l.certificates !== null) (l.server as tls.Server).setTicketKeys(keys);
+    }
   }
 
   /** New members or health from the membership (the primary's, or our own). */
@@ -316,8 +336,8 @@ export class ProxyServer implements ClientConnectionOwner {
     if (this.clients.size === 0) this.onClientGone?.();
   }
 
-  /** A plain TCP connection, straight from the listening socket. */
-  private accept(err: number, handle: TcpHandle, handler: ProxyHandler): void {
+  /** A TCP connection, straight from the listening socket: plain, or wrapped in TLS here. */
+  private accept(err: number, handle: TcpHandle, l: Listening): void {
     if (err !== 0) {
       // EMFILE and the like: the connection stays in the backlog for the next try.
       this.warnRarely('accept', { errno: err }, 'accept failed');
@@ -329,7 +349,13 @@ export class ProxyServer implements ClientConnectionOwner {
       this.dropped();
       return;
     }
-    this.clients.add(new ClientConnection(new TcpTransport(handle), this.limits, this, handler.handle));
+    if (l.handshakes === null) {
+      this.clients.add(new ClientConnection(new TcpTransport(handle), this.limits, this, l.handler.handle));
+      return;
+    }
+    // The handshake is part of the head a client owes us, within server.headersTimeout.
+    const transport = l.handshakes.wrapHandle(handle);
+    this.clients.add(new ClientConnection(transport, this.limits, this, l.handler.handle, this.limits.headersTimeout));
   }
 
   private dropped(): void {
@@ -382,8 +408,9 @@ export class ProxyServer implements ClientConnectionOwner {
         server.off('error', reject);
         // A cluster worker's TLS listener takes the ticket keys of the first worker that listened
         // on the address (node:cluster's server data); the primary's current ones win.
-        if (l.certificates !== null && this.ticketKeys !== null) (server as tls.Server).setTicketKeys(this.ticketKeys);
-        if (l.onHandles && !acceptHandles(server, (e, h) => this.accept(e, h, l.handler))) {
+        if (l.certificates !== null && l.handshakes === null && this.ticketKeys !== null)
+          (server as tls.Server).setTicketKeys(this.ticketKeys);
+        if (l.onHandles && !acceptHandles(server, (e, h) => this.accept(e, h, l))) {
           reject(new Error('cannot take over the listening socket'));
           return;
         }

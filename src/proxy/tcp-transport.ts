@@ -11,10 +11,10 @@ import { latin1Slice, ownerSlot, streamWrap, UV_EOF } from '../node-internals';
 import { giveBack } from '../io/body-chunks';
 import { readBuffer } from '../io/read-buffer';
 import { deferWrite, shouldDefer, SMALL_WRITE, writeBatchStats, type DeferredWriter } from '../io/write-batch';
-import { EndHow, type ClientTransport, type TransportSink } from './client-transport';
+import { EndHow, type ClientTransport, type TlsSession, type TransportSink } from './client-transport';
 
 interface WriteReq {
-  handle: TcpHandle;
+  handle: StreamHandle;
   oncomplete: (this: WriteReq, status: number) => void;
   transport: TcpTransport;
   /** Keeps the bytes of an asynchronous write alive until libuv is done with them. */
@@ -22,15 +22,18 @@ interface WriteReq {
 }
 
 interface ShutdownReq {
-  handle: TcpHandle;
+  handle: StreamHandle;
   oncomplete: (this: ShutdownReq, status: number) => void;
   transport: TcpTransport;
   thenClose: boolean;
 }
 
-/** The parts of tcp_wrap's TCP handle used here (see lib/net.js and lib/internal/stream_base_commons.js). */
-export interface TcpHandle {
-  onread: (this: TcpHandle, buffer: ArrayBuffer | undefined) => void;
+/**
+ * The stream methods of a libuv stream handle (see lib/internal/stream_base_commons.js): a TCP
+ * handle's, or tls_wrap's over one (tls-transport.ts), which reads and writes cleartext.
+ */
+export interface StreamHandle {
+  onread: (this: StreamHandle, buffer: ArrayBuffer | undefined) => void;
   reading: boolean;
   readonly writeQueueSize: number;
   readStart(): number;
@@ -39,11 +42,15 @@ export interface TcpHandle {
   writeLatin1String(req: WriteReq, data: string): number;
   writev(req: WriteReq, chunks: unknown[], allBuffers: boolean): number;
   shutdown(req: ShutdownReq): number;
+  [owner: symbol]: unknown;
+}
+
+/** The parts of tcp_wrap's TCP handle used here (see lib/net.js). */
+export interface TcpHandle extends StreamHandle {
   close(callback?: () => void): void;
   getpeername(out: PeerName): number;
   useUserBuffer(buffer: Uint8Array): void;
   setNoDelay(on: boolean): number;
-  [owner: symbol]: TcpTransport | null | undefined;
 }
 
 const unavailable = (): never => {
@@ -94,19 +101,32 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   private ended = false;
   /** end() waits for the held writes it follows: its FIN (or close) goes out after them. */
   private endHeld: EndHow | null = null;
-  private closed = false;
+  protected closed = false;
+  protected readonly handle: StreamHandle;
 
-  constructor(private readonly handle: TcpHandle) {
+  /** `socket`: the TCP handle under `handle` when that is not the TCP handle itself (TLS). */
+  constructor(
+    handle: StreamHandle,
+    protected readonly socket: TcpHandle = handle as TcpHandle,
+  ) {
+    this.handle = handle;
     kOwner ??= ownerSlot(handle);
     handle[kOwner] = this;
     handle.onread = onTcpRead;
-    handle.useUserBuffer(readBuffer);
+    // Plain TCP reads into the shared buffer; tls_wrap hands over cleartext of its own.
+    if (handle === socket) socket.useUserBuffer(readBuffer);
   }
 
-  readonly tlsSession = null;
+  get tlsSession(): TlsSession | null {
+    return null;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
 
   get remoteAddress(): string | undefined {
-    if (this.address === null) this.address = this.handle.getpeername(peerName) === 0 ? peerName.address : undefined;
+    if (this.address === null) this.address = this.socket.getpeername(peerName) === 0 ? peerName.address : undefined;
     return this.address;
   }
 
@@ -313,7 +333,11 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     this.closed = true;
     this.corked = null;
     // Writes still queued are cancelled by libuv (their completions see `closed`).
-    this.handle.close();
+    this.closeHandle();
+  }
+
+  protected closeHandle(): void {
+    this.socket.close();
   }
 
   /**
@@ -350,6 +374,11 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
     this.setReading(false);
     this.closed = true;
     this.handle[kOwner!] = null;
+    return this.socketOf();
+  }
+
+  /** A net.Socket over the handle, for a tunnel. */
+  protected socketOf(): net.Socket {
     // What net does on accept; the socket restarts reads itself (read(0) in its constructor).
     // The handle reads into the shared buffer (there is no undoing useUserBuffer), so the socket
     // gets net's own user-buffer form and copies each read into its stream, which the tunnel
@@ -381,7 +410,7 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
  */
 let spareReq: WriteReq | null = null;
 
-function writeReq(handle: TcpHandle, transport: TcpTransport): WriteReq {
+function writeReq(handle: StreamHandle, transport: TcpTransport): WriteReq {
   let req = spareReq;
   if (req === null) {
     req = new WriteWrap();
@@ -412,8 +441,8 @@ function onShutdown(this: ShutdownReq, status: number): void {
   this.transport.shutdownDone(status, this.thenClose);
 }
 
-function onTcpRead(this: TcpHandle, buffer: ArrayBuffer | undefined): void {
-  this[kOwner!]?.read(buffer);
+function onTcpRead(this: StreamHandle, buffer: ArrayBuffer | undefined): void {
+  (this[kOwner!] as TcpTransport | null | undefined)?.read(buffer);
 }
 
 function notifyClosed(sink: TransportSink | null): void {

@@ -39,7 +39,12 @@ describe('Node internals', function () {
     const line = await waitFor(() => cli.logs.find((l) => l.event === 'node-internals'));
     assert.equal(line.node, process.version);
     assert.deepEqual(
-      { tcpHandles: line.tcpHandles, bufferCoders: line.bufferCoders, promMetricFiles: line.promMetricFiles },
+      {
+        tcpHandles: line.tcpHandles,
+        tlsHandles: line.tlsHandles,
+        bufferCoders: line.bufferCoders,
+        promMetricFiles: line.promMetricFiles,
+      },
       capabilities(),
     );
   });

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { websocketAccept } from '../../src/proxy/upgrade';
-import { listenUpstream, rawUpstream, startProxy, waitFor } from '../support/helpers';
+import { FIXTURES, listenUpstream, rawUpstream, startProxy, waitFor } from '../support/helpers';
 
 const KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 const UPGRADE =
@@ -61,6 +62,33 @@ describe('Upgrade / WebSocket tunnels', () => {
     assert.equal(h['x-forwarded-host'], 'public.example');
     assert.equal(h.host, `127.0.0.1:${up.port}`);
     c.socket.destroy();
+  });
+
+  it('tunnels over an HTTPS listener (wss): both ways, then both sides close', async () => {
+    const up = await echoUpstream();
+    const proxy = await startProxy({
+      upstreams: [{ url: up.url }],
+      tls: { cert: `${FIXTURES}/server.pem`, key: `${FIXTURES}/server-key.pem` },
+    });
+    const socket = tls.connect({
+      port: proxy.port,
+      host: '127.0.0.1',
+      servername: 'public.example',
+      rejectUnauthorized: false,
+    });
+    let got = '';
+    socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+    socket.on('error', () => undefined);
+    const closed = new Promise((r) => socket.on('close', r));
+    socket.write(`${UPGRADE}early`);
+    await waitFor(() => got.endsWith('\r\n\r\nearly'));
+    assert.match(got, /^HTTP\/1\.1 101 /);
+    socket.write('ping');
+    await waitFor(() => got.endsWith('earlyping'));
+    assert.equal(up.seen[0]['x-forwarded-proto'], 'https');
+    up.sockets[0].end();
+    await closed;
+    await waitFor(() => proxy.server.connections === 0);
   });
 
   it('closes both sockets when either side ends, leaving nothing open', async () => {
