@@ -103,6 +103,12 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   private endHeld: EndHow | null = null;
   protected closed = false;
   protected readonly handle: StreamHandle;
+  /**
+   * A shutdown waits for the writes in flight to finish (TLS: tls_wrap writes its close_notify
+   * only when no write is pending, else the FIN would go out without it).
+   */
+  protected readonly shutdownAfterWrites: boolean = false;
+  private shutdownHeld: EndHow | null = null;
 
   /** `socket`: the TCP handle under `handle` when that is not the TCP handle itself (TLS). */
   constructor(
@@ -259,6 +265,12 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
       this.fail();
       return;
     }
+    if (this.inFlight === 0 && this.shutdownHeld !== null) {
+      const how = this.shutdownHeld;
+      this.shutdownHeld = null;
+      this.finish(how, false);
+      return;
+    }
     if (this.inFlight === 0 && this.needDrain) {
       this.needDrain = false;
       this.sink?.onDrain();
@@ -300,6 +312,10 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
    * microtask processing once more for each.
    */
   private finish(how: EndHow, inCall: boolean): boolean {
+    if (this.inFlight > 0 && this.shutdownAfterWrites) {
+      this.shutdownHeld = how;
+      return false;
+    }
     // A write libuv still holds would be cancelled by close(): only the shutdown waits for it.
     if (how === EndHow.Close && this.inFlight === 0) {
       if (this.closed) return false;

@@ -13,7 +13,7 @@ import { errField, type Logger } from '../log';
 import { nativeSecureContext, ownerSlot, tlsWrap, type TlsWrapHandle } from '../node-internals';
 import type { AcmeResponder } from './acme-responder';
 import type { CertificateStore } from './certificate-store';
-import type { TlsSession } from './client-transport';
+import { EndHow, type TlsSession } from './client-transport';
 import { TcpTransport, type StreamHandle, type TcpHandle } from './tcp-transport';
 
 /** Whether HTTPS connections can be driven on bare handles here. */
@@ -24,6 +24,7 @@ const HTTP11 = Buffer.from([8, ...Buffer.from('http/1.1', 'latin1')]);
 
 export class TlsTransport extends TcpTransport {
   private session: TlsSession | null = null;
+  protected override readonly shutdownAfterWrites = true;
 
   constructor(
     private readonly wrap: TlsWrapHandle,
@@ -35,6 +36,15 @@ export class TlsTransport extends TcpTransport {
   override get tlsSession(): TlsSession {
     this.session ??= { version: this.wrap.getProtocol() ?? 'unknown', resumed: this.wrap.isSessionReused() };
     return this.session;
+  }
+
+  /**
+   * A TLS connection ends with close_notify: without it a client cannot tell a response read to
+   * the end of the connection from a cut one, and OpenSSL marks the session not resumable. So
+   * the plain close of a finished exchange (EndHow.Close) shuts down first here.
+   */
+  override end(how: EndHow): boolean {
+    return super.end(how === EndHow.Close ? EndHow.FinThenClose : how);
   }
 
   protected override closeHandle(): void {

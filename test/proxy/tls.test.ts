@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import * as https from 'node:https';
 import { resolve } from 'node:path';
@@ -97,5 +98,44 @@ describe('TLS', () => {
     });
     assert.equal(body, 'behind tls');
     assert.equal(proto, 'https');
+  });
+});
+
+/** What `openssl s_client` shows of a TLS exchange: the records (-msg) and the cleartext. */
+function sClient(port: number, input: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-tls1_3', '-msg', '-ign_eof'], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString('latin1')));
+    child.on('error', reject);
+    child.on('close', () => resolve(out));
+    child.stdin.write(input);
+    // s_client exits when the server closes; stdin stays open until then (-ign_eof).
+    setTimeout(() => child.stdin.end(), 3000).unref();
+  });
+}
+
+describe('TLS: the end of a connection', () => {
+  it('sends close_notify before closing, on a fresh connection and after keep-alive requests', async () => {
+    const up = await httpUpstream((_req, res) => res.end('hello'));
+    const proxy = await startProxy({
+      upstreams: [{ url: up.url }],
+      tls: { cert: resolve(FIXTURES, 'server.pem'), key: resolve(FIXTURES, 'server-key.pem') },
+    });
+    // HTTP/1.0: the response ends with the connection, so only close_notify tells it was whole.
+    const fresh = await sClient(proxy.port, 'GET /a HTTP/1.0\r\n\r\n');
+    assert.match(fresh, /hello/);
+    assert.match(fresh, /<<< TLS 1\.3, Alert \[length 0002\], warning close_notify/);
+    assert.doesNotMatch(fresh, /unexpected eof/);
+    const reused = await sClient(
+      proxy.port,
+      'GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    );
+    assert.equal(reused.split('hello').length - 1, 3);
+    assert.match(reused, /<<< TLS 1\.3, Alert \[length 0002\], warning close_notify/);
+    assert.doesNotMatch(reused, /unexpected eof/);
   });
 });
