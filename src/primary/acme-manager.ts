@@ -47,6 +47,8 @@ export class AcmeManager {
   /** Start times of on-demand orders in the last minute (acme.onDemand.maxPerMinute). */
   private onDemandStarts: number[] = [];
   private client: acme.Client | null = null;
+  /** After a failed order: ask the CA for the account again (it may have forgotten it). */
+  private recheckAccount = false;
   private readonly abort = new AbortController();
 
   constructor(
@@ -158,6 +160,8 @@ export class AcmeManager {
       await this.serve(name, issued, 'order');
     } catch (err) {
       if (this.abort.signal.aborted) return;
+      this.client = null;
+      this.recheckAccount = true;
       const failures = (this.failures.get(name) ?? 0) + 1;
       this.failures.set(name, failures);
       const retryInMs = Math.min(this.config.retryDelay * 2 ** (failures - 1), MAX_RETRY_MS);
@@ -310,18 +314,23 @@ export class AcmeManager {
       const client = new acme.Client({
         directoryUrl: this.config.directory,
         accountKey: account.key,
-        ...(account.url !== undefined ? { accountUrl: account.url } : {}),
+        ...(account.url !== undefined && !this.recheckAccount ? { accountUrl: account.url } : {}),
       });
-      if (account.url === undefined) {
+      if (account.url === undefined || this.recheckAccount) {
+        // newAccount with a known key returns that account (RFC 8555 §7.3.1); with a key the CA
+        // no longer knows (a test CA restarted, an account deactivated), a new one.
         await client.createAccount({
           termsOfServiceAgreed: true,
           ...(this.config.email !== undefined ? { contact: [`mailto:${this.config.email}`] } : {}),
         });
-        this.storage.writeAccount({ key: account.key, url: client.getAccountUrl() });
-        this.logger.info(
-          { event: 'acme-account', url: client.getAccountUrl() },
-          `acme: account registered at ${this.config.directory}`,
-        );
+        this.recheckAccount = false;
+        if (client.getAccountUrl() !== account.url) {
+          this.storage.writeAccount({ key: account.key, url: client.getAccountUrl() });
+          this.logger.info(
+            { event: 'acme-account', url: client.getAccountUrl() },
+            `acme: account registered at ${this.config.directory}`,
+          );
+        }
       }
       this.client = client;
       return client;

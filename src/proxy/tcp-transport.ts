@@ -3,8 +3,8 @@
  * and `stream_wrap` bindings net.Socket is built on. A net.Socket (a Duplex with its two stream
  * states, event emitter and timer hooks) costs a new connection several times the CPU and an idle
  * one more than twice the memory; with it the targets for new connections and idle memory were
- * out of reach (docs/performance.md). TLS connections keep tls.TLSSocket, whose record layer is
- * not ours to redo. The private bindings are reached through node-internals.ts only.
+ * out of reach (docs/performance.md). HTTPS connections run here too, under tls_wrap's record
+ * layer (tls-transport.ts). The private bindings are reached through node-internals.ts only.
  */
 import * as net from 'node:net';
 import { latin1Slice, ownerSlot, streamWrap, UV_EOF } from '../node-internals';

@@ -4,12 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
-import { closedPort, configFile, httpUpstream, startCli, waitFor, type Cli } from '../support/helpers';
+import { closedPort, configFile, delay, httpUpstream, startCli, waitFor, type Cli } from '../support/helpers';
 import { pebbleInstalled, startPebble, type Pebble } from '../support/pebble';
 
 interface Served {
@@ -214,6 +214,43 @@ describe('ACME against Pebble (the CLI, 2 workers)', function () {
     await fetchOver(site.tlsPort, 'r1.example.test');
     await handshakeFails(site.tlsPort, 'r2.example.test');
     assert.ok(site.cli.logs.some((l) => l.event === 'acme-rate-limited' && l.name === 'r2.example.test'));
+  });
+
+  it('shared storage: waits while another machine holds the name’s lock, then orders', async () => {
+    const p = await ports();
+    const pebble = await startPebble(p);
+    pebble.resolve('shared.example.test');
+    const storage = mkdtempSync(join(tmpdir(), 'swy-acme-'));
+    // One folder per CA (docs/tls.md): its directory URL's host and path.
+    const url = new URL(pebble.directory);
+    const locks = join(storage, `${url.host}${url.pathname}`.replace(/[^A-Za-z0-9.-]+/g, '-'), 'locks');
+    mkdirSync(locks, { recursive: true });
+    const lock = join(locks, 'shared.example.test.lock');
+    writeFileSync(lock, 'other-machine 1234\n');
+    const site = await startSite(pebble, p, '  hosts: [shared.example.test]\n  challenges: [http-01]\n', storage);
+    await delay(1500);
+    assert.equal(site.cli.logs.filter((l) => l.event === 'acme-order').length, 0, 'no order under the lock');
+    rmSync(lock);
+    await obtained(site.cli, 'shared.example.test', 'order');
+  });
+
+  it('a CA that forgot the stored account: the next try registers the key again', async () => {
+    const p = await ports();
+    const acmePort = await closedPort();
+    const storage = mkdtempSync(join(tmpdir(), 'swy-acme-'));
+    const first = await startPebble({ ...p, port: acmePort });
+    first.resolve('one.example.test', 'two.example.test');
+    const site = await startSite(first, p, '  hosts: [one.example.test]\n  challenges: [http-01]\n', storage);
+    await obtained(site.cli, 'one.example.test', 'order');
+    site.cli.child.kill('SIGTERM');
+    await site.cli.exited;
+    // Pebble keeps nothing across restarts: the stored account URL now names no account.
+    await first.stop();
+    const second = await startPebble({ ...p, port: acmePort, dns: first.dns, own: first.own });
+    const again = await startSite(second, p, '  hosts: [two.example.test]\n  challenges: [http-01]\n', storage);
+    await obtained(again.cli, 'two.example.test', 'order');
+    assert.ok(again.cli.logs.some((l) => l.event === 'acme-failed' && l.name === 'two.example.test'));
+    assert.equal(again.cli.logs.filter((l) => l.event === 'acme-account').length, 1, 'registered again, once');
   });
 
   it('an ACME server that is down: logged, retried with backoff, the proxy serves on, and issues once it is back', async () => {

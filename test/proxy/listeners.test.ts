@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tls from 'node:tls';
 import { makeCert } from '../support/certs';
-import { CLI, configFile, FIXTURES, httpUpstream, startProxyListeners } from '../support/helpers';
+import { CLI, configFile, FIXTURES, httpUpstream, startProxyListeners, waitFor } from '../support/helpers';
 
 /** The first DNS name of the certificate a TLS client is served for `servername` (or none). */
 function servedName(port: number, servername: string | undefined): Promise<string> {
@@ -241,6 +241,53 @@ function rawTls(port: number, bytes: string): Promise<string> {
     s.write(bytes);
   });
 }
+
+describe('server.maxConnections across listeners', () => {
+  /** A TLS connection that has made one request and stays open; resolves once answered. */
+  const openTls = (port: number): Promise<tls.TLSSocket> =>
+    new Promise((resolve, reject) => {
+      const s = tls.connect({ host: '127.0.0.1', port, servername: 'site.example', rejectUnauthorized: false });
+      s.once('error', reject);
+      s.once('data', () => resolve(s));
+      s.write('GET / HTTP/1.1\r\nHost: site.example\r\n\r\n');
+    });
+  /** A TLS connection the proxy closes before any answer: resolves with how it ended. */
+  const refusedTls = (port: number): Promise<string> =>
+    new Promise((resolve) => {
+      const s = tls.connect({ host: '127.0.0.1', port, servername: 'site.example', rejectUnauthorized: false });
+      s.on('data', () => resolve('answered'));
+      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+      s.once('close', () => resolve('closed'));
+      s.once('secureConnect', () => s.write('GET / HTTP/1.1\r\nHost: site.example\r\n\r\n'));
+    });
+
+  it('caps the worker’s connections on all listeners together, HTTPS ones included', async () => {
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const site = makeCert(['site.example']);
+    const { server, ports } = await startProxyListeners({
+      upstreams: [{ url: up.url }],
+      tls: { cert: site.cert, key: site.key },
+      server: { maxConnections: 3 },
+      listen: ['127.0.0.1:0', { address: '127.0.0.1:0', tls: {} }, { address: '127.0.0.1:0', tls: {} }],
+    });
+    const [plain, https1, https2] = ports;
+    const held = [await openTls(https1), await openTls(https2)];
+    const plainHeld = net.connect(plain, '127.0.0.1');
+    await new Promise((r) => plainHeld.once('connect', r));
+    await waitFor(() => server.connections === 3);
+    // A fourth, on any listener, is closed as it is accepted.
+    assert.notEqual(await refusedTls(https1), 'answered');
+    assert.notEqual(await refusedTls(https2), 'answered');
+    assert.equal(await raw(plain, 'GET / HTTP/1.1\r\nHost: site.example\r\n\r\n'), '');
+    // One goes: there is room again, on an HTTPS listener.
+    held[0].destroy();
+    await waitFor(() => server.connections === 2);
+    const again = await openTls(https2);
+    again.destroy();
+    held[1].destroy();
+    plainHeld.destroy();
+  });
+});
 
 describe('Strict-Transport-Security (hsts)', () => {
   const sts = (response: string): string[] =>
