@@ -7,8 +7,9 @@
 # "N passed, M failed". Exits non-zero when anything failed or nothing ran.
 #
 # SWITCHYARD_TEST_NODES="24 26" chooses the extra lines (empty: the machine's node only).
-# Suites titled with "@once" test tools rather than the runtime (the load-test smoke run) and
-# run only in the first pass: repeating them on every line cost minutes and told nothing new.
+# Tests titled with "@once" test tools or logic that does not touch the runtime (the load-test
+# smoke run, ACME's storage, renewal and failure cases) and run only in the first pass:
+# repeating them on every line cost minutes and told nothing new.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)

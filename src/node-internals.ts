@@ -150,8 +150,11 @@ export interface TlsWrapHandle {
   setALPNProtocols(wire: Buffer): void;
   getServername(): string | false;
   getProtocol(): string | null;
+  getALPNNegotiatedProtocol(): string | false;
   isSessionReused(): boolean;
   destroySSL(): void;
+  /** The TCP handle under it: lib/_tls_wrap.js forwards close(), setNoDelay() and the like there. */
+  _parent?: object;
   [owner: symbol]: unknown;
 }
 

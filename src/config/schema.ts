@@ -671,6 +671,10 @@ export const ConfigSchema = z.strictObject({
         .max(Number.MAX_SAFE_INTEGER)
         .default(0)
         .describe('Largest request body in bytes, declared or chunked (413 past it); 0 for no limit.'),
+      http2: z
+        .boolean()
+        .default(true)
+        .describe('Offer HTTP/2 on HTTPS listeners: ALPN chooses h2 for clients that speak it, HTTP/1.1 for the rest.'),
       upgradeProtocols: z
         .array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'expected a protocol name such as websocket'))
         .default(['websocket'])

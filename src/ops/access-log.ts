@@ -38,7 +38,8 @@ export interface AccessEntry {
   remote: string | undefined;
   method: string;
   path: string;
-  /** HTTP/1.x: 0 or 1. */
+  /** HTTP/1.0, 1.1, 2.0. */
+  httpMajor?: number;
   httpMinor: number;
   status: number;
   bytesIn: number;
@@ -151,7 +152,7 @@ export class AccessLog {
       return;
     }
     // NCSA common / combined: host ident authuser [date] "request" status bytes ["referer" "agent"]
-    let line = `${e.remote ?? '-'} - - [${clfDate()}] "${e.method} ${e.path} HTTP/1.${e.httpMinor}" ${e.status} ${e.bytesOut === 0 ? '-' : e.bytesOut}`;
+    let line = `${e.remote ?? '-'} - - [${clfDate()}] "${e.method} ${e.path} HTTP/${e.httpMajor ?? 1}.${e.httpMinor}" ${e.status} ${e.bytesOut === 0 ? '-' : e.bytesOut}`;
     if (this.format === 'combined') line += ` "${quote(e.referer)}" "${quote(e.userAgent)}"`;
     this.append(`${line}\n`);
   }

@@ -54,12 +54,18 @@ export class AcmeResponder {
     return this.http01.get(token);
   }
 
-  /** tls.Server's ALPNCallback: acme-tls/1 to a validator, else HTTP/1.1 (refused when not offered). */
-  selectProtocol(socket: object, servername: string | undefined, protocols: string[]): string | undefined {
+  /** The ALPN callback: acme-tls/1 to a validator, else h2 (when offered), else HTTP/1.1, else refused. */
+  selectProtocol(
+    socket: object,
+    servername: string | undefined,
+    protocols: string[],
+    http2: boolean,
+  ): string | undefined {
     if (servername !== undefined && protocols.includes(ACME_TLS) && this.alpnChallenges.has(servername.toLowerCase())) {
       this.validations.add(socket);
       return ACME_TLS;
     }
+    if (http2 && protocols.includes('h2')) return 'h2';
     return protocols.includes('http/1.1') ? 'http/1.1' : undefined;
   }
 

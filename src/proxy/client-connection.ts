@@ -270,6 +270,20 @@ export class ClientConnection implements TransportSink, Listed, ParserClient, Re
     if (this.idle && this.state === State.Open) this.deadline = Math.min(this.deadline, Date.now() + graceMs);
   }
 
+  /**
+   * ALPN chose h2 before any request: the socket goes to an HTTP/2 session (http2-front.ts),
+   * and this object only counts it until it closes, as for a tunnel.
+   */
+  handOverSession(): net.Socket {
+    this.state = State.Tunnel;
+    this.releaseParser();
+    const socket = this.transport.detach();
+    this.tunnelSocket = socket;
+    socket.on('error', () => undefined);
+    socket.once('close', () => this.onClose());
+    return socket;
+  }
+
   /** For ClientRequest.takeSocket: stop parsing and give the socket to a tunnel. */
   handOver(req: ClientRequest): { socket: net.Socket; head: Buffer } {
     if (this.queue[0] === req) this.unqueue(0);

@@ -1,5 +1,5 @@
 /**
- * One HTTP/1.1 request and its response, as the handler sees them: the request's fields and a
+ * One HTTP/1.1 request (or HTTP/2 stream: http2-front.ts) and its response, as the handler sees them: the request's fields and a
  * body that is pushed to whoever pipes it, and writeHead / write / end (or respondError) for the
  * answer. The connection it arrived on (client-connection.ts) does the framing and the I/O.
  */
@@ -180,6 +180,11 @@ export class ClientRequest implements RequestBody {
     if (this.headersSent || this.aborted) return;
     this.headersSent = true;
     this.status = status;
+    if (this.httpMajor === 2) {
+      // HTTP/2 frames the body itself (http2-front.ts turns the head into fields).
+      this.conn.writeResponseHead(`HTTP/2 ${status} ${reason}\r\n${headerLines}\r\n`);
+      return;
+    }
     const noBody = this.method === 'HEAD' || status === 204 || status === 304 || status < 200;
     let framing = '';
     if (!noBody && !contentLength) {

@@ -332,6 +332,7 @@ function logAccess(
     remote: req.remoteAddress,
     method: req.method,
     path: req.url,
+    httpMajor: req.httpMajor,
     httpMinor: req.httpMinor,
     status: req.aborted ? 499 : req.status,
     bytesIn: req.bytesIn,

@@ -27,6 +27,12 @@ export function validateRequest(req: ClientRequest, maxBodySize: number): string
 
 /** The first problem with `req`'s version or framing, or null. */
 function framingProblem(req: ClientRequest, maxBodySize: number): SwitchyardError | null {
+  if (req.httpMajor === 2) {
+    // nghttp2 has checked the framing; http2-front.ts the pseudo-headers and Host.
+    if (req.facts.hosts === 0) return new BadRequestError('HTTP/2 request without :authority or Host');
+    const length = req.facts.contentLength === null ? -1 : Number(req.facts.contentLength);
+    return maxBodySize > 0 && length > maxBodySize ? new BodyTooLargeError(maxBodySize) : null;
+  }
   if (req.httpMajor !== 1) {
     // llhttp parses a bare "GET /" as HTTP/0.9; nothing behind a proxy should see one.
     return new BadRequestError(`HTTP/${req.httpMajor}.${req.httpMinor} is not supported`);

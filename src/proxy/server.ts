@@ -26,7 +26,8 @@ import type { BodyContext } from './response-body';
 import { Router } from './router';
 import { CertificateStore, readCertificateSet } from './certificate-store';
 import { AcmeResponder } from './acme-responder';
-import { TlsHandshakes, tlsHandlesAvailable } from './tls-transport';
+import { TlsHandshakes, tlsHandlesAvailable, type TlsTransport } from './tls-transport';
+import { Http2Front } from './http2-front';
 
 /** How long an idle keep-alive connection may stay open once a drain starts. */
 const DRAIN_IDLE_GRACE_MS = 1000;
@@ -86,6 +87,8 @@ export class ProxyServer implements ClientConnectionOwner {
   private ticketKeys: Buffer | null;
   /** Certificates and challenge answers from the primary's ACME manager, when `acme` is configured. */
   readonly acme: AcmeResponder | null;
+  /** HTTP/2 sessions, when server.http2 is on and some listener serves HTTPS. */
+  private readonly http2: Http2Front | null;
   /** Names a handshake may wait for a certificate for: the configured ones, or any (on demand). */
   private readonly acmeWaitsFor: ((name: string) => boolean) | null;
   /** Set once a drain starts: responses then carry Connection: close. */
@@ -182,6 +185,14 @@ export class ProxyServer implements ClientConnectionOwner {
       upgradeProtocols: config.server.upgradeProtocols.map((p) => p.toLowerCase()),
     };
     this.maxConnections = config.server.maxConnections;
+    this.http2 =
+      config.server.http2 && config.listeners.some((l) => l.tls !== null)
+        ? new Http2Front({
+            maxHeaderSize: config.server.maxHeaderSize,
+            maxBodySize: config.server.maxBodySize,
+            keepAliveTimeout: config.server.keepAliveTimeout,
+          })
+        : null;
     for (const l of config.listeners) {
       const handler = new ProxyHandler({
         ...handlerOptions,
@@ -210,7 +221,14 @@ export class ProxyServer implements ClientConnectionOwner {
         this.dropped();
         return;
       }
-      this.clients.add(new ClientConnection(new SocketTransport(socket), this.limits, this, handler.handle));
+      const conn = new ClientConnection(new SocketTransport(socket), this.limits, this, handler.handle);
+      this.clients.add(conn);
+      if (this.http2 !== null && (socket as tls.TLSSocket).alpnProtocol === 'h2') {
+        this.http2.accept(conn.handOverSession(), handler, socket.remoteAddress, {
+          version: (socket as tls.TLSSocket).getProtocol() ?? 'unknown',
+          resumed: (socket as tls.TLSSocket).isSessionReused(),
+        });
+      }
     };
     let server: net.Server;
     let certificates: CertificateStore | null = null;
@@ -223,6 +241,7 @@ export class ProxyServer implements ClientConnectionOwner {
         waitsFor: this.acmeWaitsFor,
         ticketKeys: options.ticketKeys ?? null,
         logger: this.logger,
+        http2: this.http2 !== null,
       });
       // TLS connections arrive as TCP handles too; tls-transport.ts wraps each in TLS.
       server = net.createServer();
@@ -262,11 +281,13 @@ export class ProxyServer implements ClientConnectionOwner {
   private certificateCallbacks(store: CertificateStore): Partial<tls.TlsOptions> {
     const acme = this.acme;
     const waitsFor = this.acmeWaitsFor;
-    if (acme === null || waitsFor === null) return { SNICallback: store.sniCallback, ALPNProtocols: ['http/1.1'] };
+    const http2 = this.http2 !== null;
+    if (acme === null || waitsFor === null)
+      return { SNICallback: store.sniCallback, ALPNProtocols: http2 ? ['h2', 'http/1.1'] : ['http/1.1'] };
     return {
       // Called before SNICallback, with the socket as `this` (Node's _tls_wrap).
       ALPNCallback(this: tls.TLSSocket, { servername, protocols }: { servername: string; protocols: string[] }) {
-        return acme.selectProtocol(this, servername, protocols);
+        return acme.selectProtocol(this, servername, protocols, http2);
       },
       SNICallback(this: tls.TLSSocket, servername, cb) {
         const challenge = acme.challengeContext(this, servername);
@@ -355,7 +376,17 @@ export class ProxyServer implements ClientConnectionOwner {
     }
     // The handshake is part of the head a client owes us, within server.headersTimeout.
     const transport = l.handshakes.wrapHandle(handle);
-    this.clients.add(new ClientConnection(transport, this.limits, this, l.handler.handle, this.limits.headersTimeout));
+    const conn = new ClientConnection(transport, this.limits, this, l.handler.handle, this.limits.headersTimeout);
+    this.clients.add(conn);
+    if (this.http2 !== null) transport.onHandshake = (alpn) => this.toHttp2(alpn, conn, transport, l.handler);
+  }
+
+  /** ALPN chose h2: the connection's socket goes to an HTTP/2 session, before any cleartext is read. */
+  private toHttp2(alpn: string | false, conn: ClientConnection, transport: TlsTransport, handler: ProxyHandler): void {
+    if (alpn !== 'h2' || this.http2 === null) return;
+    const remote = transport.remoteAddress;
+    const session = transport.tlsSession;
+    this.http2.accept(conn.handOverSession(), handler, remote, session);
   }
 
   private dropped(): void {
@@ -467,6 +498,8 @@ export class ProxyServer implements ClientConnectionOwner {
         resolve();
       };
       this.onClientGone = check;
+      // HTTP/2: GOAWAY now; open streams finish, their connections close once they have.
+      this.http2?.drain();
       for (const l of this.listeners) {
         l.server.close(() => {
           listening--;

@@ -19,11 +19,14 @@ import { TcpTransport, type StreamHandle, type TcpHandle } from './tcp-transport
 /** Whether HTTPS connections can be driven on bare handles here. */
 export const tlsHandlesAvailable = tlsWrap !== null;
 
-/** ALPN's wire form of ['http/1.1']. */
+/** ALPN's wire forms: HTTP/1.1 only, or h2 first. */
 const HTTP11 = Buffer.from([8, ...Buffer.from('http/1.1', 'latin1')]);
+const H2_HTTP11 = Buffer.from([2, ...Buffer.from('h2', 'latin1'), 8, ...Buffer.from('http/1.1', 'latin1')]);
 
 export class TlsTransport extends TcpTransport {
   private session: TlsSession | null = null;
+  /** Told the protocol ALPN chose, once the handshake is done (server.ts: h2 goes to HTTP/2). */
+  onHandshake: ((protocol: string | false) => void) | null = null;
   protected override readonly shutdownAfterWrites = true;
 
   constructor(
@@ -31,6 +34,13 @@ export class TlsTransport extends TcpTransport {
     socket: TcpHandle,
   ) {
     super(wrap as unknown as StreamHandle, socket);
+  }
+
+  /** From tls_wrap, within the read that completed the handshake (before any cleartext). */
+  handshakeDone(): void {
+    const on = this.onHandshake;
+    this.onHandshake = null;
+    on?.(this.wrap.getALPNNegotiatedProtocol());
   }
 
   override get tlsSession(): TlsSession {
@@ -54,16 +64,9 @@ export class TlsTransport extends TcpTransport {
   }
 
   protected override socketOf(): net.Socket {
-    const wrap = this.wrap;
-    const socket = this.socket;
-    // net.Socket closes its handle with close(), which tls_wrap leaves to the TCP handle under it.
-    (wrap as unknown as { close: (cb?: () => void) => void }).close = (cb) =>
-      socket.close(() => {
-        wrap.destroySSL();
-        cb?.();
-      });
+    // lib/_tls_wrap.js gives TLSWrap a close() that closes the TCP handle under it (_parent).
     return new net.Socket({
-      handle: wrap,
+      handle: this.wrap,
       allowHalfOpen: true,
       readable: true,
       writable: true,
@@ -78,6 +81,8 @@ export interface TlsHandshakeOptions {
   waitsFor: ((name: string) => boolean) | null;
   ticketKeys: Buffer | null;
   logger: Logger;
+  /** Offer h2 by ALPN (server.http2). */
+  http2: boolean;
 }
 
 /** One HTTPS listener's handshakes: its default context and the callbacks every connection gets. */
@@ -109,16 +114,19 @@ export class TlsHandshakes {
   /** TLS over an accepted TCP handle: the handshake starts with the client's first bytes. */
   wrapHandle(handle: TcpHandle): TlsTransport {
     const wrap = tlsWrap!.wrap(handle, this.context, true, false);
+    // As lib/_tls_wrap.js does: the methods it forwards to the TCP handle (close, setNoDelay,
+    // getpeername) find it here, for node:http2 and tunnels that take the handle as a net.Socket.
+    wrap._parent = handle;
     const transport = new TlsTransport(wrap, handle);
     this.kOwner ??= ownerSlot(wrap);
-    const { acme, logger } = this.options;
+    const { acme, logger, http2 } = this.options;
     let handshakes = 0;
     wrap.onhandshakestart = () => {
       // Client-initiated renegotiation is refused (nginx and HAProxy do too): it buys a client
       // another full handshake's worth of our CPU for nothing.
       if (++handshakes > 1) transport.fail();
     };
-    wrap.onhandshakedone = noop;
+    wrap.onhandshakedone = () => transport.handshakeDone();
     wrap.onclienthello = noop;
     wrap.onnewsession = noop;
     wrap.onkeylog = noop;
@@ -130,10 +138,10 @@ export class TlsHandshakes {
     wrap.enableCertCb();
     if (acme !== null && typeof wrap.enableALPNCb === 'function') {
       wrap.ALPNCallback = (wire) =>
-        selectAlpn(wire, (protocols) => acme.selectProtocol(wrap, servername(wrap), protocols));
+        selectAlpn(wire, (protocols) => acme.selectProtocol(wrap, servername(wrap), protocols, http2));
       wrap.enableALPNCb();
     } else {
-      wrap.setALPNProtocols(HTTP11);
+      wrap.setALPNProtocols(http2 ? H2_HTTP11 : HTTP11);
     }
     return transport;
   }

@@ -83,6 +83,9 @@ const obtained = (cli: Cli, name: string, source: string, after = 0) =>
     cli.logs.slice(after).find((l) => l.event === 'certificate-obtained' && l.name === name && l.source === source),
   );
 
+// The storage, renewal and failure cases are the primary's own logic, the same on every Node
+// line: they run in the first pass only (@once). Issuance by both challenges and on demand goes
+// through each line's TLS stack, and runs on all.
 describe('ACME against Pebble (the CLI, 2 workers)', function () {
   this.timeout(60_000);
 
@@ -136,7 +139,7 @@ describe('ACME against Pebble (the CLI, 2 workers)', function () {
     assert.equal(got.body, 'origin says hello to alpn.example.test');
   });
 
-  it('renews at two thirds of the lifetime, and a restart serves the stored certificate without an order', async () => {
+  it('renews at two thirds of the lifetime, and a restart serves the stored certificate without an order @once', async () => {
     const p = await ports();
     // 9 s certificates: renewal due 6 s after issuance.
     const pebble = await startPebble({ ...p, validitySeconds: 9 });
@@ -201,7 +204,7 @@ describe('ACME against Pebble (the CLI, 2 workers)', function () {
     assert.equal(asked.length, 2);
   });
 
-  it('on demand: past maxPerMinute, a handshake gets no certificate instead of an order', async () => {
+  it('on demand: past maxPerMinute, a handshake gets no certificate instead of an order @once', async () => {
     const p = await ports();
     const pebble = await startPebble(p);
     pebble.resolve('r1.example.test', 'r2.example.test');
@@ -216,7 +219,7 @@ describe('ACME against Pebble (the CLI, 2 workers)', function () {
     assert.ok(site.cli.logs.some((l) => l.event === 'acme-rate-limited' && l.name === 'r2.example.test'));
   });
 
-  it('shared storage: waits while another machine holds the name’s lock, then orders', async () => {
+  it('shared storage: waits while another machine holds the name’s lock, then orders @once', async () => {
     const p = await ports();
     const pebble = await startPebble(p);
     pebble.resolve('shared.example.test');
@@ -234,7 +237,7 @@ describe('ACME against Pebble (the CLI, 2 workers)', function () {
     await obtained(site.cli, 'shared.example.test', 'order');
   });
 
-  it('a CA that forgot the stored account: the next try registers the key again', async () => {
+  it('a CA that forgot the stored account: the next try registers the key again @once', async () => {
     const p = await ports();
     const acmePort = await closedPort();
     const storage = mkdtempSync(join(tmpdir(), 'swy-acme-'));
@@ -253,7 +256,7 @@ describe('ACME against Pebble (the CLI, 2 workers)', function () {
     assert.equal(again.cli.logs.filter((l) => l.event === 'acme-account').length, 1, 'registered again, once');
   });
 
-  it('an ACME server that is down: logged, retried with backoff, the proxy serves on, and issues once it is back', async () => {
+  it('an ACME server that is down: logged, retried with backoff, the proxy serves on, and issues once it is back @once', async () => {
     const p = await ports();
     const acmePort = await closedPort();
     // The directory's address is known before Pebble runs: nothing answers there yet.

@@ -1,0 +1,236 @@
+/**
+ * HTTP/2 to clients: sessions run by node:http2 (nghttp2), each stream turned into a
+ * ClientRequest and handed to the same ProxyHandler as an HTTP/1.1 request, so routes, pools,
+ * retries, header rules, transforms, the access log and metrics are one code path. A stream's
+ * request follows RFC 9113 §8 on its way to an HTTP/1.1 upstream: the pseudo-headers become the
+ * request line and Host (a Host that disagrees with :authority is refused), cookies are joined,
+ * a body without Content-Length goes chunked; nghttp2 has already refused connection-specific
+ * fields and a TE other than "trailers". The answer's head is turned back into HTTP/2 fields here.
+ *
+ * Connections reach it after ALPN chose h2 (server.ts), as a net.Socket the ClientConnection
+ * that accepted it still counts (server.maxConnections, drain).
+ */
+import * as http2 from 'node:http2';
+import type * as net from 'node:net';
+import { BadRequestError, BodyTooLargeError, SwitchyardError } from '../errors';
+import { ClientRequest, type RequestConnection } from './client-request';
+import type { TlsSession } from './client-transport';
+import type { ProxyHandler } from './handler';
+
+const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+
+/** Response fields HTTP/2 forbids (RFC 9113 §8.2.2): dropped from the upstream's head. */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/** What a session's streams share: the connection they came on, and the listener's handler. */
+interface SessionInfo {
+  readonly handler: ProxyHandler;
+  readonly remoteAddress: string | undefined;
+  readonly tlsSession: TlsSession | null;
+}
+
+export interface Http2Limits {
+  readonly maxHeaderSize: number;
+  readonly maxBodySize: number;
+  /** An idle session (no frames) is closed with GOAWAY after this. */
+  readonly keepAliveTimeout: number;
+}
+
+export class Http2Front {
+  private readonly server: http2.Http2Server;
+  private readonly info = new WeakMap<http2.ServerHttp2Session, SessionInfo>();
+  /** Set around `emit('connection')`: node:http2 makes the session within that call. */
+  private pending: SessionInfo | null = null;
+  readonly sessions = new Set<http2.ServerHttp2Session>();
+  private draining = false;
+  private readonly maxBodySize: number;
+
+  constructor(limits: Http2Limits) {
+    this.maxBodySize = limits.maxBodySize;
+    this.server = http2.createServer({
+      settings: { maxConcurrentStreams: 128, maxHeaderListSize: limits.maxHeaderSize },
+    });
+    this.server.on('session', (session: http2.ServerHttp2Session) => {
+      if (this.pending !== null) this.info.set(session, this.pending);
+      this.sessions.add(session);
+      session.on('error', () => undefined);
+      session.once('close', () => this.sessions.delete(session));
+      session.setTimeout(limits.keepAliveTimeout, () => session.close());
+      if (this.draining) session.close();
+    });
+    this.server.on(
+      'stream',
+      (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) =>
+        this.onStream(stream, headers, flags, rawHeaders),
+    );
+  }
+
+  /** A connection whose ALPN said h2: its session starts on `socket`. */
+  accept(socket: net.Socket, handler: ProxyHandler, remoteAddress: string | undefined, tls: TlsSession | null): void {
+    this.pending = { handler, remoteAddress, tlsSession: tls };
+    try {
+      this.server.emit('connection', socket);
+    } finally {
+      this.pending = null;
+    }
+  }
+
+  /** A drain: GOAWAY to every session; open streams finish, new ones are refused. */
+  drain(): void {
+    this.draining = true;
+    for (const s of this.sessions) s.close();
+  }
+
+  private onStream(
+    stream: http2.ServerHttp2Stream,
+    headers: http2.IncomingHttpHeaders,
+    flags: number,
+    rawHeaders: string[],
+  ): void {
+    stream.on('error', () => undefined);
+    const info = this.info.get(stream.session as http2.ServerHttp2Session);
+    if (info === undefined) {
+      stream.close(NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
+    const method = String(headers[':method']);
+    const path = headers[':path'];
+    const authority = headers[':authority'];
+    const conn = new StreamConnection(stream, info, this.maxBodySize);
+    // The fields as HTTP/1.1 would carry them: Host first, from :authority.
+    const raw: string[] = [];
+    let host: string | undefined;
+    let cookie: string | undefined;
+    for (let i = 0; i < rawHeaders.length; i += 2) {
+      const name = rawHeaders[i];
+      if (name.charCodeAt(0) === 58 /* : */) continue;
+      if (name === 'host') host = rawHeaders[i + 1];
+      // RFC 9113 §8.2.3: cookie crumbs are joined into one field for HTTP/1.1.
+      if (name === 'cookie') {
+        cookie = cookie === undefined ? rawHeaders[i + 1] : `${cookie}; ${rawHeaders[i + 1]}`;
+        continue;
+      }
+      raw.push(name, rawHeaders[i + 1]);
+    }
+    if (cookie !== undefined) raw.push('cookie', cookie);
+    let refusal: SwitchyardError | null = null;
+    if (method === 'CONNECT') {
+      refusal = new SwitchyardError('SWY_ERR_METHOD_NOT_ALLOWED', 405, 'CONNECT is not supported by a reverse proxy');
+    } else if (typeof path !== 'string' || path === '') {
+      refusal = new BadRequestError('an HTTP/2 request without :path');
+    } else if (typeof authority === 'string' && host !== undefined && host !== authority) {
+      // RFC 9113 §8.3.1: the two must agree; a proxy that routed by one and forwarded the other
+      // could be steered past its routes.
+      refusal = new BadRequestError(':authority and Host disagree');
+    }
+    if (typeof authority === 'string' && host === undefined) raw.unshift('host', authority);
+    // A body without a declared length travels chunked to the HTTP/1.1 upstream.
+    if ((flags & NGHTTP2_FLAG_END_STREAM) === 0 && headers['content-length'] === undefined)
+      raw.push('transfer-encoding', 'chunked');
+    const req = new ClientRequest(conn, method, typeof path === 'string' ? path : '/', raw, 2, 0, true, false);
+    conn.req = req;
+    stream.on('data', (chunk: Buffer) => req.bodyChunk(chunk));
+    stream.on('end', () => req.bodyEnd());
+    stream.on('drain', () => req.onDrain?.());
+    stream.once('close', () => {
+      if (!req.finished) req.abort();
+    });
+    if (refusal !== null) {
+      req.respondError(refusal);
+      return;
+    }
+    info.handler.handle(req);
+  }
+}
+
+/** One stream as the connection of its request: the answer's head and body become HTTP/2 frames. */
+class StreamConnection implements RequestConnection {
+  req: ClientRequest | null = null;
+
+  constructor(
+    private readonly stream: http2.ServerHttp2Stream,
+    private readonly info: SessionInfo,
+    private readonly maxBodySize: number,
+  ) {}
+
+  get remoteAddress(): string | undefined {
+    return this.info.remoteAddress;
+  }
+
+  get tlsSession(): TlsSession | null {
+    return this.info.tlsSession;
+  }
+
+  pauseReading(): void {
+    this.stream.pause();
+  }
+
+  resumeReading(): void {
+    this.stream.resume();
+  }
+
+  bodyTooLarge(req: ClientRequest): boolean {
+    if (this.maxBodySize === 0 || req.bytesIn <= this.maxBodySize) return false;
+    req.respondError(new BodyTooLargeError(this.maxBodySize));
+    return true;
+  }
+
+  keepAliveAfter(): boolean {
+    return true;
+  }
+
+  /** "HTTP/x STATUS REASON\r\nName: value\r\n...\r\n" (client-request.ts) → HTTP/2 fields. */
+  writeResponseHead(head: string): void {
+    const stream = this.stream;
+    if (stream.destroyed || stream.headersSent) return;
+    const lines = head.split('\r\n');
+    const status = Number(lines[0].split(' ', 2)[1]);
+    const fields: http2.OutgoingHttpHeaders = { ':status': status };
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i];
+      if (line === '') break;
+      const colon = line.indexOf(':');
+      const name = line.slice(0, colon).toLowerCase();
+      if (CONNECTION_SPECIFIC.has(name)) continue;
+      const value = line.slice(colon + 1).trim();
+      const had = fields[name];
+      fields[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [String(had), value];
+    }
+    try {
+      stream.respond(fields);
+    } catch {
+      stream.close(NGHTTP2_INTERNAL_ERROR);
+    }
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.stream.destroyed) return true;
+    return this.stream.write(chunk);
+  }
+
+  writeChunk(chunk: Buffer): boolean {
+    return this.write(chunk);
+  }
+
+  /** The proxy's own short answers' bodies (HTTP/1.1's interim and chunk lines never come here). */
+  writeRaw(s: string): void {
+    if (!this.stream.destroyed && this.stream.headersSent) this.stream.write(Buffer.from(s, 'latin1'));
+  }
+
+  uncork(): void {}
+
+  finishRequest(): void {
+    if (!this.stream.destroyed) this.stream.end();
+  }
+
+  handOver(): never {
+    throw new Error('no Upgrade tunnels over HTTP/2');
+  }
+
+  onTunnelCut(): void {}
+
+  /** A response that cannot be completed must not look complete: RST_STREAM. */
+  destroy(): void {
+    if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
+  }
+}
