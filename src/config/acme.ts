@@ -3,11 +3,12 @@
  * the routes' exact hosts), absolute paths, and the challenge types the listeners can answer.
  * Checked here so that `switchyard check` and a reload refuse what could never issue.
  */
-import { accessSync, constants, statSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { accessSync, constants } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors';
 import type { ResolvedListener } from './listeners';
 import type { AcmeConfig, RouteConfig } from './schema';
+import { unwritableDirectory } from './writable';
 
 export type AcmeChallenge = 'http-01' | 'tls-alpn-01';
 
@@ -78,18 +79,4 @@ export function resolveAcme(
     );
   }
   return { ...acme, storage, ...(caRoot !== undefined ? { caRoot } : {}), hosts, challenges };
-}
-
-/** Why `dir` cannot be used for storage, or null: it must be a writable directory, or be creatable. */
-function unwritableDirectory(dir: string): string | null {
-  for (let d = dir; ; d = dirname(d)) {
-    try {
-      if (!statSync(d).isDirectory()) return `ENOTDIR: ${d} is not a directory`;
-      accessSync(d, constants.W_OK | constants.X_OK);
-      return null;
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code !== 'ENOENT' || dirname(d) === d) return `${e.code ?? 'error'}: ${e.message}`;
-    }
-  }
 }

@@ -10,6 +10,7 @@ import { CORE_SCHEMA, load } from 'js-yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../errors';
 import { resolveAcme, type ResolvedAcme } from './acme';
+import { unwritableDirectory } from './writable';
 import { resolveListeners, type ResolvedListener } from './listeners';
 import {
   CompressSchema,
@@ -365,16 +366,7 @@ function unwritable(file: string): string | null {
     const e = err as NodeJS.ErrnoException;
     if (e.code !== 'ENOENT') return `${e.code ?? 'error'}: ${e.message}`;
   }
-  for (let dir = dirname(file); ; dir = dirname(dir)) {
-    try {
-      if (!statSync(dir).isDirectory()) return `ENOTDIR: ${dir} is not a directory`;
-      accessSync(dir, constants.W_OK | constants.X_OK);
-      return null;
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code !== 'ENOENT' || dirname(dir) === dir) return `${e.code ?? 'error'}: ${e.message}`;
-    }
-  }
+  return unwritableDirectory(dirname(file));
 }
 
 function deepFreeze<T>(value: T): T {
