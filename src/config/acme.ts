@@ -7,7 +7,7 @@ import { accessSync, constants } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { ConfigError } from '../errors';
 import type { ResolvedListener } from './listeners';
-import type { AcmeConfig, RouteConfig } from './schema';
+import { isOrderableName, type AcmeConfig, type RouteConfig } from './schema';
 import { unwritableDirectory } from './writable';
 
 export type AcmeChallenge = 'http-01' | 'tls-alpn-01';
@@ -17,13 +17,6 @@ export interface ResolvedAcme extends Omit<AcmeConfig, 'hosts' | 'challenges'> {
   readonly hosts: readonly string[];
   /** `acme.challenges` less those no listener can answer (http-01 needs a plain listener). */
   readonly challenges: readonly AcmeChallenge[];
-}
-
-/** A name a public CA can issue for: two labels or more, no wildcard, not an address. */
-const ORDERABLE = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/;
-
-export function isOrderableName(name: string): boolean {
-  return name.length <= 253 && ORDERABLE.test(name);
 }
 
 export function resolveAcme(

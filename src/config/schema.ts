@@ -488,13 +488,16 @@ export const ListenerSchema = z.strictObject({
 });
 
 /** A DNS name a certificate may be ordered for: no wildcard (that needs DNS-01), no address. */
-const dnsName = z
-  .string()
-  .max(253)
-  .regex(
-    /^(?=.*[A-Za-z])[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$/,
-    'expected a DNS name with at least two labels (example.com), without a wildcard, port or trailing dot',
-  );
+const ORDERABLE = /^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$/i;
+
+/** A name a public CA can issue for: two labels or more, no wildcard, not an address. */
+export function isOrderableName(name: string): boolean {
+  return name.length <= 253 && ORDERABLE.test(name);
+}
+
+const dnsName = z.string().refine(isOrderableName, {
+  message: 'expected a DNS name with at least two labels (example.com), without a wildcard, port or trailing dot',
+});
 
 const httpUrl = (what: string) =>
   z

@@ -13,7 +13,8 @@ import { readFileSync } from 'node:fs';
 import * as https from 'node:https';
 import * as tls from 'node:tls';
 import * as acme from 'acme-client';
-import { isOrderableName, type ResolvedAcme } from '../config/acme';
+import type { ResolvedAcme } from '../config/acme';
+import { isOrderableName } from '../config/schema';
 import type { AcmeUpdate } from '../ipc';
 import { errField, type Logger } from '../log';
 import { AcmeStorage, type StoredCertificate } from './acme-storage';
@@ -246,11 +247,7 @@ export class AcmeManager {
 
   private async order(name: string): Promise<StoredCertificate> {
     const client = await this.acmeClient();
-    const { privateKey } = generateKeyPairSync('ec', {
-      namedCurve: 'P-256',
-      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-      publicKeyEncoding: { type: 'spki', format: 'pem' },
-    });
+    const privateKey = newKey();
     const [, csr] = await acme.crypto.createCsr({ commonName: name, altNames: [name] }, privateKey);
     const cert = await client.auto({
       csr,
@@ -303,12 +300,7 @@ export class AcmeManager {
     try {
       let account = this.storage.readAccount();
       if (account === null) {
-        const { privateKey } = generateKeyPairSync('ec', {
-          namedCurve: 'P-256',
-          privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-          publicKeyEncoding: { type: 'spki', format: 'pem' },
-        });
-        account = { key: privateKey };
+        account = { key: newKey() };
         this.storage.writeAccount(account);
       }
       const client = new acme.Client({
@@ -360,4 +352,13 @@ export class AcmeManager {
       return 'acme.onDemand.ask did not answer';
     }
   }
+}
+
+/** An ECDSA P-256 private key, PEM: for the account and for each certificate. */
+function newKey(): string {
+  return generateKeyPairSync('ec', {
+    namedCurve: 'P-256',
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  }).privateKey;
 }

@@ -7,6 +7,7 @@
  */
 import * as tls from 'node:tls';
 import type { AcmeUpdate } from '../ipc';
+import type { CertificateStore } from './certificate-store';
 
 /** RFC 8737: the ALPN protocol of a TLS-ALPN-01 validation. */
 const ACME_TLS = 'acme-tls/1';
@@ -72,6 +73,24 @@ export class AcmeResponder {
   /** OpenSSL asks for ALPN before the certificate: a validator's handshake gets the challenge's. */
   challengeContext(socket: object, servername: string): tls.SecureContext | undefined {
     return this.validations.has(socket) ? this.alpnChallenges.get(servername.toLowerCase()) : undefined;
+  }
+
+  /**
+   * The context a handshake for `name` gets (`socket` as the ALPN callback saw it): a TLS-ALPN-01
+   * validator's challenge certificate, else the store's, else, for a name that may wait (a
+   * configured one, or any on demand), the one obtained for it. `done` gets null for none.
+   */
+  choose(
+    socket: object,
+    name: string,
+    store: CertificateStore,
+    waitsFor: (name: string) => boolean,
+    done: (context: tls.SecureContext | null) => void,
+  ): void {
+    const challenge = this.challengeContext(socket, name);
+    if (challenge !== undefined) done(challenge);
+    else if (store.lookup(name) !== null || !waitsFor(name)) done(store.select(name));
+    else void this.obtain(name).then(() => done(store.select(name)));
   }
 
   /** Ask the primary for a certificate for `name`; resolves with null once this worker has it, or why not. */

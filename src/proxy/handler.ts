@@ -327,6 +327,7 @@ function logAccess(
   upstream: string | undefined,
   error: string | undefined,
 ): void {
+  const tls = req.tlsSession;
   accessLog.log({
     reqId,
     remote: req.remoteAddress,
@@ -341,8 +342,8 @@ function logAccess(
     upstreamUs,
     upstream,
     error,
-    tls: req.tlsSession?.version,
-    tlsResumed: req.tlsSession?.resumed,
+    tls: tls?.version,
+    tlsResumed: tls?.resumed,
     // Only the combined format shows these; JSON lines stay lean.
     referer: accessLog.format === 'combined' ? (findHeader(req.rawHeaders, 'referer') ?? undefined) : undefined,
     userAgent: accessLog.format === 'combined' ? (findHeader(req.rawHeaders, 'user-agent') ?? undefined) : undefined,

@@ -27,18 +27,23 @@ export function validateRequest(req: ClientRequest, maxBodySize: number): string
 
 /** The first problem with `req`'s version or framing, or null. */
 function framingProblem(req: ClientRequest, maxBodySize: number): SwitchyardError | null {
-  if (req.httpMajor === 2) {
-    // nghttp2 has checked the framing; http2-front.ts the pseudo-headers and Host.
-    if (req.facts.hosts === 0) return new BadRequestError('HTTP/2 request without :authority or Host');
-    const length = req.facts.contentLength === null ? -1 : Number(req.facts.contentLength);
-    return maxBodySize > 0 && length > maxBodySize ? new BodyTooLargeError(maxBodySize) : null;
-  }
+  const problem = req.httpMajor === 2 ? http2Problem(req) : http1Problem(req);
+  if (problem !== null) return problem;
+  const contentLength = req.facts.contentLength === null ? -1 : Number(req.facts.contentLength);
+  return maxBodySize > 0 && contentLength > maxBodySize ? new BodyTooLargeError(maxBodySize) : null;
+}
+
+/** nghttp2 has checked an HTTP/2 stream's framing, and http2-front.ts its pseudo-headers and Host. */
+function http2Problem(req: ClientRequest): SwitchyardError | null {
+  return req.facts.hosts === 0 ? new BadRequestError('HTTP/2 request without :authority or Host') : null;
+}
+
+function http1Problem(req: ClientRequest): SwitchyardError | null {
   if (req.httpMajor !== 1) {
     // llhttp parses a bare "GET /" as HTTP/0.9; nothing behind a proxy should see one.
     return new BadRequestError(`HTTP/${req.httpMajor}.${req.httpMinor} is not supported`);
   }
   const { hosts, transferEncoding: te, transferEncodingFields: teFields } = req.facts;
-  const contentLength = req.facts.contentLength === null ? -1 : Number(req.facts.contentLength);
   // RFC 9112 §3.2: exactly one Host in HTTP/1.1; never two.
   if (hosts > 1) return new BadRequestError('more than one Host header');
   if (hosts === 0 && req.httpMinor >= 1) return new BadRequestError('HTTP/1.1 request without a Host header');
@@ -49,7 +54,6 @@ function framingProblem(req: ClientRequest, maxBodySize: number): SwitchyardErro
       return new BadRequestError(`Transfer-Encoding ${JSON.stringify(te)} is not supported; only "chunked"`);
     }
   }
-  if (maxBodySize > 0 && contentLength > maxBodySize) return new BodyTooLargeError(maxBodySize);
   return null;
 }
 

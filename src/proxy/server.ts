@@ -221,13 +221,11 @@ export class ProxyServer implements ClientConnectionOwner {
         this.dropped();
         return;
       }
-      const conn = new ClientConnection(new SocketTransport(socket), this.limits, this, handler.handle);
+      const transport = new SocketTransport(socket);
+      const conn = new ClientConnection(transport, this.limits, this, handler.handle);
       this.clients.add(conn);
       if (this.http2 !== null && (socket as tls.TLSSocket).alpnProtocol === 'h2') {
-        this.http2.accept(conn.handOverSession(), handler, socket.remoteAddress, {
-          version: (socket as tls.TLSSocket).getProtocol() ?? 'unknown',
-          resumed: (socket as tls.TLSSocket).isSessionReused(),
-        });
+        this.http2.accept(conn.handOverSession(), handler, transport.remoteAddress, transport.tlsSession);
       }
     };
     let server: net.Server;
@@ -290,10 +288,9 @@ export class ProxyServer implements ClientConnectionOwner {
         return acme.selectProtocol(this, servername, protocols, http2);
       },
       SNICallback(this: tls.TLSSocket, servername, cb) {
-        const challenge = acme.challengeContext(this, servername);
-        if (challenge !== undefined) return cb(null, challenge);
-        if (store.lookup(servername) !== null || !waitsFor(servername)) return store.sniCallback(servername, cb);
-        void acme.obtain(servername).then(() => store.sniCallback(servername, cb));
+        acme.choose(this, servername, store, waitsFor, (context) =>
+          context === null ? cb(new Error(`no certificate for ${JSON.stringify(servername)}`)) : cb(null, context),
+        );
       },
     };
   }

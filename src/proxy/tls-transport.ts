@@ -10,7 +10,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { errField, type Logger } from '../log';
-import { nativeSecureContext, ownerSlot, tlsWrap, type TlsWrapHandle } from '../node-internals';
+import { nativeSecureContext, tlsWrap, type TlsWrapHandle } from '../node-internals';
 import type { AcmeResponder } from './acme-responder';
 import type { CertificateStore } from './certificate-store';
 import { EndHow, type TlsSession } from './client-transport';
@@ -89,7 +89,6 @@ export interface TlsHandshakeOptions {
 export class TlsHandshakes {
   private context!: object;
   private ticketKeys: Buffer | null;
-  private kOwner: symbol | null = null;
 
   constructor(private readonly options: TlsHandshakeOptions) {
     this.ticketKeys = options.ticketKeys;
@@ -118,7 +117,6 @@ export class TlsHandshakes {
     // getpeername) find it here, for node:http2 and tunnels that take the handle as a net.Socket.
     wrap._parent = handle;
     const transport = new TlsTransport(wrap, handle);
-    this.kOwner ??= ownerSlot(wrap);
     const { acme, logger, http2 } = this.options;
     let handshakes = 0;
     wrap.onhandshakestart = () => {
@@ -154,18 +152,12 @@ export class TlsHandshakes {
       wrap.certCbDone();
       return;
     }
-    const challenge = acme?.challengeContext(wrap, name);
-    if (challenge !== undefined) {
-      this.use(wrap, transport, challenge);
+    if (acme === null || waitsFor === null) {
+      this.use(wrap, transport, store.select(name));
       return;
     }
-    const found = store.lookup(name);
-    if (found !== null || acme === null || waitsFor === null || !waitsFor(name)) {
-      this.use(wrap, transport, found ?? store.select(name));
-      return;
-    }
-    void acme.obtain(name).then(() => {
-      if (!transport.isClosed) this.use(wrap, transport, store.select(name));
+    acme.choose(wrap, name, store, waitsFor, (context) => {
+      if (!transport.isClosed) this.use(wrap, transport, context);
     });
   }
 
