@@ -79,6 +79,22 @@ export function initParser(parser: Parser, kind: ParserKind, maxHeaderSize: numb
   parser[kUrl] = '';
 }
 
+/**
+ * A chunked message's trailer fields (RFC 9112 §7.1.2), taken off the parser at its message
+ * complete. llhttp hands them over through the same batch callback as a long head's fields, after
+ * the head: left there, they would open the next message's head on this parser, a field the
+ * client never sent to that request (or another client's response, on a pooled upstream
+ * connection). Every message that can carry trailers has a body, so its message-complete
+ * callback runs and calls this.
+ */
+export function takeTrailers(parser: Parser): string[] | null {
+  const parts = parser[kParts];
+  if (parts === null) return null;
+  parser[kParts] = null;
+  parser[kUrl] = '';
+  return parts;
+}
+
 function collectHeaders(this: Parser, headers: string[], url: string | undefined): void {
   const parts = this[kParts];
   if (parts === null) this[kParts] = headers;

@@ -17,7 +17,7 @@ import {
 } from '../errors';
 import { errorResponse } from '../http1/error-response';
 import { allowedUpgrade } from '../http1/fields';
-import { HTTPParser, writeChunk, type ParseError } from '../http1/parser';
+import { HTTPParser, takeTrailers, writeChunk, type ParseError } from '../http1/parser';
 import { METHODS } from '../node-internals';
 import type { Listed } from './client-list';
 import { ClientRequest, type RequestConnection } from './client-request';
@@ -502,6 +502,9 @@ export class ClientConnection implements TransportSink, Listed, ParserClient, Re
   }
 
   onParserMessageComplete(): void {
+    // A request's trailers are dropped (RFC 9110 §6.5.1 lets a proxy discard them): none of our
+    // upstreams is asked to expect them.
+    if (this.parser !== null) takeTrailers(this.parser);
     if (this.state !== State.Open) return;
     const req = this.reading;
     if (req === null || req.bodyComplete) return;

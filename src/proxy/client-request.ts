@@ -55,6 +55,8 @@ export class ClientRequest implements RequestBody {
   upgradeTo: string | null = null;
   readonly facts: HeaderFacts;
   headersSent = false;
+  /** The upstream's trailer fields (name, value, ...), relayed after the body: set before end(). */
+  trailers: string[] | null = null;
   finished = false;
   /** For the access log: the status sent, and body bytes each way. */
   status = 0;
@@ -223,7 +225,7 @@ export class ClientRequest implements RequestBody {
   end(): void {
     if (this.finished || this.aborted) return;
     this.finished = true;
-    if (this.chunkedResponse) this.conn.writeRaw('0\r\n\r\n');
+    if (this.chunkedResponse) this.conn.writeRaw(this.trailers === null ? '0\r\n\r\n' : lastChunk(this.trailers));
     this.conn.finishRequest(this, this.closeAfter);
   }
 
@@ -284,4 +286,11 @@ export class ClientRequest implements RequestBody {
     this.onAbort = null;
     onAbort?.();
   }
+}
+
+/** The last chunk with a trailer section (RFC 9112 §7.1.2). */
+function lastChunk(trailers: readonly string[]): string {
+  let s = '0\r\n';
+  for (let i = 0; i < trailers.length; i += 2) s += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
+  return `${s}\r\n`;
 }

@@ -24,7 +24,7 @@ import { RetryHint } from '../upstream/exchange-phase';
 import type { Member, UpstreamPool } from '../upstream/pool';
 import type { ClientRequest } from './client-request';
 import { hashKeyFor } from './hash-key';
-import { buildInterimHead, buildResponseHead, type HeaderEdit } from './headers';
+import { buildInterimHead, buildResponseHead, relayableTrailers, type HeaderEdit } from './headers';
 import { requestIdFor } from './request-id';
 import { requestBodyLength } from './request-validation';
 import { planBody, type BodyContext, type BodyFilter, type FilterSink } from './response-body';
@@ -242,6 +242,11 @@ export class ProxyExchange implements ResponseSink, FilterSink {
 
   flush(): void {
     this.req.flush();
+  }
+
+  onTrailers(rawTrailers: string[]): void {
+    // A transform or compression changed the body the trailers describe: they are dropped.
+    if (this.filter === null) this.req.trailers = relayableTrailers(rawTrailers);
   }
 
   onEnd(): void {

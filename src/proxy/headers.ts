@@ -340,3 +340,33 @@ export function buildResponseHead(
   if (edit !== null) lines += edit.lines;
   return { lines, contentLength };
 }
+
+/**
+ * Fields a trailer section may not carry on to the client (RFC 9110 §6.5.1, RFC 9113 §8.1):
+ * framing, routing and per-connection ones, which a recipient would otherwise act on after the
+ * body it already framed.
+ */
+const NOT_IN_TRAILERS = new Set([
+  'connection',
+  'content-encoding',
+  'content-length',
+  'content-range',
+  'content-type',
+  'host',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+/** An upstream's trailer fields (name, value, ...) less those that may not be relayed. */
+export function relayableTrailers(raw: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i];
+    if (name.charCodeAt(0) !== 58 /* : */ && !NOT_IN_TRAILERS.has(name.toLowerCase())) out.push(name, raw[i + 1]);
+  }
+  return out;
+}

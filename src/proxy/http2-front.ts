@@ -96,7 +96,8 @@ export class Http2Front {
     const method = String(headers[':method']);
     const path = headers[':path'];
     const authority = headers[':authority'];
-    const conn = new StreamConnection(stream, info, this.maxBodySize);
+    // TE may only say "trailers" in HTTP/2 (nghttp2 refuses anything else): the client reads them.
+    const conn = new StreamConnection(stream, info, this.maxBodySize, headers.te !== undefined);
     // The fields as HTTP/1.1 would carry them: Host first, from :authority.
     const raw: string[] = [];
     let host: string | undefined;
@@ -151,6 +152,8 @@ class StreamConnection implements RequestConnection {
     private readonly stream: http2.ServerHttp2Stream,
     private readonly info: SessionInfo,
     private readonly maxBodySize: number,
+    /** The client sent `TE: trailers`: the answer ends with the upstream's trailers, if any. */
+    private readonly wantsTrailers: boolean,
   ) {}
 
   get remoteAddress(): string | undefined {
@@ -192,14 +195,29 @@ class StreamConnection implements RequestConnection {
       const colon = line.indexOf(':');
       const name = line.slice(0, colon).toLowerCase();
       if (CONNECTION_SPECIFIC.has(name)) continue;
-      const value = line.slice(colon + 1).trim();
-      const had = fields[name];
-      fields[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [String(had), value];
+      addField(fields, name, line.slice(colon + 1).trim());
     }
     try {
-      stream.respond(fields);
+      if (this.wantsTrailers) {
+        stream.respond(fields, { waitForTrailers: true });
+        stream.once('wantTrailers', () => this.sendTrailers());
+      } else {
+        stream.respond(fields);
+      }
     } catch {
       stream.close(NGHTTP2_INTERNAL_ERROR);
+    }
+  }
+
+  /** Node sends an empty DATA frame with END_STREAM when there are none. */
+  private sendTrailers(): void {
+    const fields: http2.OutgoingHttpHeaders = {};
+    const raw = this.req?.trailers ?? [];
+    for (let i = 0; i < raw.length; i += 2) addField(fields, raw[i].toLowerCase(), raw[i + 1]);
+    try {
+      this.stream.sendTrailers(fields);
+    } catch {
+      this.stream.close(NGHTTP2_INTERNAL_ERROR);
     }
   }
 
@@ -233,4 +251,9 @@ class StreamConnection implements RequestConnection {
   destroy(): void {
     if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
   }
+}
+
+function addField(fields: http2.OutgoingHttpHeaders, name: string, value: string): void {
+  const had = fields[name];
+  fields[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [String(had), value];
 }

@@ -27,6 +27,7 @@ import {
   createParser,
   HTTPParser,
   initParser,
+  takeTrailers,
   writeChunk,
   type HTTPParserInstance,
   type Parser,
@@ -59,6 +60,8 @@ export interface ResponseSink {
   onHead(status: number, reason: string, rawHeaders: string[]): void;
   /** A body chunk. Return false to stop reading from the upstream until `resume()`. */
   onData(chunk: Buffer): boolean;
+  /** A chunked response's trailer fields, before onEnd. */
+  onTrailers(rawTrailers: string[]): void;
   onEnd(): void;
   /** The end of one upstream read: send on what was written so far. */
   flush(): void;
@@ -185,10 +188,12 @@ export class UpstreamConnection implements BodyTarget, DeferredWriter {
     parser[HTTPParser.kOnBody] = (chunk: Buffer) => this.deliver(chunk);
     // Not called for a body counted here: HEAD_ONLY_STOP unsets it (onHeadersComplete).
     this.onMessageComplete = () => {
+      const trailers = takeTrailers(parser);
       if (this.informational) {
         this.informational = false;
       } else if (this.phase === ExchangePhase.ReadingBody) {
         this.phase = ExchangePhase.Done;
+        if (trailers !== null && this.sink !== null && !this.poisoned) this.sink.onTrailers(trailers);
         // A message starting after it, in the same read, is bytes nobody asked for.
         parser[HTTPParser.kOnMessageBegin] = this.onStrayMessage;
       }

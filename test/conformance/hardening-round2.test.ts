@@ -278,4 +278,69 @@ describe('hardening, round two', () => {
       socket.destroy();
     });
   });
+
+  describe('trailer sections', () => {
+    it("an upstream's trailers end its own response, on a fresh and a reused connection, and never open the next", async () => {
+      let n = 0;
+      const up = await rawUpstream((s) =>
+        s.on('data', () => {
+          n++;
+          s.write(
+            n % 2 === 1
+              ? 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Digest\r\n\r\n2\r\nhi\r\n' +
+                  `0\r\nX-Digest: d${n}\r\nContent-Type: text/evil\r\n\r\n`
+              : 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+          );
+        }),
+      );
+      const proxy = await startProxy({ upstreams: [{ url: up.url }], pool: { maxConnections: 1 } });
+      for (const round of [1, 3]) {
+        const chunked = await rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+        // Relayed in the client's own last chunk, less the framing field a trailer may not carry.
+        assert.match(chunked, new RegExp(`\r\n\r\n2\r\nhi\r\n0\r\nX-Digest: d${round}\r\n\r\n$`));
+        const next = await rawExchange(proxy.port, 'GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+        assert.match(next, /^HTTP\/1\.1 200 OK\r\n/);
+        assert.doesNotMatch(next, /X-Digest/i);
+        assert.doesNotMatch(next, /evil/);
+      }
+      assert.equal(up.connections.length, 1);
+    });
+
+    it("a request's trailers are dropped, and never reach the request pipelined behind it", async () => {
+      const seen: string[] = [];
+      const up = await rawUpstream((s) => {
+        let buf = '';
+        s.on('data', (d) => {
+          buf += d.toString('latin1');
+          // One answer per complete request: a head without a body, or a chunked body's end.
+          for (;;) {
+            const end = buf.indexOf('\r\n\r\n');
+            if (end === -1) return;
+            const head = buf.slice(0, end);
+            let len = end + 4;
+            if (/transfer-encoding: chunked/i.test(head)) {
+              const last = buf.indexOf('0\r\n\r\n', end + 4);
+              if (last === -1) return;
+              len = last + 5;
+            }
+            seen.push(buf.slice(0, len));
+            buf = buf.slice(len);
+            s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+          }
+        });
+      });
+      const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+      const out = await rawExchange(
+        proxy.port,
+        'POST /one HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n' +
+          'X-Injected: yes\r\nHost: evil\r\n\r\n' +
+          'GET /two HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n',
+      );
+      assert.equal(out.match(/HTTP\/1\.1 200 OK/g)?.length, 2);
+      assert.equal(seen.length, 2);
+      assert.match(seen[0], /^POST \/one /);
+      assert.match(seen[1], /^GET \/two /);
+      for (const r of seen) assert.doesNotMatch(r, /X-Injected|evil/i);
+    });
+  });
 });
