@@ -81,6 +81,13 @@ export class UpstreamIdleTimeoutError extends MemberFailure {
   }
 }
 
+/** A gRPC call's own deadline (its grpc-timeout field) ran out before the upstream finished. */
+export class GrpcDeadlineError extends SwitchyardError {
+  constructor(ms: number) {
+    super('SWY_ERR_GRPC_DEADLINE', 504, `the call's grpc-timeout of ${ms} ms ran out`);
+  }
+}
+
 /** An Upgrade tunnel carried no byte either way for timeouts.idle. */
 export class TunnelIdleError extends SwitchyardError {
   constructor(ms: number) {

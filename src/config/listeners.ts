@@ -34,6 +34,8 @@ export interface ResolvedListener {
   readonly tls: ResolvedTls | null;
   /** Answers every request with a 308 to https on this port (the first HTTPS listener's, or 443). */
   readonly redirect: { readonly port: number } | null;
+  /** Accepts HTTP/2 with prior knowledge beside HTTP/1.1 (plain listeners only). */
+  readonly h2c: boolean;
 }
 
 export interface ListenerResolution {
@@ -48,10 +50,18 @@ export function resolveListeners(config: Config, base: string, source: string): 
   };
   const entries =
     typeof config.listen === 'string'
-      ? [{ key: 'listen', address: config.listen, tls: config.tls !== undefined ? {} : undefined, redirect: undefined }]
+      ? [
+          {
+            key: 'listen',
+            address: config.listen,
+            tls: config.tls !== undefined ? {} : undefined,
+            redirect: undefined,
+            h2c: false,
+          },
+        ]
       : config.listen.map((e, i) =>
           typeof e === 'string'
-            ? { key: `listen[${i}]`, address: e, tls: undefined, redirect: undefined }
+            ? { key: `listen[${i}]`, address: e, tls: undefined, redirect: undefined, h2c: false }
             : { key: `listen[${i}]`, ...e },
         );
   const warnings: string[] = [];
@@ -64,6 +74,12 @@ export function resolveListeners(config: Config, base: string, source: string): 
     seen.add(e.address);
     const { host, port } = parseHostPort(e.address)!;
     let tls: ResolvedTls | null = null;
+    if (e.h2c && e.tls !== undefined)
+      fail(
+        `${e.key}.h2c`,
+        e.h2c,
+        'expected no h2c on a listener with tls (HTTPS listeners offer h2 by ALPN: server.http2)',
+      );
     if (e.tls !== undefined) {
       if (e.redirect !== undefined)
         fail(`${e.key}.redirect`, e.redirect, 'expected no redirect on a listener with tls');
@@ -71,7 +87,7 @@ export function resolveListeners(config: Config, base: string, source: string): 
       const merged: TlsConfig = { ...config.tls, ...e.tls };
       tls = resolveTls(merged, own ? `${e.key}.tls` : 'tls', base, fail, warnings, config.acme !== undefined);
     }
-    out.push({ address: e.address, host, port, tls, redirect: e.redirect === 'https' });
+    out.push({ address: e.address, host, port, tls, redirect: e.redirect === 'https', h2c: e.h2c });
   }
   if (config.tls !== undefined && out.every((l) => l.tls === null)) {
     // In a list, HTTPS is per listener: certificates no listener serves are most likely a slip.

@@ -154,6 +154,20 @@ export function routing(
     pools.default = PoolSchema.parse({ members: config.upstreams });
   }
   const names = Object.keys(pools);
+  for (const name of names) {
+    const at = config.upstreams !== undefined && name === 'default' ? 'upstreams' : `pools.${name}.members`;
+    pools[name].members?.forEach((m, i) => {
+      if (m.http2 && !m.url.startsWith('https:'))
+        fail(
+          `${at}[${i}].http2: got true with ${JSON.stringify(m.url)}; expected an https:// url (HTTP/2 in cleartext is an h2c:// url)`,
+        );
+    });
+    const dns = pools[name].dns;
+    if (dns?.http2 === true && dns.scheme !== 'https')
+      fail(
+        `pools.${name}.dns.http2: got true with scheme ${JSON.stringify(dns.scheme)}; expected scheme https (HTTP/2 in cleartext is scheme h2c)`,
+      );
+  }
   let routes = config.routes;
   if (routes === undefined) {
     if (names.length > 1)
@@ -186,7 +200,7 @@ function expandRoute(r: RouteConfig): ResolvedRoute {
 
 /** The config with the demo origin as the pool "default" (no upstream was configured). */
 export function withDemoPool(config: ResolvedConfig, url: string): ResolvedConfig {
-  const members: MemberConfig[] = [{ url, insecure: false, weight: 1 }];
+  const members: MemberConfig[] = [{ url, insecure: false, http2: false, weight: 1 }];
   return deepFreeze({
     ...config,
     upstreams: members,

@@ -40,13 +40,14 @@ export function parseUpstreamUrl(value: string): URL | null {
   } catch {
     return null;
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') return null;
+  if (u.protocol !== 'http:' && u.protocol !== 'https:' && u.protocol !== 'h2c:') return null;
   if (u.username || u.password || u.search || u.hash || (u.pathname !== '/' && u.pathname !== '')) return null;
   return u;
 }
 
 const upstreamUrl = z.string().refine((v) => parseUpstreamUrl(v) !== null, {
-  message: 'expected an http:// or https:// origin URL such as http://127.0.0.1:3000 (no path, query or credentials)',
+  message:
+    'expected an http://, https:// or h2c:// origin URL such as http://127.0.0.1:3000 (no path, query or credentials)',
 });
 
 function isCidr(v: string): boolean {
@@ -64,7 +65,15 @@ const cidr = z.string().refine(isCidr, {
 });
 
 export const UpstreamSchema = z.strictObject({
-  url: upstreamUrl.describe('Origin of the upstream server: http://host:port or https://host:port.'),
+  url: upstreamUrl.describe(
+    'Origin of the upstream server: http://host:port, https://host:port, or h2c://host:port for HTTP/2 in cleartext (prior knowledge).',
+  ),
+  http2: z
+    .boolean()
+    .default(false)
+    .describe(
+      'https:// only: speak HTTP/2 to this upstream (ALPN h2), many requests multiplexed over few connections. h2c:// origins always speak HTTP/2.',
+    ),
   insecure: z
     .boolean()
     .default(false)
@@ -154,7 +163,11 @@ export const DnsSchema = z.strictObject({
     .max(65_535)
     .optional()
     .describe("A/AAAA only: the members' port. Default 80, or 443 with scheme https."),
-  scheme: z.enum(['http', 'https']).default('http').describe('Members are http:// or https://.'),
+  scheme: z
+    .enum(['http', 'https', 'h2c'])
+    .default('http')
+    .describe('Members are http://, https:// or h2c:// (HTTP/2 in cleartext).'),
+  http2: z.boolean().default(false).describe('scheme https only: speak HTTP/2 to the members (ALPN h2).'),
   interval: ms("Re-resolve this often; default: the records' TTL (A/AAAA, 1 s to 1 h) or 30 s (SRV)").optional(),
   servers: z
     .array(hostPort)
@@ -484,6 +497,12 @@ export const ListenerSchema = z.strictObject({
     .optional()
     .describe(
       'Answer every request with a 308 to the same host and path over https (ACME HTTP-01 challenge paths excepted).',
+    ),
+  h2c: z
+    .boolean()
+    .default(false)
+    .describe(
+      'Plain listeners only: also take HTTP/2 in cleartext from clients that open with its preface (prior knowledge, RFC 9113 §3.3); HTTP/1.1 clients are served as before.',
     ),
 });
 

@@ -80,6 +80,9 @@ const LINGER_MS = 2000;
 const MAX_PIPELINED = 16;
 
 /** Every empty request queue (ClientConnection.queue): never written to. */
+/** RFC 9113 §3.4: the connection preface of HTTP/2 with prior knowledge. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
 const NO_REQUESTS: ClientRequest[] = [];
 
 export class ClientConnection implements TransportSink, Listed, ParserClient, RequestConnection {
@@ -127,6 +130,11 @@ export class ClientConnection implements TransportSink, Listed, ParserClient, Re
   /** The request answered by pendingError, when its head had come in (for the access log). */
   private broken: ClientRequest | null = null;
   private corked = false;
+  /**
+   * On an h2c listener, until the first read: where a connection that opens with HTTP/2's
+   * preface goes (server.ts hands it to http2-front.ts).
+   */
+  h2c: ((socket: net.Socket) => void) | null = null;
 
   constructor(
     private readonly transport: ClientTransport,
@@ -153,6 +161,7 @@ export class ClientConnection implements TransportSink, Listed, ParserClient, Re
   onData(data: Buffer): void {
     // Lingering: our last answer is out, and what the client still sends is read only to be dropped.
     if (this.state !== State.Open) return;
+    if (this.h2c !== null && this.takeHttp2(data)) return;
     let parser = this.parser;
     if (parser === null) {
       parser = takeParser(this, this.limits.maxHeaderSize);
@@ -282,6 +291,24 @@ export class ClientConnection implements TransportSink, Listed, ParserClient, Re
     socket.on('error', () => undefined);
     socket.once('close', () => this.onClose());
     return socket;
+  }
+
+  /**
+   * RFC 9113 §3.3: a client with prior knowledge opens with the preface ("PRI * HTTP/2.0..."),
+   * which no HTTP/1.1 request starts with. Its socket goes to an HTTP/2 session, the bytes read
+   * so far put back in front (they may be the shared read buffer's: copied).
+   */
+  private takeHttp2(data: Buffer): boolean {
+    const toHttp2 = this.h2c!;
+    this.h2c = null;
+    const n = Math.min(data.length, H2_PREFACE.length);
+    if (n < 4 || data.compare(H2_PREFACE, 0, n, 0, n) !== 0) return false;
+    const socket = this.handOverSession();
+    // Not flowing, or the bytes put back would be emitted to nobody before node:http2 reads them.
+    socket.pause();
+    socket.unshift(Buffer.from(data));
+    toHttp2(socket);
+    return true;
   }
 
   /** For ClientRequest.takeSocket: stop parsing and give the socket to a tunnel. */

@@ -6,8 +6,8 @@
 import type * as net from 'node:net';
 import type { SwitchyardError } from '../errors';
 import type { BodyTarget, RequestBody } from '../io/body';
-import { errorResponse } from '../http1/error-response';
-import { scanHeaders, type HeaderFacts } from '../http1/fields';
+import { errorResponse, grpcErrorResponse } from '../http1/error-response';
+import { findHeader, scanHeaders, type HeaderFacts } from '../http1/fields';
 import type { TlsSession } from './client-transport';
 
 /** Bodies of pipelined requests waiting their turn are buffered up to this, then reading stops. */
@@ -255,7 +255,8 @@ export class ClientRequest implements RequestBody {
       return;
     }
     if (close) this.closeAfter = true;
-    const answer = errorResponse(err);
+    const grpc = findHeader(this.rawHeaders, 'content-type')?.startsWith('application/grpc') === true;
+    const answer = grpc ? grpcErrorResponse(err) : errorResponse(err);
     this.respond(answer.status, answer.reason, answer.headerLines, answer.body);
   }
 

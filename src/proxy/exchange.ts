@@ -18,7 +18,7 @@ import {
   type SwitchyardError,
 } from '../errors';
 import { findHeader } from '../http1/fields';
-import type { BodyFraming, ResponseSink, UpstreamConnection, UpstreamTarget } from '../upstream/connection';
+import type { BodyFraming, ResponseSink, UpstreamChannel, UpstreamTarget } from '../upstream/connection';
 import type { Waiter } from '../upstream/connection-pool';
 import { RetryHint } from '../upstream/exchange-phase';
 import type { Member, UpstreamPool } from '../upstream/pool';
@@ -64,7 +64,7 @@ export interface ExchangeContext {
 }
 
 export class ProxyExchange implements ResponseSink, FilterSink {
-  private conn: UpstreamConnection | null = null;
+  private conn: UpstreamChannel | null = null;
   /** A transform or compression that owns the response body (response-body.ts), if any. */
   private filter: BodyFilter | null = null;
   private waiter: Waiter | null = null;
@@ -159,7 +159,7 @@ export class ProxyExchange implements ResponseSink, FilterSink {
 
   // forward
 
-  private readonly onConnection = (err: SwitchyardError | null, conn: UpstreamConnection | null): void => {
+  private readonly onConnection = (err: SwitchyardError | null, conn: UpstreamChannel | null): void => {
     this.waiter = null;
     if (this.done) {
       // The client left while we waited: the connection is untouched, so it goes straight back.
@@ -179,7 +179,7 @@ export class ProxyExchange implements ResponseSink, FilterSink {
   };
 
   /** The request goes out on `conn`; the upstream's answer comes back through the relay methods. */
-  private forward(conn: UpstreamConnection): void {
+  private forward(conn: UpstreamChannel): void {
     this.conn = conn;
     conn.send(this.head, this.body, this.framing, this.req.method === 'HEAD', this);
   }

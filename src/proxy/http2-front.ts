@@ -198,7 +198,11 @@ class StreamConnection implements RequestConnection {
       addField(fields, name, line.slice(colon + 1).trim());
     }
     try {
-      if (this.wantsTrailers) {
+      // A head with grpc-status is gRPC's "trailers-only" answer (an error, the proxy's own or
+      // the upstream's): it ends the stream, as gRPC clients expect.
+      if (fields['grpc-status'] !== undefined) {
+        stream.respond(fields, { endStream: true });
+      } else if (this.wantsTrailers) {
         stream.respond(fields, { waitForTrailers: true });
         stream.once('wantTrailers', () => this.sendTrailers());
       } else {
@@ -222,7 +226,7 @@ class StreamConnection implements RequestConnection {
   }
 
   write(chunk: Buffer): boolean {
-    if (this.stream.destroyed) return true;
+    if (this.stream.destroyed || this.stream.writableEnded) return true;
     return this.stream.write(chunk);
   }
 
@@ -232,13 +236,14 @@ class StreamConnection implements RequestConnection {
 
   /** The proxy's own short answers' bodies (HTTP/1.1's interim and chunk lines never come here). */
   writeRaw(s: string): void {
-    if (!this.stream.destroyed && this.stream.headersSent) this.stream.write(Buffer.from(s, 'latin1'));
+    if (!this.stream.destroyed && this.stream.headersSent && !this.stream.writableEnded)
+      this.stream.write(Buffer.from(s, 'latin1'));
   }
 
   uncork(): void {}
 
   finishRequest(): void {
-    if (!this.stream.destroyed) this.stream.end();
+    if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end();
   }
 
   handOver(): never {

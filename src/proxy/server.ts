@@ -186,7 +186,7 @@ export class ProxyServer implements ClientConnectionOwner {
     };
     this.maxConnections = config.server.maxConnections;
     this.http2 =
-      config.server.http2 && config.listeners.some((l) => l.tls !== null)
+      (config.server.http2 && config.listeners.some((l) => l.tls !== null)) || config.listeners.some((l) => l.h2c)
         ? new Http2Front({
             maxHeaderSize: config.server.maxHeaderSize,
             maxBodySize: config.server.maxBodySize,
@@ -224,6 +224,7 @@ export class ProxyServer implements ClientConnectionOwner {
       const transport = new SocketTransport(socket);
       const conn = new ClientConnection(transport, this.limits, this, handler.handle);
       this.clients.add(conn);
+      if (l.h2c) conn.h2c = (s) => this.http2!.accept(s, handler, transport.remoteAddress, null);
       if (this.http2 !== null && (socket as tls.TLSSocket).alpnProtocol === 'h2') {
         this.http2.accept(conn.handOverSession(), handler, transport.remoteAddress, transport.tlsSession);
       }
@@ -368,7 +369,10 @@ export class ProxyServer implements ClientConnectionOwner {
       return;
     }
     if (l.handshakes === null) {
-      this.clients.add(new ClientConnection(new TcpTransport(handle), this.limits, this, l.handler.handle));
+      const transport = new TcpTransport(handle);
+      const conn = new ClientConnection(transport, this.limits, this, l.handler.handle);
+      this.clients.add(conn);
+      if (l.config.h2c) conn.h2c = (s) => this.http2!.accept(s, l.handler, transport.remoteAddress, null);
       return;
     }
     // The handshake is part of the head a client owes us, within server.headersTimeout.

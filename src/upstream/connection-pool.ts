@@ -7,6 +7,7 @@
 import { PoolClosedError, PoolQueueFullError, PoolQueueTimeoutError, type SwitchyardError } from '../errors';
 import {
   UpstreamConnection,
+  type UpstreamChannel,
   type UpstreamConnectionOwner,
   type ConnectionTimeouts,
   type UpstreamTarget,
@@ -19,14 +20,29 @@ export interface PoolOptions {
   readonly timeouts: ConnectionTimeouts;
 }
 
-export type AcquireCallback = (err: SwitchyardError | null, conn: UpstreamConnection | null) => void;
+export type AcquireCallback = (err: SwitchyardError | null, conn: UpstreamChannel | null) => void;
+
+/**
+ * How a member's requests reach it, per worker: keep-alive HTTP/1.1 connections (ConnectionPool)
+ * or multiplexed HTTP/2 sessions (http2-pool.ts). Both lend a channel per exchange, queue past
+ * their limit within maxQueue and queueTimeout, and take back a channel an exchange left unused.
+ */
+export interface MemberConnections {
+  readonly target: UpstreamTarget;
+  /** `fresh`: not on a connection that was idle (a replay after a stale one). */
+  acquire(cb: AcquireCallback, fresh?: boolean): Waiter | null;
+  /** A channel lent and not used: its client left before the exchange began. */
+  release(conn: UpstreamChannel): void;
+  stats(): PoolStats;
+  close(): void;
+}
 
 /** A queued acquire; `cancel()` when the client leaves first. */
 export interface Waiter {
   cancel(): void;
 }
 
-interface QueueEntry extends Waiter {
+export interface QueueEntry extends Waiter {
   cb: AcquireCallback | null;
   timer: NodeJS.Timeout | null;
 }
@@ -37,7 +53,7 @@ export interface PoolStats {
   pending: number;
 }
 
-export class ConnectionPool implements UpstreamConnectionOwner {
+export class ConnectionPool implements MemberConnections, UpstreamConnectionOwner {
   private readonly idleConns: UpstreamConnection[] = [];
   /** Every open connection, for the deadline sweep. */
   private readonly all = new Set<UpstreamConnection>();
@@ -174,7 +190,7 @@ export class ConnectionPool implements UpstreamConnectionOwner {
 }
 
 /** A queued acquire is answered at most once: its timer is stopped and its callback handed back. */
-function settle(entry: QueueEntry): AcquireCallback | null {
+export function settle(entry: QueueEntry): AcquireCallback | null {
   const cb = entry.cb;
   if (entry.timer !== null) clearTimeout(entry.timer);
   entry.cb = null;

@@ -69,6 +69,17 @@ export interface ResponseSink {
   onError(err: SwitchyardError, hint: RetryHint): void;
 }
 
+/**
+ * One exchange's way to an upstream, as the handler sees it: an HTTP/1.1 connection (this file)
+ * or a stream of an HTTP/2 session (http2-stream.ts).
+ */
+export interface UpstreamChannel {
+  send(head: string, body: RequestBody | null, framing: BodyFraming | null, isHead: boolean, sink: ResponseSink): void;
+  /** Continue reading the response after the sink returned false from onData. */
+  resume(): void;
+  abort(): void;
+}
+
 export interface UpstreamConnectionOwner {
   release(conn: UpstreamConnection): void;
   remove(conn: UpstreamConnection): void;
@@ -99,7 +110,7 @@ function copyOut(from: Buffer, start: number, length: number): Buffer {
   return chunk;
 }
 
-export class UpstreamConnection implements BodyTarget, DeferredWriter {
+export class UpstreamConnection implements UpstreamChannel, BodyTarget, DeferredWriter {
   readonly socket: net.Socket;
   /** Exchanges completed on this connection; > 0 means it came from the pool. */
   completed = 0;

@@ -26,9 +26,10 @@ export async function resolveMembers(cfg: DnsConfig): Promise<DnsAnswer> {
       ? {
           insecure: cfg.insecure,
           servername: cfg.servername ?? cfg.name,
+          http2: cfg.http2,
           ...(cfg.ca !== undefined ? { ca: cfg.ca } : {}),
         }
-      : { insecure: false };
+      : { insecure: false, http2: false };
   const member = (host: string, port: number, weight = 1): MemberConfig => ({
     url: `${cfg.scheme}://${formatHostPort(host, port)}`,
     weight,

@@ -26,7 +26,10 @@ export const enum ExchangePhase {
 export const enum RetryHint {
   /** Nothing reached the upstream: the connection never came up (refused, timeout, TLS). */
   Unsent,
-  /** A reused keep-alive connection was found closed before any answer: the upstream had let it go. */
+  /**
+   * A reused keep-alive connection was found closed before any answer, or an HTTP/2 stream was
+   * refused (REFUSED_STREAM, or past a GOAWAY's last id): the upstream had let it go.
+   */
   Stale,
   /** The head reached the upstream, no body byte was consumed, no response came. */
   SentNoBody,

@@ -7,7 +7,8 @@
  */
 import type { PoolConfig } from '../config/schema';
 import type { MemberSnapshot } from './membership';
-import { ConnectionPool, type PoolOptions } from './connection-pool';
+import { ConnectionPool, type MemberConnections, type PoolOptions } from './connection-pool';
+import { Http2Pool } from './http2-pool';
 import { createSelector, hashString, type Selector } from './selection';
 import { targetFromConfig, type UpstreamTarget } from './target';
 
@@ -20,7 +21,7 @@ export class Member {
     readonly url: string,
     public weight: number,
     healthy: boolean,
-    readonly connections: ConnectionPool,
+    readonly connections: MemberConnections,
   ) {
     this.healthy = healthy;
     this.id = hashString(url);
@@ -92,7 +93,9 @@ export class UpstreamPool {
       if (m === undefined) {
         const options =
           s.maxConnections === undefined ? this.poolOptions : { ...this.poolOptions, maxConnections: s.maxConnections };
-        m = new Member(s.url, s.weight, s.healthy, new ConnectionPool(targetFromConfig(s), options));
+        const target = targetFromConfig(s);
+        const connections = target.http2 ? new Http2Pool(target, options) : new ConnectionPool(target, options);
+        m = new Member(s.url, s.weight, s.healthy, connections);
       } else {
         byUrl.delete(s.url);
         m.healthy = s.healthy;

@@ -17,11 +17,14 @@ export interface UpstreamTarget {
   /** For display and logs. */
   readonly origin: string;
   readonly tls: tls.ConnectionOptions | null;
+  /** Speaks HTTP/2: an h2c:// origin, or https:// with `http2` (ALPN h2). */
+  readonly http2: boolean;
 }
 
 export function targetFromConfig(u: UpstreamConfig): UpstreamTarget {
   const url = new URL(u.url);
   const https = url.protocol === 'https:';
+  const http2 = url.protocol === 'h2c:' || (https && u.http2);
   const port = url.port === '' ? (https ? 443 : 80) : Number(url.port);
   // URL keeps brackets around IPv6 literals; sockets and SNI want the bare address.
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
@@ -34,7 +37,7 @@ export function targetFromConfig(u: UpstreamConfig): UpstreamTarget {
       // servername when given, else against the host, so an IP upstream is checked by IP SAN.
       ...(isIP(servername) === 0 ? { servername } : {}),
       ...(u.ca !== undefined ? { ca: readFileSync(u.ca) } : {}),
-      ALPNProtocols: ['http/1.1'],
+      ALPNProtocols: [http2 ? 'h2' : 'http/1.1'],
     };
   }
   return {
@@ -42,7 +45,9 @@ export function targetFromConfig(u: UpstreamConfig): UpstreamTarget {
     host,
     port,
     authority: url.host,
-    origin: url.origin,
+    // A URL of a scheme it does not know (h2c) has the origin "null".
+    origin: `${url.protocol}//${url.host}`,
     tls: tlsOptions,
+    http2,
   };
 }

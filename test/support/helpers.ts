@@ -13,7 +13,7 @@ import pino from 'pino';
 import { resolveParsed, validate, type ResolvedConfig } from '../../src/config/load';
 import { parseHostPort } from '../../src/config/schema';
 import { ProxyServer, type ProxyServerOptions } from '../../src/proxy/server';
-import type { ConnectionPool } from '../../src/upstream/connection-pool';
+import type { MemberConnections } from '../../src/upstream/connection-pool';
 
 export const ROOT = resolve(__dirname, '../../..');
 export const FIXTURES = resolve(ROOT, 'test/fixtures');
@@ -85,7 +85,7 @@ export function resolveConfig(config: Record<string, unknown>): ResolvedConfig {
 }
 
 /** The first member's connection pool of a pool ("default" unless named). */
-export function memberPool(proxy: Proxy, pool = 'default', index = 0): ConnectionPool {
+export function memberPool(proxy: Proxy, pool = 'default', index = 0): MemberConnections {
   return proxy.server.pools.get(pool)!.members[index].connections;
 }
 

@@ -107,7 +107,7 @@ describe('configuration', () => {
     assert.match(msg, /listen: got "nowhere"; expected HOST:PORT/);
     assert.match(msg, /workers: got -1; expected/);
     assert.match(msg, /pool\.maxConnections: got "many"; expected number/);
-    assert.match(msg, /upstreams\[0\]\.url: got "ftp:\/\/x"; expected an http:\/\/ or https:\/\/ origin URL/);
+    assert.match(msg, /upstreams\[0\]\.url: got "ftp:\/\/x"; expected an http:\/\/, https:\/\/ or h2c:\/\/ origin URL/);
   });
 
   it('rejects unknown keys, naming them', () => {
