@@ -124,7 +124,8 @@ export class Http2Exchange implements UpstreamChannel, BodyTarget {
     });
     stream.on('drain', () => this.body?.resume());
     stream.on('error', (err: Error) => {
-      this.error ??= this.session.failure ?? toSwitchyardError(err);
+      // A stream made before its session's connect failed says so with the socket's error as cause.
+      this.error ??= this.session.failure ?? toSwitchyardError(err.cause ?? err);
     });
     stream.once('close', () => this.closed(stream));
     if (body === null) return;
