@@ -12,12 +12,21 @@
  */
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
-import { BadRequestError, BodyTooLargeError, SwitchyardError } from '../errors';
+import { BadRequestError, BodyTooLargeError, HeadersTooLargeError, SwitchyardError } from '../errors';
 import { ClientRequest, type RequestConnection } from './client-request';
 import type { TlsSession } from './client-transport';
 import type { ProxyHandler } from './handler';
 
-const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } =
+  http2.constants;
+
+/**
+ * Streams a client may cancel per connection per second before the connection is closed with
+ * GOAWAY ENHANCE_YOUR_CALM: "rapid reset" (CVE-2023-44487) opens and cancels streams to make the
+ * server start work it is never asked to finish. Each cancelled stream may have reached an
+ * upstream already. Browsers and gRPC clients cancel far fewer.
+ */
+const MAX_RESETS_PER_SECOND = 200;
 
 /** Response fields HTTP/2 forbids (RFC 9113 §8.2.2): dropped from the upstream's head. */
 const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
@@ -27,6 +36,9 @@ interface SessionInfo {
   readonly handler: ProxyHandler;
   readonly remoteAddress: string | undefined;
   readonly tlsSession: TlsSession | null;
+  /** Client-cancelled streams in the current one-second window, and when it began. */
+  resets: number;
+  resetWindow: number;
 }
 
 export interface Http2Limits {
@@ -38,36 +50,42 @@ export interface Http2Limits {
 
 export class Http2Front {
   private readonly server: http2.Http2Server;
-  private readonly info = new WeakMap<http2.ServerHttp2Session, SessionInfo>();
   /** Set around `emit('connection')`: node:http2 makes the session within that call. */
   private pending: SessionInfo | null = null;
   readonly sessions = new Set<http2.ServerHttp2Session>();
   private draining = false;
   private readonly maxBodySize: number;
+  private readonly maxHeaderSize: number;
 
   constructor(limits: Http2Limits) {
     this.maxBodySize = limits.maxBodySize;
+    this.maxHeaderSize = limits.maxHeaderSize;
     this.server = http2.createServer({
       settings: { maxConcurrentStreams: 128, maxHeaderListSize: limits.maxHeaderSize },
     });
     this.server.on('session', (session: http2.ServerHttp2Session) => {
-      if (this.pending !== null) this.info.set(session, this.pending);
+      const info = this.pending;
       this.sessions.add(session);
       session.on('error', () => undefined);
       session.once('close', () => this.sessions.delete(session));
       session.setTimeout(limits.keepAliveTimeout, () => session.close());
+      if (info === null) {
+        session.destroy();
+        return;
+      }
+      // On the session, not the server: a stream reset before its event still names its session.
+      session.on(
+        'stream',
+        (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) =>
+          this.onStream(session, info, stream, headers, flags, rawHeaders),
+      );
       if (this.draining) session.close();
     });
-    this.server.on(
-      'stream',
-      (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, rawHeaders: string[]) =>
-        this.onStream(stream, headers, flags, rawHeaders),
-    );
   }
 
   /** A connection whose ALPN said h2: its session starts on `socket`. */
   accept(socket: net.Socket, handler: ProxyHandler, remoteAddress: string | undefined, tls: TlsSession | null): void {
-    this.pending = { handler, remoteAddress, tlsSession: tls };
+    this.pending = { handler, remoteAddress, tlsSession: tls, resets: 0, resetWindow: 0 };
     try {
       this.server.emit('connection', socket);
     } finally {
@@ -81,16 +99,30 @@ export class Http2Front {
     for (const s of this.sessions) s.close();
   }
 
+  private countReset(session: http2.ServerHttp2Session, info: SessionInfo): void {
+    const now = Date.now();
+    if (now - info.resetWindow >= 1000) {
+      info.resetWindow = now;
+      info.resets = 0;
+    }
+    if (++info.resets > MAX_RESETS_PER_SECOND && !session.destroyed) {
+      session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+      session.destroy();
+    }
+  }
+
   private onStream(
+    session: http2.ServerHttp2Session,
+    info: SessionInfo,
     stream: http2.ServerHttp2Stream,
     headers: http2.IncomingHttpHeaders,
     flags: number,
     rawHeaders: string[],
   ): void {
     stream.on('error', () => undefined);
-    const info = this.info.get(stream.session as http2.ServerHttp2Session);
-    if (info === undefined) {
-      stream.close(NGHTTP2_INTERNAL_ERROR);
+    if (stream.destroyed) {
+      // Reset by the client in the same read that opened it: no work starts for it.
+      this.countReset(session, info);
       return;
     }
     const method = String(headers[':method']);
@@ -102,8 +134,11 @@ export class Http2Front {
     const raw: string[] = [];
     let host: string | undefined;
     let cookie: string | undefined;
+    // RFC 7541 §4.1's size of a header list, as SETTINGS_MAX_HEADER_LIST_SIZE counts it.
+    let listSize = 0;
     for (let i = 0; i < rawHeaders.length; i += 2) {
       const name = rawHeaders[i];
+      listSize += name.length + rawHeaders[i + 1].length + 32;
       if (name.charCodeAt(0) === 58 /* : */) continue;
       if (name === 'host') host = rawHeaders[i + 1];
       // RFC 9113 §8.2.3: cookie crumbs are joined into one field for HTTP/1.1.
@@ -115,7 +150,10 @@ export class Http2Front {
     }
     if (cookie !== undefined) raw.push('cookie', cookie);
     let refusal: SwitchyardError | null = null;
-    if (method === 'CONNECT') {
+    if (listSize > this.maxHeaderSize) {
+      // nghttp2 only refuses lists past its own 64 KiB; server.maxHeaderSize holds for HTTP/2 too.
+      refusal = new HeadersTooLargeError(this.maxHeaderSize);
+    } else if (method === 'CONNECT') {
       refusal = new SwitchyardError('SWY_ERR_METHOD_NOT_ALLOWED', 405, 'CONNECT is not supported by a reverse proxy');
     } else if (typeof path !== 'string' || path === '') {
       refusal = new BadRequestError('an HTTP/2 request without :path');
@@ -134,7 +172,10 @@ export class Http2Front {
     stream.on('end', () => req.bodyEnd());
     stream.on('drain', () => req.onDrain?.());
     stream.once('close', () => {
-      if (!req.finished) req.abort();
+      if (req.finished) return;
+      // Reset before its answer was complete: by the client (the proxy's own resets finish first).
+      if (stream.rstCode !== NGHTTP2_NO_ERROR) this.countReset(session, info);
+      req.abort();
     });
     if (refusal !== null) {
       req.respondError(refusal);
