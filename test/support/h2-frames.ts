@@ -112,7 +112,7 @@ export class RawH2 {
       const length = this.buf.readUIntBE(0, 3);
       if (this.buf.length < 9 + length) return;
       this.frames.push({
-        type: this.buf[3] as FrameType,
+        type: this.buf[3],
         flags: this.buf[4],
         stream: this.buf.readUInt32BE(5) & 0x7fffffff,
         payload: this.buf.subarray(9, 9 + length),
