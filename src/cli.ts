@@ -27,7 +27,7 @@ Usage:
 Options:
   -c, --config FILE        YAML config file (see config.schema.json); flags override it
   -l, --listen HOST:PORT   address to listen on (default 127.0.0.1:8000); repeat for several
-  -u, --upstream URL       upstream origin, http:// or https://; repeat for several (taken in turn).
+  -u, --upstream URL       upstream origin, http://, https:// or h2c://; repeat for several (taken in turn).
                            Without one, a built-in demo origin is served.
       --cert FILE          serve HTTPS with this PEM certificate chain (tls.cert), with --key
       --key FILE           the certificate's PEM private key (tls.key)

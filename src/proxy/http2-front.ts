@@ -168,8 +168,15 @@ export class Http2Front {
       raw.push('transfer-encoding', 'chunked');
     const req = new ClientRequest(conn, method, typeof path === 'string' ? path : '/', raw, 2, 0, true, false);
     conn.req = req;
-    stream.on('data', (chunk: Buffer) => req.bodyChunk(chunk));
-    stream.on('end', () => req.bodyEnd());
+    if ((flags & NGHTTP2_FLAG_END_STREAM) !== 0) {
+      // No body: the readable side is left unread. Once read to its end, node:http2 destroys the
+      // stream as soon as the answer is written, before that write's callback, and Node's
+      // Writable then builds an ERR_STREAM_DESTROYED per stream: 6% of the CPU of /small.
+      req.bodyEnd();
+    } else {
+      stream.on('data', (chunk: Buffer) => req.bodyChunk(chunk));
+      stream.on('end', () => req.bodyEnd());
+    }
     stream.on('drain', () => req.onDrain?.());
     stream.once('close', () => {
       if (req.finished) return;

@@ -1,0 +1,144 @@
+#!/bin/bash
+# HTTP/2 over TLS, switchyard against nginx and @fastify/http-proxy, in the same run: CPU per
+# request on one core.
+#
+# Each proxy terminates TLS 1.3 (ECDSA P-256) with ALPN h2, runs alone on CPU 1 (one worker), and
+# forwards over HTTP/1.1 keep-alive to peers.sh's nginx backend on CPU 0 (port 9001, started here
+# when it is not running). The client is h2load on CPU 0: 50 connections x 10 concurrent streams,
+# GET /small and /64k. The figure to compare is the proxy's own CPU time per request (utime+stime
+# of its process tree / requests done), as a ratio to nginx's in the same run; the median of the
+# rounds, the proxies taking turns within each round so that drift hits all alike.
+#
+# usage: load-tests/h2load.sh [--secs 8] [--rounds 3] [--only NAMES] [NAME='PORT:COMMAND' ...]
+#   NAME='PORT:COMMAND' adds a proxy serving h2 on https://127.0.0.1:PORT with $work/cert.pem and
+#   key.pem (COMMAND may use @CERT@ and @KEY@) in front of http://127.0.0.1:9001.
+# Needs nginx (nginx-light) and h2load (nghttp2-client): installed with apt when missing.
+set -u
+secs=8 rounds=3 only=
+while [ $# -gt 0 ]; do case $1 in
+  --secs) secs=$2; shift 2;; --rounds) rounds=$2; shift 2;; --only) only=$2; shift 2;; *) break;; esac; done
+root=$(cd "$(dirname "$0")/.." && pwd)
+shared=${PEERS:-$root/../shared/bench/peers.sh}
+work=${BENCH_DIR:-/tmp/switchyard-bench}
+mkdir -p "$work/www" "$work/peers"
+missing=
+command -v nginx >/dev/null || missing+=" nginx-light"
+command -v h2load >/dev/null || missing+=" nghttp2-client"
+[ -n "$missing" ] && { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; }
+(cd "$root" && npm run build --silent) || exit 1
+# The Node reference, as peers.sh installs it.
+[ -d "$work/peers/node_modules/@fastify/http-proxy" ] || (cd "$work/peers" && echo '{"private":true}' > package.json &&
+  npm i --silent --no-audit --no-fund fastify@5 @fastify/http-proxy@11 >/dev/null)
+
+# The backend: peers.sh's, when its config is at hand; else the same thing written here.
+[ -s "$work/www/64k" ] || head -c 49152 /dev/urandom | base64 -w 76 | head -c 65536 > "$work/www/64k"
+if [ -f "$(dirname "$shared")/nginx-backend.conf" ]; then
+  sed "s#@WWW@#$work/www#g; s#@WORK@#$work#g" "$(dirname "$shared")/nginx-backend.conf" > "$work/nginx-backend.conf"
+else
+  cat > "$work/nginx-backend.conf" <<EOF
+worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err warn;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:9001 backlog=4096;
+    location = /small { default_type text/plain; return 200 "hello world\n"; }
+    location = /64k { root $work/www; default_type application/octet-stream; } } }
+EOF
+fi
+if ! { [ -s "$work/backend.pid" ] && kill -0 "$(cat "$work/backend.pid")" 2>/dev/null; }; then
+  taskset -c 0 nginx -c "$work/nginx-backend.conf" >/dev/null 2>&1 & sleep 0.7; fi
+
+[ -s "$work/cert.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+  -subj /CN=bench.example -addext subjectAltName=DNS:bench.example -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+chmod 600 "$work/key.pem"
+
+# nginx 1.25.1+ says `http2 on;`, older ones `listen ... http2`.
+if nginx -V 2>&1 | grep -qE 'nginx/1\.(2[5-9]|[3-9][0-9])'; then h2listen="listen 127.0.0.1:9453 ssl; http2 on;"
+else h2listen="listen 127.0.0.1:9453 ssl http2;"; fi
+cat > "$work/nginx-h2.conf" <<EOF
+worker_processes 1; daemon off; pid $work/nginx-h2.pid; error_log $work/nginx-h2.err warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:9001; keepalive 64; }
+  server {
+    $h2listen
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.3;
+    http2_max_concurrent_streams 128;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$proxy_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+  }
+}
+EOF
+cat > "$work/peers/peer-fastify-h2.js" <<'EOF'
+// @fastify/http-proxy behind fastify's own HTTP/2 over TLS: the Node reference.
+const { readFileSync } = require('node:fs');
+const [port, target, cert, key] = process.argv.slice(2);
+const fastify = require('fastify')({ logger: false, http2: true, https: { cert: readFileSync(cert), key: readFileSync(key) } });
+fastify.register(require('@fastify/http-proxy'), { upstream: target });
+fastify.listen({ port: +port, host: '127.0.0.1' });
+EOF
+
+cli="node $root/dist/src/cli.js --upstream http://127.0.0.1:9001 --workers 1 --cert $work/cert.pem --key $work/key.pem"
+specs=(nginx="9453:nginx -c $work/nginx-h2.conf"
+  switchyard="9454:$cli --listen 127.0.0.1:9454"
+  switchyard-nolog="9455:$cli --listen 127.0.0.1:9455 --config $root/load-tests/bench-nolog.yaml"
+  fastify-http-proxy="9456:node $work/peers/peer-fastify-h2.js 9456 http://127.0.0.1:9001 @CERT@ @KEY@" "$@")
+
+cpu_ticks() { # utime+stime of a process and its descendants, in clock ticks
+  local t=0 p; for p in $(pstree -pT "$1" 2>/dev/null | grep -o '([0-9]\+)' | tr -d '()'); do
+    [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+hz=$(getconf CLK_TCK)
+echo "HTTP/2 over TLS 1.3 (ALPN h2), h2load -c 50 -m 10; secs=$secs rounds=$rounds (proxy on CPU 1; backend + h2load on CPU 0)"
+names=() ports=() pids=()
+for spec in "${specs[@]}"; do
+  name=${spec%%=*} rest=${spec#*=} port=${rest%%:*} cmd=${rest#*:}
+  [ -n "$only" ] && [[ ",$only," != *",$name,"* ]] && continue
+  cmd=${cmd//@CERT@/$work/cert.pem}; cmd=${cmd//@KEY@/$work/key.pem}
+  setsid taskset -c 1 bash -c "exec $cmd" >"$work/h2-$name.log" 2>&1 & pid=$!
+  for _ in $(seq 50); do curl -skf --http2 -o /dev/null "https://127.0.0.1:$port/small" && break; sleep 0.2; done
+  names+=("$name") ports+=("$port") pids+=("$pid")
+done
+trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done' EXIT
+
+# "DONE SECONDS" of h2load sending $3 requests to port $1, path $2; DONE says how many were not 2xx.
+# By count, not duration: h2load's -D waited forever on fastify's HTTP/2 server.
+load() {
+  # A proxy that stops answering under load ends its row (n/a) instead of the whole run.
+  local out; out=$(timeout 120 taskset -c 0 h2load -c 50 -m 10 -n "$3" "https://127.0.0.1:$1$2" 2>/dev/null)
+  awk '/^finished in/{t=$3+0; if ($3 ~ /ms,$/) t/=1000; else if ($3 ~ /us,$/) t/=1000000} /^requests:/{done=$6} /^status codes:/{ok=$3}
+    END{ if (done != ok) printf "%s(%s-non-2xx) %s\n", done, done-ok, t; else print done+0, t }' <<<"$out"
+}
+
+declare -A rows
+paths=(/small /64k)
+for path in "${paths[@]}"; do
+  for round in $(seq "$rounds"); do
+    for i in "${!names[@]}"; do
+      name=${names[$i]} pid=${pids[$i]}
+      # Warm-up, which also sizes the measured run to about $secs seconds.
+      read -r wn wt <<<"$(load "${ports[$i]}" "$path" 2000)"
+      count=$(awk -v n="${wn%%(*}" -v t="${wt:-0}" -v s="$secs" 'BEGIN{ c = (t > 0) ? int(n / t * s) : 0; print (c < 5000) ? 5000 : c }')
+      c0=$(cpu_ticks "$pid")
+      read -r n t <<<"$(load "${ports[$i]}" "$path" "$count")"
+      c1=$(cpu_ticks "$pid")
+      [[ ${n:-} == *"("* ]] && echo "warning: $name $path: ${n#*(}" >&2
+      n=${n%%(*}
+      cpr=$(awk -v d=$((c1-c0)) -v n="${n:-0}" -v hz="$hz" 'BEGIN{ if (n>0) printf "%.1f", d*1e6/hz/n; else print "n/a" }')
+      rows[$name$path]+="$(awk -v n="${n:-0}" -v t="${t:-0}" 'BEGIN{ if (t > 0) printf "%.0f", n/t; else print 0 }') $cpr|"
+    done
+  done
+done
+printf "%-20s %-7s %10s %13s %9s\n" proxy path "req/s" "cpu-us/req" "x nginx"
+for path in "${paths[@]}"; do
+  declare -A med=()
+  for name in "${names[@]}"; do
+    med[$name]=$(tr '|' '\n' <<<"${rows[$name$path]}" | sed '/^$/d' | sort -g -k2 \
+      | awk '{a[NR]=$0} END{print a[int((NR+1)/2)]}')
+  done
+  ng=$(cut -d' ' -f2 <<<"${med[nginx]:-0 0}")
+  for name in "${names[@]}"; do
+    read -r rps cpr <<<"${med[$name]}"
+    ratio=$(awk -v c="$cpr" -v g="$ng" 'BEGIN{ if (g+0>0 && c ~ /^[0-9.]+$/) printf "%.2f", c/g; else print "-" }')
+    printf "%-20s %-7s %10s %13s %9s\n" "$name" "$path" "$rps" "$cpr" "$ratio"
+  done
+done
