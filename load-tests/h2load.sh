@@ -63,7 +63,7 @@ http {
   server {
     $h2listen
     ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.3;
-    http2_max_concurrent_streams 128;
+    http2_max_concurrent_streams 128; keepalive_requests 1000000;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$proxy_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
   }
