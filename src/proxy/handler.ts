@@ -270,6 +270,7 @@ export class ProxyHandler implements ExchangeContext {
       remote,
       method: req?.method ?? '-',
       path: req?.url ?? '-',
+      httpMajor: req?.httpMajor,
       httpMinor: req?.httpMinor ?? 1,
       status: err.status,
       bytesIn: req?.bytesIn ?? 0,

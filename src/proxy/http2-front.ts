@@ -13,6 +13,7 @@
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { BadRequestError, BodyTooLargeError, HeadersTooLargeError, SwitchyardError } from '../errors';
+import { errorResponse } from '../http1/error-response';
 import { ClientRequest, type RequestConnection } from './client-request';
 import type { TlsSession } from './client-transport';
 import type { ProxyHandler } from './handler';
@@ -186,6 +187,8 @@ export class Http2Front {
     });
     if (refusal !== null) {
       req.respondError(refusal);
+      // Counted and logged like the HTTP/1.1 connection's own refusals.
+      info.handler.accountConnectionError(info.remoteAddress, refusal, req);
       return;
     }
     info.handler.handle(req);
@@ -221,9 +224,27 @@ class StreamConnection implements RequestConnection {
     this.stream.resume();
   }
 
+  /**
+   * A streamed body past server.maxBodySize, as the HTTP/1.1 connection handles it: the exchange
+   * lets go of its upstream request first (its body must never end there as if complete, which
+   * answering through the request would do when the client's stream ends), then the client gets
+   * 413, or a reset when its answer had begun.
+   */
   bodyTooLarge(req: ClientRequest): boolean {
     if (this.maxBodySize === 0 || req.bytesIn <= this.maxBodySize) return false;
-    req.respondError(new BodyTooLargeError(this.maxBodySize));
+    if (req.aborted) return true; // answered at the first chunk past the limit
+    const err = new BodyTooLargeError(this.maxBodySize);
+    const started = req.headersSent;
+    req.abort();
+    this.held = null;
+    if (started) {
+      this.destroy();
+    } else {
+      const answer = errorResponse(err);
+      this.writeResponseHead(`HTTP/2 ${answer.status} ${answer.reason}\r\n${answer.headerLines}\r\n`);
+      if (!this.stream.destroyed && !this.stream.writableEnded) this.stream.end(answer.body);
+    }
+    this.info.handler.accountConnectionError(this.info.remoteAddress, err, req);
     return true;
   }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AccessLog } from '../../src/ops/access-log';
@@ -95,6 +96,28 @@ describe('access log', () => {
     assert.equal(failed.error, 'SWY_ERR_UPSTREAM_RESET');
     const left = (await q.lines())[0];
     assert.equal((JSON.parse(left) as Record<string, unknown>).status, 499);
+  });
+
+  it("logs an HTTP/2 stream's refusal (400) like an HTTP/1.1 one", async () => {
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const p = await proxyWithLog(
+      { listen: [{ address: '127.0.0.1:0', h2c: true }], upstreams: [{ url: up.url }] },
+      'json',
+    );
+    const s = http2.connect(p.url);
+    s.on('error', () => undefined);
+    onCleanup(() => s.destroy());
+    const status = await new Promise<number>((ok, fail) => {
+      const r = s.request({ ':path': '/mixed', ':authority': 'a.example', host: 'b.example' });
+      r.on('response', (h) => ok(Number(h[':status'])));
+      r.on('error', fail);
+      r.resume();
+    });
+    assert.equal(status, 400);
+    const line = JSON.parse((await p.lines())[0]) as Record<string, unknown>;
+    assert.equal(line.status, 400);
+    assert.equal(line.error, 'SWY_ERR_BAD_REQUEST');
+    assert.equal(line.path, '/mixed');
   });
 
   it('keeps every line whole across batches, multi-byte text and a line longer than a batch', async () => {

@@ -202,4 +202,34 @@ describe('HTTP/2 to clients (TLS, ALPN h2)', () => {
     });
     assert.equal(protocol, 'http/1.1');
   });
+
+  it('a body over server.maxBodySize is a 413, declared or streamed; the session goes on', async () => {
+    let bodies = 0;
+    const up = await httpUpstream((req, res) => {
+      req.on('data', () => undefined);
+      req.on('end', () => {
+        bodies++;
+        res.end('ok');
+      });
+    });
+    const proxy = await startProxy({ upstreams: [{ url: up.url }], tls: TLS, server: { maxBodySize: 1000 } });
+    const s = session(proxy.port);
+    const declared = await ask(
+      s,
+      { ':path': '/', ':method': 'POST', 'content-length': '5000' },
+      'x'.repeat(5000),
+    ).catch(() => null);
+    assert.equal(declared?.headers[':status'], 413);
+    const streamed = await new Promise<number>((ok, fail) => {
+      const r = s.request({ ':path': '/', ':method': 'POST' });
+      r.on('response', (h) => ok(Number(h[':status'])));
+      r.on('error', fail);
+      r.resume();
+      r.write('y'.repeat(800));
+      setTimeout(() => r.end('y'.repeat(800)), 20);
+    });
+    assert.equal(streamed, 413);
+    assert.equal(bodies, 0, 'no body past the limit completed at the upstream');
+    assert.equal((await ask(s, { ':path': '/', ':method': 'POST' }, 'small')).body, 'ok');
+  });
 });
