@@ -16,3 +16,14 @@ export interface RequestBody {
   pause(): void;
   resume(): void;
 }
+
+/**
+ * An upstream side lets go of a request body: one it had attached is unpiped and left flowing (so
+ * the client's connection keeps being read); one never attached is still the client's, queued and
+ * intact for another try.
+ */
+export function releaseBody(body: RequestBody, piped: boolean): void {
+  if (!piped) return;
+  body.unpipe();
+  body.resume();
+}

@@ -42,9 +42,61 @@ export interface Waiter {
   cancel(): void;
 }
 
-export interface QueueEntry extends Waiter {
+interface QueueEntry extends Waiter {
   cb: AcquireCallback | null;
   timer: NodeJS.Timeout | null;
+}
+
+/**
+ * Requests waiting for a member's connection (or HTTP/2 stream), first come first served,
+ * bounded in length (`maxQueue`: past it, refused at once) and in time (`queueTimeout`).
+ */
+export class WaitQueue {
+  private readonly entries: QueueEntry[] = [];
+
+  constructor(
+    private readonly maxQueue: number,
+    private readonly queueTimeout: number,
+  ) {}
+
+  get length(): number {
+    return this.entries.length;
+  }
+
+  /** Queue `cb`; answered at once with PoolQueueFullError when the queue is full. */
+  add(cb: AcquireCallback): Waiter | null {
+    if (this.entries.length >= this.maxQueue) {
+      cb(new PoolQueueFullError(this.maxQueue), null);
+      return null;
+    }
+    const entry: QueueEntry = {
+      cb,
+      timer: null,
+      cancel: () => {
+        settle(entry);
+        const i = this.entries.indexOf(entry);
+        if (i !== -1) this.entries.splice(i, 1);
+      },
+    };
+    entry.timer = setTimeout(() => {
+      const waiting = entry.cb;
+      entry.cancel();
+      waiting?.(new PoolQueueTimeoutError(this.queueTimeout), null);
+    }, this.queueTimeout);
+    this.entries.push(entry);
+    return entry;
+  }
+
+  /** The longest-waiting callback, its timer stopped; undefined when none waits. */
+  next(): AcquireCallback | undefined {
+    const entry = this.entries.shift();
+    return entry === undefined ? undefined : (settle(entry) ?? undefined);
+  }
+
+  /** Every waiter gets `err` (the pool closed). */
+  failAll(err: SwitchyardError): void {
+    for (const entry of this.entries.splice(0)) settle(entry)?.(err, null);
+  }
 }
 
 export interface PoolStats {
@@ -59,7 +111,7 @@ export class ConnectionPool implements MemberConnections, UpstreamConnectionOwne
   private readonly all = new Set<UpstreamConnection>();
   private sweepTimer: NodeJS.Timeout | null = null;
   private readonly sweepEvery: number;
-  private readonly queue: QueueEntry[] = [];
+  private readonly queue: WaitQueue;
   private open = 0;
   private closed = false;
   private tlsSession: Buffer | null = null;
@@ -69,6 +121,7 @@ export class ConnectionPool implements MemberConnections, UpstreamConnectionOwne
     readonly target: UpstreamTarget,
     private readonly options: PoolOptions,
   ) {
+    this.queue = new WaitQueue(options.maxQueue, options.queueTimeout);
     // Resuming the last TLS session skips a full handshake on each new connection.
     this.onTlsSession =
       target.tls === null
@@ -116,26 +169,7 @@ export class ConnectionPool implements MemberConnections, UpstreamConnectionOwne
       cb(null, this.connect());
       return null;
     }
-    if (this.queue.length >= this.options.maxQueue) {
-      cb(new PoolQueueFullError(this.options.maxQueue), null);
-      return null;
-    }
-    const entry: QueueEntry = {
-      cb,
-      timer: null,
-      cancel: () => {
-        settle(entry);
-        const i = this.queue.indexOf(entry);
-        if (i !== -1) this.queue.splice(i, 1);
-      },
-    };
-    entry.timer = setTimeout(() => {
-      const waiting = entry.cb;
-      entry.cancel();
-      waiting?.(new PoolQueueTimeoutError(this.options.queueTimeout), null);
-    }, this.options.queueTimeout);
-    this.queue.push(entry);
-    return entry;
+    return this.queue.add(cb);
   }
 
   /** A connection whose exchange ended cleanly: hand it to the next waiter, or park it. */
@@ -144,10 +178,10 @@ export class ConnectionPool implements MemberConnections, UpstreamConnectionOwne
       conn.close();
       return;
     }
-    const next = this.queue.shift();
+    const next = this.queue.next();
     if (next !== undefined) {
       conn.reuse();
-      settle(next)!(null, conn);
+      next(null, conn);
       return;
     }
     conn.park();
@@ -161,7 +195,7 @@ export class ConnectionPool implements MemberConnections, UpstreamConnectionOwne
     const i = this.idleConns.indexOf(conn);
     if (i !== -1) this.idleConns.splice(i, 1);
     if (!this.closed && this.queue.length > 0 && this.open < this.options.maxConnections) {
-      settle(this.queue.shift()!)!(null, this.connect());
+      this.queue.next()!(null, this.connect());
     }
   }
 
@@ -170,7 +204,7 @@ export class ConnectionPool implements MemberConnections, UpstreamConnectionOwne
     if (this.closed) return;
     this.closed = true;
     for (const conn of this.idleConns.splice(0)) conn.close();
-    for (const entry of this.queue.splice(0)) settle(entry)?.(new PoolClosedError(), null);
+    this.queue.failAll(new PoolClosedError());
   }
 
   private connect(): UpstreamConnection {
@@ -190,7 +224,7 @@ export class ConnectionPool implements MemberConnections, UpstreamConnectionOwne
 }
 
 /** A queued acquire is answered at most once: its timer is stopped and its callback handed back. */
-export function settle(entry: QueueEntry): AcquireCallback | null {
+function settle(entry: QueueEntry): AcquireCallback | null {
   const cb = entry.cb;
   if (entry.timer !== null) clearTimeout(entry.timer);
   entry.cb = null;

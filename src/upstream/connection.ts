@@ -35,7 +35,7 @@ import {
 } from '../http1/parser';
 
 import { responseFraming } from '../http1/response-framing';
-import type { BodyTarget, RequestBody } from '../io/body';
+import { releaseBody, type BodyTarget, type RequestBody } from '../io/body';
 import { ExchangePhase, retryHint, type RetryHint } from './exchange-phase';
 import { LARGE_CHUNK, takeChunk } from '../io/body-chunks';
 import { readBuffer } from '../io/read-buffer';
@@ -338,10 +338,7 @@ export class UpstreamConnection implements UpstreamChannel, BodyTarget, Deferred
     const body = this.body;
     if (body === null) return;
     this.body = null;
-    // A body never attached is still the client's, queued and intact for another try.
-    if (!this.bodyPiped) return;
-    body.unpipe();
-    body.resume();
+    releaseBody(body, this.bodyPiped);
   }
 
   private onHeadersComplete(

@@ -10,23 +10,15 @@
  * another session. An idle session closes after `timeouts.keepAlive`.
  */
 import * as http2 from 'node:http2';
-import {
-  PoolClosedError,
-  PoolQueueFullError,
-  PoolQueueTimeoutError,
-  UpstreamConnectTimeoutError,
-  toSwitchyardError,
-  type SwitchyardError,
-} from '../errors';
+import { PoolClosedError, UpstreamConnectTimeoutError, toSwitchyardError, type SwitchyardError } from '../errors';
 import { formatHostPort } from '../config/schema';
 import type { UpstreamChannel } from './connection';
 import {
-  settle,
+  WaitQueue,
   type AcquireCallback,
   type MemberConnections,
   type PoolOptions,
   type PoolStats,
-  type QueueEntry,
   type Waiter,
 } from './connection-pool';
 import { Http2Exchange, type StreamSession } from './http2-stream';
@@ -104,7 +96,7 @@ export class UpstreamSession implements StreamSession {
 
 export class Http2Pool implements MemberConnections {
   private readonly sessions: UpstreamSession[] = [];
-  private readonly queue: QueueEntry[] = [];
+  private readonly queue: WaitQueue;
   private closed = false;
   private readonly authority: string;
 
@@ -112,6 +104,7 @@ export class Http2Pool implements MemberConnections {
     readonly target: UpstreamTarget,
     private readonly options: PoolOptions,
   ) {
+    this.queue = new WaitQueue(options.maxQueue, options.queueTimeout);
     this.authority = `${target.tls === null ? 'http' : 'https'}://${formatHostPort(target.host, target.port)}`;
   }
 
@@ -132,26 +125,7 @@ export class Http2Pool implements MemberConnections {
       cb(null, this.lend(session));
       return null;
     }
-    if (this.queue.length >= this.options.maxQueue) {
-      cb(new PoolQueueFullError(this.options.maxQueue), null);
-      return null;
-    }
-    const entry: QueueEntry = {
-      cb,
-      timer: null,
-      cancel: () => {
-        settle(entry);
-        const i = this.queue.indexOf(entry);
-        if (i !== -1) this.queue.splice(i, 1);
-      },
-    };
-    entry.timer = setTimeout(() => {
-      const waiting = entry.cb;
-      entry.cancel();
-      waiting?.(new PoolQueueTimeoutError(this.options.queueTimeout), null);
-    }, this.options.queueTimeout);
-    this.queue.push(entry);
-    return entry;
+    return this.queue.add(cb);
   }
 
   /** A stream lent but never used (its client left first). */
@@ -167,7 +141,7 @@ export class Http2Pool implements MemberConnections {
       s.stop();
       s.session.close();
     }
-    for (const entry of this.queue.splice(0)) settle(entry)?.(new PoolClosedError(), null);
+    this.queue.failAll(new PoolClosedError());
   }
 
   private lend(session: UpstreamSession): Http2Exchange {
@@ -191,7 +165,7 @@ export class Http2Pool implements MemberConnections {
     while (this.queue.length > 0 && !this.closed) {
       const session = this.available();
       if (session === null) return;
-      settle(this.queue.shift()!)!(null, this.lend(session));
+      this.queue.next()!(null, this.lend(session));
     }
   };
 

@@ -21,7 +21,7 @@ import {
   toSwitchyardError,
   type SwitchyardError,
 } from '../errors';
-import type { BodyTarget, RequestBody } from '../io/body';
+import { releaseBody, type BodyTarget, type RequestBody } from '../io/body';
 import type { BodyFraming, ConnectionTimeouts, ResponseSink, UpstreamChannel } from './connection';
 import { ExchangePhase, retryHint, RetryHint } from './exchange-phase';
 import type { UpstreamTarget } from './target';
@@ -162,10 +162,7 @@ export class Http2Exchange implements UpstreamChannel, BodyTarget {
     const body = this.body;
     if (body === null) return;
     this.body = null;
-    // A body never attached is still the client's, queued and intact for another try.
-    if (!this.bodyPiped) return;
-    body.unpipe();
-    body.resume();
+    releaseBody(body, this.bodyPiped);
   }
 
   resume(): void {
