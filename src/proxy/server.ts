@@ -89,6 +89,8 @@ export class ProxyServer implements ClientConnectionOwner {
   readonly acme: AcmeResponder | null;
   /** HTTP/2 sessions, when server.http2 is on and some listener serves HTTPS. */
   private readonly http2: Http2Front | null;
+  /** HTTPS listeners offer h2 by ALPN (server.http2); h2c listeners need the front without it. */
+  private readonly offerH2: boolean;
   /** Names a handshake may wait for a certificate for: the configured ones, or any (on demand). */
   private readonly acmeWaitsFor: ((name: string) => boolean) | null;
   /** Set once a drain starts: responses then carry Connection: close. */
@@ -185,8 +187,9 @@ export class ProxyServer implements ClientConnectionOwner {
       upgradeProtocols: config.server.upgradeProtocols.map((p) => p.toLowerCase()),
     };
     this.maxConnections = config.server.maxConnections;
+    this.offerH2 = config.server.http2 && config.listeners.some((l) => l.tls !== null);
     this.http2 =
-      (config.server.http2 && config.listeners.some((l) => l.tls !== null)) || config.listeners.some((l) => l.h2c)
+      this.offerH2 || config.listeners.some((l) => l.h2c)
         ? new Http2Front({
             maxHeaderSize: config.server.maxHeaderSize,
             maxBodySize: config.server.maxBodySize,
@@ -240,7 +243,7 @@ export class ProxyServer implements ClientConnectionOwner {
         waitsFor: this.acmeWaitsFor,
         ticketKeys: options.ticketKeys ?? null,
         logger: this.logger,
-        http2: this.http2 !== null,
+        http2: this.offerH2,
       });
       // TLS connections arrive as TCP handles too; tls-transport.ts wraps each in TLS.
       server = net.createServer();
@@ -280,7 +283,7 @@ export class ProxyServer implements ClientConnectionOwner {
   private certificateCallbacks(store: CertificateStore): Partial<tls.TlsOptions> {
     const acme = this.acme;
     const waitsFor = this.acmeWaitsFor;
-    const http2 = this.http2 !== null;
+    const http2 = this.offerH2;
     if (acme === null || waitsFor === null)
       return { SNICallback: store.sniCallback, ALPNProtocols: http2 ? ['h2', 'http/1.1'] : ['http/1.1'] };
     return {

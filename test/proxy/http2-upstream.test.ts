@@ -10,6 +10,7 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { resolve } from 'node:path';
+import * as tls from 'node:tls';
 import {
   FIXTURES,
   httpUpstream,
@@ -376,6 +377,32 @@ describe('HTTP/2 with prior knowledge (h2c listeners)', () => {
     );
     const h1 = await request(`http://127.0.0.1:${ports[0]}/h1`);
     assert.equal(h1.body.toString(), '1.1 /h1');
+  });
+
+  it('server.http2: false keeps HTTPS listeners to HTTP/1.1 while an h2c listener still takes HTTP/2', async () => {
+    const up = await httpUpstream((_req, res) => res.end('ok'));
+    const { ports } = await startProxyListeners({
+      listen: [
+        { address: '127.0.0.1:0', tls: {} },
+        { address: '127.0.0.1:0', h2c: true },
+      ],
+      tls: { cert: resolve(FIXTURES, 'server.pem'), key: resolve(FIXTURES, 'server-key.pem') },
+      server: { http2: false },
+      upstreams: [{ url: up.url }],
+    });
+    const protocol = await new Promise<string | false | null>((ok, fail) => {
+      const s = tls.connect(
+        { port: ports[0], host: '127.0.0.1', ALPNProtocols: ['h2', 'http/1.1'], rejectUnauthorized: false },
+        () => {
+          ok(s.alpnProtocol);
+          s.destroy();
+        },
+      );
+      s.on('error', fail);
+    });
+    assert.equal(protocol, 'http/1.1');
+    const s = h2Session(`http://127.0.0.1:${ports[1]}`);
+    assert.equal((await h2Ask(s, { ':path': '/' })).body, 'ok');
   });
 
   it('a plain listener without h2c answers the preface as HTTP/1.1 would: 400', async () => {
