@@ -24,11 +24,14 @@ import { RetryHint } from '../upstream/exchange-phase';
 import type { Member, UpstreamPool } from '../upstream/pool';
 import type { ClientRequest } from './client-request';
 import { hashKeyFor } from './hash-key';
-import { buildInterimHead, buildResponseHead, relayableTrailers, type HeaderEdit } from './headers';
+import { buildInterimHead, buildResponseHead, relayableTrailers, VIA, viaFor, type HeaderEdit } from './headers';
 import { requestIdFor } from './request-id';
 import { requestBodyLength } from './request-validation';
 import { planBody, type BodyContext, type BodyFilter, type FilterSink } from './response-body';
 import type { Route } from './router';
+
+/** This hop's Via entry on an answer an HTTP/2 upstream gave. */
+const VIA_HTTP2 = viaFor(2, 0);
 
 /** A stale pooled connection is replayed at most this often, each time on a fresh connection. */
 const MAX_REPLAYS = 1;
@@ -228,6 +231,7 @@ export class ProxyExchange implements ResponseSink, FilterSink {
       raw,
       this.handler.responseEdit(route),
       route.rewriteLocation ? (v) => this.rewriteLocation(v) : null,
+      this.member!.target.http2 ? VIA_HTTP2 : VIA,
     );
     this.req.writeHead(status, reason, head.lines, head.contentLength);
   }

@@ -18,7 +18,7 @@ import type { UpstreamTarget } from '../upstream/connection';
 import type { ClientRequest } from './client-request';
 import { ProxyExchange, type ExchangeContext } from './exchange';
 import { hashKeyFor } from './hash-key';
-import { buildRequestHead, TrustedProxies, type HeaderEdit } from './headers';
+import { buildRequestHead, TrustedProxies, viaFor, type HeaderEdit } from './headers';
 import { newRequestId, requestIdFor } from './request-id';
 import { validateRequest } from './request-validation';
 import type { BodyContext } from './response-body';
@@ -256,6 +256,7 @@ export class ProxyHandler implements ExchangeContext {
       edit,
       extra: this.extra === undefined ? undefined : this.extra + demoTlsLine(req),
       upgrade,
+      via: viaFor(req.httpMajor, req.httpMinor),
     });
   }
 

@@ -87,7 +87,18 @@ function is(name: string, lower: string): boolean {
   return true;
 }
 
+/**
+ * Via's received-protocol is the version of the message as this hop received it (RFC 9110
+ * §7.6.3): the client's request, or the upstream's response.
+ */
 export const VIA = '1.1 switchyard';
+const VIA_10 = '1.0 switchyard';
+const VIA_2 = '2 switchyard';
+
+/** Via's entry for a message received over HTTP/`major`.`minor`. */
+export function viaFor(major: number, minor: number): string {
+  return major === 2 ? VIA_2 : minor === 0 ? VIA_10 : VIA;
+}
 
 export class TrustedProxies {
   private readonly list = new BlockList();
@@ -209,6 +220,8 @@ export interface RequestHeadInput {
   upgrade?: string;
   /** The route's request header edits, applied after the proxy's own fields. */
   edit?: HeaderEdit | null;
+  /** This hop's Via entry (viaFor the client's version); VIA when not given. */
+  via?: string;
 }
 
 /**
@@ -271,7 +284,8 @@ export function buildRequestHead(input: RequestHeadInput): string {
   if (fwdHost !== undefined && (drop === null || !drop.has('x-forwarded-host')))
     head += `X-Forwarded-Host: ${fwdHost}\r\n`;
   // Via is a trace, not an assertion: every hop appends itself (RFC 9110 §7.6.3).
-  if (drop === null || !drop.has('via')) head += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  const own = input.via ?? VIA;
+  if (drop === null || !drop.has('via')) head += `Via: ${via === undefined ? own : `${via}, ${own}`}\r\n`;
   if (drop === null || !drop.has('x-request-id')) head += `X-Request-Id: ${input.requestId}\r\n`;
   if (input.extra !== undefined) head += input.extra;
   if (edit !== null) head += edit.lines;
@@ -311,6 +325,7 @@ export function buildResponseHead(
   raw: readonly string[],
   edit: HeaderEdit | null = null,
   location: ((value: string) => string) | null = null,
+  own: string = VIA,
 ): ResponseHead {
   const nominated = connectionTokens(raw);
   let lines = '';
@@ -336,7 +351,7 @@ export function buildResponseHead(
     lines += `${name}: ${raw[i + 1]}\r\n`;
   }
   if (!date && (edit === null || !edit.drop.has('date'))) lines += `Date: ${httpDate()}\r\n`;
-  if (edit === null || !edit.drop.has('via')) lines += `Via: ${via === undefined ? VIA : `${via}, ${VIA}`}\r\n`;
+  if (edit === null || !edit.drop.has('via')) lines += `Via: ${via === undefined ? own : `${via}, ${own}`}\r\n`;
   if (edit !== null) lines += edit.lines;
   return { lines, contentLength };
 }

@@ -113,6 +113,21 @@ describe('request headers', () => {
     assert.equal(res.headers.via, '1.1 switchyard');
   });
 
+  it("names the version each message came in with in Via (RFC 9110 §7.6.3): the client's request's, the upstream's answer's", async () => {
+    const { up, seen } = await echoHeaders();
+    const proxy = await startProxy({ upstreams: [{ url: up.url }] });
+    const old = await rawExchange(proxy.port, 'GET /old HTTP/1.0\r\nHost: a\r\n\r\n');
+    assert.match(old, /\r\nVia: 1\.1 switchyard\r\n/, "the upstream's answer was HTTP/1.1");
+    await request(`${proxy.url}/new`);
+    assert.deepEqual(
+      seen.map((s) => [s.url, s.headers.via]),
+      [
+        ['/old', '1.0 switchyard'],
+        ['/new', '1.1 switchyard'],
+      ],
+    );
+  });
+
   it("keeps the upstream's Date and response X-Request-Id as sent, whatever their case, and adds a Date only when missing", async () => {
     const up = await rawUpstream((socket) => {
       socket.on('data', (d: Buffer) =>

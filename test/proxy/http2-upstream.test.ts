@@ -143,7 +143,9 @@ describe('HTTP/2 to upstreams', () => {
     assert.equal(p.headers[':method'], 'POST');
     assert.equal(p.headers['content-length'], '200000');
     assert.equal(p.body.length, 200_000);
-    assert.equal(up.sessions.length, 1, 'both requests on one session');
+    assert.equal(a.headers.via, '1.1 switchyard');
+    assert.equal((await request(`${proxy.url}/via`)).headers.via, '2 switchyard', 'the answer came over HTTP/2');
+    assert.equal(up.sessions.length, 1, 'every request on one session');
   });
 
   it('https:// with http2: ALPN h2, the certificate verified', async () => {

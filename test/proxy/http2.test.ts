@@ -52,6 +52,7 @@ describe('HTTP/2 to clients (TLS, ALPN h2)', () => {
             host: req.headers.host,
             proto: req.headers['x-forwarded-proto'],
             cookie: req.headers.cookie,
+            via: req.headers.via,
             te: req.headers['transfer-encoding'] ?? null,
             length: req.headers['content-length'] ?? null,
             body,
@@ -73,6 +74,7 @@ describe('HTTP/2 to clients (TLS, ALPN h2)', () => {
     assert.equal(seen.host, `localhost:${proxy.port}`, ':authority becomes Host');
     assert.equal(seen.proto, 'https');
     assert.equal(seen.cookie, 'c1=1; c2=2', 'cookie crumbs joined');
+    assert.equal(seen.via, '2 switchyard', 'Via names the version the request came in with');
     // A body of undeclared length goes chunked; a declared one keeps its length.
     const post = JSON.parse((await ask(s, { ':path': '/p', ':method': 'POST' }, 'x'.repeat(100_000))).body) as Record<
       string,
