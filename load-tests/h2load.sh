@@ -30,26 +30,9 @@ command -v h2load >/dev/null || missing+=" nghttp2-client"
 [ -d "$work/peers/node_modules/@fastify/http-proxy" ] || (cd "$work/peers" && echo '{"private":true}' > package.json &&
   npm i --silent --no-audit --no-fund fastify@5 @fastify/http-proxy@11 >/dev/null)
 
-# The backend: peers.sh's, when its config is at hand; else the same thing written here.
-[ -s "$work/www/64k" ] || head -c 49152 /dev/urandom | base64 -w 76 | head -c 65536 > "$work/www/64k"
-if [ -f "$(dirname "$shared")/nginx-backend.conf" ]; then
-  sed "s#@WWW@#$work/www#g; s#@WORK@#$work#g" "$(dirname "$shared")/nginx-backend.conf" > "$work/nginx-backend.conf"
-else
-  cat > "$work/nginx-backend.conf" <<EOF
-worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:9001 backlog=4096;
-    location = /small { default_type text/plain; return 200 "hello world\n"; }
-    location = /64k { root $work/www; default_type application/octet-stream; } } }
-EOF
-fi
-if ! { [ -s "$work/backend.pid" ] && kill -0 "$(cat "$work/backend.pid")" 2>/dev/null; }; then
-  taskset -c 0 nginx -c "$work/nginx-backend.conf" >/dev/null 2>&1 & sleep 0.7; fi
-
-[ -s "$work/cert.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-  -subj /CN=bench.example -addext subjectAltName=DNS:bench.example -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-chmod 600 "$work/key.pem"
+. "$root/load-tests/bench-lib.sh"
+start_backend
+make_cert
 
 # nginx 1.25.1+ says `http2 on;`, older ones `listen ... http2`.
 if nginx -V 2>&1 | grep -qE 'nginx/1\.(2[5-9]|[3-9][0-9])'; then h2listen="listen 127.0.0.1:9453 ssl; http2 on;"
@@ -84,21 +67,8 @@ specs=(nginx="9453:nginx -c $work/nginx-h2.conf"
   switchyard-nolog="9455:$cli --listen 127.0.0.1:9455 --config $root/load-tests/bench-nolog.yaml"
   fastify-http-proxy="9456:node $work/peers/peer-fastify-h2.js 9456 http://127.0.0.1:9001 @CERT@ @KEY@" "$@")
 
-cpu_ticks() { # utime+stime of a process and its descendants, in clock ticks
-  local t=0 p; for p in $(pstree -pT "$1" 2>/dev/null | grep -o '([0-9]\+)' | tr -d '()'); do
-    [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
-hz=$(getconf CLK_TCK)
 echo "HTTP/2 over TLS 1.3 (ALPN h2), h2load -c 50 -m 10; secs=$secs rounds=$rounds (proxy on CPU 1; backend + h2load on CPU 0)"
-names=() ports=() pids=()
-for spec in "${specs[@]}"; do
-  name=${spec%%=*} rest=${spec#*=} port=${rest%%:*} cmd=${rest#*:}
-  [ -n "$only" ] && [[ ",$only," != *",$name,"* ]] && continue
-  cmd=${cmd//@CERT@/$work/cert.pem}; cmd=${cmd//@KEY@/$work/key.pem}
-  setsid taskset -c 1 bash -c "exec $cmd" >"$work/h2-$name.log" 2>&1 & pid=$!
-  for _ in $(seq 50); do curl -skf --http2 -o /dev/null "https://127.0.0.1:$port/small" && break; sleep 0.2; done
-  names+=("$name") ports+=("$port") pids+=("$pid")
-done
-trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done' EXIT
+log_prefix=h2 curl_flags=--http2 start_proxies "${specs[@]}"
 
 # "DONE SECONDS" of h2load sending $3 requests to port $1, path $2; DONE says how many were not 2xx.
 # By count, not duration: h2load's -D waited forever on fastify's HTTP/2 server.
@@ -123,7 +93,7 @@ for path in "${paths[@]}"; do
       c1=$(cpu_ticks "$pid")
       [[ ${n:-} == *"("* ]] && echo "warning: $name $path: ${n#*(}" >&2
       n=${n%%(*}
-      cpr=$(awk -v d=$((c1-c0)) -v n="${n:-0}" -v hz="$hz" 'BEGIN{ if (n>0) printf "%.1f", d*1e6/hz/n; else print "n/a" }')
+      cpr=$(per_unit $((c1 - c0)) "$n")
       rows[$name$path]+="$(awk -v n="${n:-0}" -v t="${t:-0}" 'BEGIN{ if (t > 0) printf "%.0f", n/t; else print 0 }') $cpr|"
     done
   done
@@ -132,13 +102,11 @@ printf "%-20s %-7s %10s %13s %9s\n" proxy path "req/s" "cpu-us/req" "x nginx"
 for path in "${paths[@]}"; do
   declare -A med=()
   for name in "${names[@]}"; do
-    med[$name]=$(tr '|' '\n' <<<"${rows[$name$path]}" | sed '/^$/d' | sort -g -k2 \
-      | awk '{a[NR]=$0} END{print a[int((NR+1)/2)]}')
+    med[$name]=$(median "${rows[$name$path]}")
   done
   ng=$(cut -d' ' -f2 <<<"${med[nginx]:-0 0}")
   for name in "${names[@]}"; do
     read -r rps cpr <<<"${med[$name]}"
-    ratio=$(awk -v c="$cpr" -v g="$ng" 'BEGIN{ if (g+0>0 && c ~ /^[0-9.]+$/) printf "%.2f", c/g; else print "-" }')
-    printf "%-20s %-7s %10s %13s %9s\n" "$name" "$path" "$rps" "$cpr" "$ratio"
+    printf "%-20s %-7s %10s %13s %9s\n" "$name" "$path" "$rps" "$cpr" "$(ratio "$cpr" "$ng")"
   done
 done

@@ -24,26 +24,9 @@ mkdir -p "$work/www"
 command -v nginx >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
 (cd "$root" && npm run build --silent) || exit 1
 
-# The backend: peers.sh's, when its config is at hand; else the same thing written here.
-[ -s "$work/www/64k" ] || head -c 49152 /dev/urandom | base64 -w 76 | head -c 65536 > "$work/www/64k"
-if [ -f "$(dirname "$shared")/nginx-backend.conf" ]; then
-  sed "s#@WWW@#$work/www#g; s#@WORK@#$work#g" "$(dirname "$shared")/nginx-backend.conf" > "$work/nginx-backend.conf"
-else
-  cat > "$work/nginx-backend.conf" <<EOF
-worker_processes 1; daemon off; pid $work/backend.pid; error_log $work/backend.err warn;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:9001 backlog=4096;
-    location = /small { default_type text/plain; return 200 "hello world\n"; } } }
-EOF
-fi
-if ! { [ -s "$work/backend.pid" ] && kill -0 "$(cat "$work/backend.pid")" 2>/dev/null; }; then
-  taskset -c 0 nginx -c "$work/nginx-backend.conf" >/dev/null 2>&1 & sleep 0.7; fi
-
-# One certificate for every proxy: ECDSA P-256, as the issue's benchmark asks.
-[ -s "$work/cert.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-  -subj /CN=bench.example -addext subjectAltName=DNS:bench.example -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-chmod 600 "$work/key.pem"
+. "$root/load-tests/bench-lib.sh"
+start_backend
+make_cert
 
 cat > "$work/nginx-tls.conf" <<EOF
 worker_processes 1; daemon off; pid $work/nginx-tls.pid; error_log $work/nginx-tls.err warn;
@@ -65,21 +48,8 @@ specs=(nginx="9443:nginx -c $work/nginx-tls.conf"
   switchyard="9444:$cli --listen 127.0.0.1:9444"
   switchyard-nolog="9445:$cli --listen 127.0.0.1:9445 --config $root/load-tests/bench-nolog.yaml" "$@")
 
-cpu_ticks() { # utime+stime of a process and its descendants, in clock ticks
-  local t=0 p; for p in $(pstree -pT "$1" 2>/dev/null | grep -o '([0-9]\+)' | tr -d '()'); do
-    [ -r /proc/$p/stat ] && t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
-hz=$(getconf CLK_TCK)
 echo "TLS 1.3, ECDSA P-256, GET /small, a new connection per request; secs=$secs rounds=$rounds clients=$clients (proxy on CPU 1; backend + openssl s_time on CPU 0)"
-names=() ports=() pids=()
-for spec in "${specs[@]}"; do
-  name=${spec%%=*} rest=${spec#*=} port=${rest%%:*} cmd=${rest#*:}
-  [ -n "$only" ] && [[ ",$only," != *",$name,"* ]] && continue
-  cmd=${cmd//@CERT@/$work/cert.pem}; cmd=${cmd//@KEY@/$work/key.pem}
-  setsid taskset -c 1 bash -c "exec $cmd" >"$work/tls-$name.log" 2>&1 & pid=$!
-  for _ in $(seq 50); do curl -skf -o /dev/null "https://127.0.0.1:$port/small" && break; sleep 0.2; done
-  names+=("$name") ports+=("$port") pids+=("$pid")
-done
-trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done' EXIT
+log_prefix=tls curl_flags= start_proxies "${specs[@]}"
 
 # Connections made by $clients parallel s_time runs of $2 seconds against port $1 in mode $3.
 handshakes() {
@@ -100,7 +70,7 @@ for mode in -new -reuse; do
       c0=$(cpu_ticks "$pid")
       n=$(handshakes "${ports[$i]}" "$secs" "$mode")
       c1=$(cpu_ticks "$pid")
-      cpc=$(awk -v d=$((c1-c0)) -v n="$n" -v hz="$hz" 'BEGIN{ if (n>0) printf "%.1f", d*1e6/hz/n; else print "n/a" }')
+      cpc=$(per_unit $((c1 - c0)) "$n")
       rows[$name$mode]+="$(awk -v n="$n" -v s="$secs" 'BEGIN{printf "%.0f", n/s}') $cpc|"
     done
   done
@@ -109,13 +79,11 @@ printf "%-20s %-8s %12s %14s %9s\n" proxy mode "handshakes/s" "cpu-us/conn" "x n
 for mode in -new -reuse; do
   declare -A med=()
   for name in "${names[@]}"; do
-    med[$name]=$(tr '|' '\n' <<<"${rows[$name$mode]}" | sed '/^$/d' | sort -g -k2 \
-      | awk '{a[NR]=$0} END{print a[int((NR+1)/2)]}')
+    med[$name]=$(median "${rows[$name$mode]}")
   done
   ng=$(cut -d' ' -f2 <<<"${med[nginx]:-0 0}")
   for name in "${names[@]}"; do
     read -r hs cpc <<<"${med[$name]}"
-    ratio=$(awk -v c="$cpc" -v g="$ng" 'BEGIN{ if (g+0>0 && c ~ /^[0-9.]+$/) printf "%.2f", c/g; else print "-" }')
-    printf "%-20s %-8s %12s %14s %9s\n" "$name" "${mode#-}" "$hs" "$cpc" "$ratio"
+    printf "%-20s %-8s %12s %14s %9s\n" "$name" "${mode#-}" "$hs" "$cpc" "$(ratio "$cpc" "$ng")"
   done
 done
