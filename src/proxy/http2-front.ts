@@ -14,6 +14,7 @@ import * as http2 from 'node:http2';
 import type * as net from 'node:net';
 import { BadRequestError, BodyTooLargeError, HeadersTooLargeError, SwitchyardError } from '../errors';
 import { errorResponse } from '../http1/error-response';
+import { addField, addHeadFields, CONNECTION_SPECIFIC } from '../http1/http2-fields';
 import { ClientRequest, type RequestConnection } from './client-request';
 import type { TlsSession } from './client-transport';
 import type { ProxyHandler } from './handler';
@@ -28,9 +29,6 @@ const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM, NGHTTP2_ENHANCE_YOUR_CA
  * upstream already. Browsers and gRPC clients cancel far fewer.
  */
 const MAX_RESETS_PER_SECOND = 200;
-
-/** Response fields HTTP/2 forbids (RFC 9113 §8.2.2): dropped from the upstream's head. */
-const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
 
 /** What a session's streams share: the connection they came on, and the listener's handler. */
 interface SessionInfo {
@@ -256,17 +254,9 @@ class StreamConnection implements RequestConnection {
   writeResponseHead(head: string): void {
     const stream = this.stream;
     if (stream.destroyed || stream.headersSent) return;
-    const lines = head.split('\r\n');
-    const status = Number(lines[0].split(' ', 2)[1]);
-    const fields: http2.OutgoingHttpHeaders = { ':status': status };
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i];
-      if (line === '') break;
-      const colon = line.indexOf(':');
-      const name = line.slice(0, colon).toLowerCase();
-      if (CONNECTION_SPECIFIC.has(name)) continue;
-      addField(fields, name, line.slice(colon + 1).trim());
-    }
+    const fields: http2.OutgoingHttpHeaders = {};
+    const statusLine = addHeadFields(head, fields, CONNECTION_SPECIFIC);
+    fields[':status'] = Number(statusLine.split(' ', 2)[1]);
     try {
       // A head with grpc-status is gRPC's "trailers-only" answer (an error, the proxy's own or
       // the upstream's): it ends the stream, as gRPC clients expect.
@@ -342,9 +332,4 @@ class StreamConnection implements RequestConnection {
   destroy(): void {
     if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
   }
-}
-
-function addField(fields: http2.OutgoingHttpHeaders, name: string, value: string): void {
-  const had = fields[name];
-  fields[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [String(had), value];
 }

@@ -30,8 +30,7 @@ const STREAMS_BEFORE_SETTINGS = 100;
 /** One HTTP/2 connection to the member, and how many of its streams are in use. */
 export class UpstreamSession implements StreamSession {
   active = 0;
-  /** The member's SETTINGS arrived: `limit` is its own. */
-  settled = false;
+  /** STREAMS_BEFORE_SETTINGS until the member's SETTINGS say how many it allows. */
   limit = STREAMS_BEFORE_SETTINGS;
   /** No new streams: GOAWAY came, the socket failed, or the pool closed. */
   closing = false;
@@ -186,7 +185,6 @@ export class Http2Pool implements MemberConnections {
       s.onConnect();
     });
     session.on('remoteSettings', (settings: http2.Settings) => {
-      s.settled = true;
       s.limit = Math.max(1, Math.min(settings.maxConcurrentStreams ?? STREAMS_BEFORE_SETTINGS, 10_000));
       this.dispatch();
     });

@@ -22,22 +22,15 @@ import {
   type SwitchyardError,
 } from '../errors';
 import { releaseBody, type BodyTarget, type RequestBody } from '../io/body';
+import { addHeadFields, CONNECTION_SPECIFIC } from '../http1/http2-fields';
 import type { BodyFraming, ConnectionTimeouts, ResponseSink, UpstreamChannel } from './connection';
 import { ExchangePhase, retryHint, RetryHint } from './exchange-phase';
 import type { UpstreamTarget } from './target';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = http2.constants;
 
-/** Fields HTTP/2 forbids in a request (RFC 9113 §8.2.2); TE is sent as "trailers" only. */
-const CONNECTION_SPECIFIC = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'upgrade',
-  'te',
-  'http2-settings',
-]);
+/** Left out of a request to an HTTP/2 upstream: connection-specific fields (RFC 9113 §8.2.2); TE is sent as "trailers" only. */
+const NOT_FORWARDED: ReadonlySet<string> = new Set([...CONNECTION_SPECIFIC, 'te', 'http2-settings']);
 
 /** gRPC's timeout units (PROTOCOL-HTTP2.md): hours, minutes, seconds, milli-, micro-, nanoseconds. */
 const GRPC_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000_001 };
@@ -271,33 +264,26 @@ export function requestFields(
   head: string,
   scheme: 'http' | 'https',
 ): { fields: http2.OutgoingHttpHeaders; grpcTimeout: number | null } {
-  const lines = head.split('\r\n');
-  const first = lines[0];
-  const sp1 = first.indexOf(' ');
-  const sp2 = first.lastIndexOf(' ');
   const fields: http2.OutgoingHttpHeaders = {
-    ':method': first.slice(0, sp1),
-    ':path': first.slice(sp1 + 1, sp2),
     ':scheme': scheme,
     // Trailers are relayed (gRPC's status travels in them).
     te: 'trailers',
   };
-  let grpcTimeout: number | null = null;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
-    if (line === '') break;
-    const colon = line.indexOf(':');
-    const name = line.slice(0, colon).toLowerCase();
-    const value = line.slice(colon + 1).trim();
-    if (name === 'host') {
-      fields[':authority'] = value;
-      continue;
-    }
-    if (CONNECTION_SPECIFIC.has(name)) continue;
-    if (name === 'grpc-timeout') grpcTimeout = parseGrpcTimeout(value);
-    const had = fields[name];
-    fields[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [String(had), value];
+  const first = addHeadFields(head, fields, NOT_FORWARDED);
+  const sp1 = first.indexOf(' ');
+  fields[':method'] = first.slice(0, sp1);
+  fields[':path'] = first.slice(sp1 + 1, first.lastIndexOf(' '));
+  // The handler's head has exactly one Host: HTTP/2 carries it as :authority.
+  const host = fields.host;
+  if (host !== undefined) {
+    fields[':authority'] = host;
+    delete fields.host;
   }
+  const timeout = fields['grpc-timeout'];
+  const grpcTimeout =
+    timeout === undefined
+      ? null
+      : parseGrpcTimeout(String(Array.isArray(timeout) ? timeout[timeout.length - 1] : timeout));
   return { fields, grpcTimeout };
 }
 
