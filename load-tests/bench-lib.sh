@@ -57,3 +57,19 @@ median() { tr '|' '\n' <<<"$1" | sed '/^$/d' | sort -g -k2 | awk '{a[NR]=$0} END
 
 # CPU $1 as a ratio to nginx's $2 ("-" when either is missing).
 ratio() { awk -v c="$1" -v g="$2" 'BEGIN{ if (g+0>0 && c ~ /^[0-9.]+$/) printf "%.2f", c/g; else print "-" }'; }
+
+# One row per proxy and key ("$@": paths, modes...): the median round of rows[NAMEKEY] ("RATE
+# CPU|..."), and its CPU as a ratio to nginx's for the same key. $fmt formats a row from name,
+# key (a leading "-" dropped), rate, CPU and ratio.
+print_medians() {
+  local key name rate cpu ng
+  declare -A med=()
+  for key in "$@"; do
+    for name in "${names[@]}"; do med[$name]=$(median "${rows[$name$key]}"); done
+    ng=$(cut -d' ' -f2 <<<"${med[nginx]:-0 0}")
+    for name in "${names[@]}"; do
+      read -r rate cpu <<<"${med[$name]}"
+      printf "$fmt" "$name" "${key#-}" "$rate" "$cpu" "$(ratio "$cpu" "$ng")"
+    done
+  done
+}

@@ -98,15 +98,6 @@ for path in "${paths[@]}"; do
     done
   done
 done
-printf "%-20s %-7s %10s %13s %9s\n" proxy path "req/s" "cpu-us/req" "x nginx"
-for path in "${paths[@]}"; do
-  declare -A med=()
-  for name in "${names[@]}"; do
-    med[$name]=$(median "${rows[$name$path]}")
-  done
-  ng=$(cut -d' ' -f2 <<<"${med[nginx]:-0 0}")
-  for name in "${names[@]}"; do
-    read -r rps cpr <<<"${med[$name]}"
-    printf "%-20s %-7s %10s %13s %9s\n" "$name" "$path" "$rps" "$cpr" "$(ratio "$cpr" "$ng")"
-  done
-done
+fmt="%-20s %-7s %10s %13s %9s\n"
+printf "$fmt" proxy path "req/s" "cpu-us/req" "x nginx"
+print_medians "${paths[@]}"

@@ -75,15 +75,6 @@ for mode in -new -reuse; do
     done
   done
 done
-printf "%-20s %-8s %12s %14s %9s\n" proxy mode "handshakes/s" "cpu-us/conn" "x nginx"
-for mode in -new -reuse; do
-  declare -A med=()
-  for name in "${names[@]}"; do
-    med[$name]=$(median "${rows[$name$mode]}")
-  done
-  ng=$(cut -d' ' -f2 <<<"${med[nginx]:-0 0}")
-  for name in "${names[@]}"; do
-    read -r hs cpc <<<"${med[$name]}"
-    printf "%-20s %-8s %12s %14s %9s\n" "$name" "${mode#-}" "$hs" "$cpc" "$(ratio "$cpc" "$ng")"
-  done
-done
+fmt="%-20s %-8s %12s %14s %9s\n"
+printf "$fmt" proxy mode "handshakes/s" "cpu-us/conn" "x nginx"
+print_medians -new -reuse
