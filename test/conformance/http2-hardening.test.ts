@@ -17,7 +17,7 @@ import {
   rstStream,
   settings,
 } from '../support/h2-frames';
-import { httpUpstream, onCleanup, startProxyListeners, waitFor } from '../support/helpers';
+import { httpUpstream, onCleanup, pump, startProxyListeners, waitFor } from '../support/helpers';
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR, NGHTTP2_PROTOCOL_ERROR, NGHTTP2_REFUSED_STREAM } =
   http2.constants;
@@ -187,22 +187,11 @@ describe('HTTP/2 hardening (raw frames)', () => {
   }
 
   it('a zero-window stall holds the upstream back, and timeouts.idle ends the stream', async () => {
-    let written = 0;
+    let written = (): number => 0;
     let upstreamClosed = false;
     const { port } = await setup({ timeouts: { idle: 500 } }, (_req, res) => {
       res.on('close', () => (upstreamClosed = true));
-      const chunk = Buffer.alloc(64 * 1024, 97);
-      const pump = (): void => {
-        while (written < 256 * 1024 * 1024) {
-          written += chunk.length;
-          if (!res.write(chunk)) {
-            res.once('drain', pump);
-            return;
-          }
-        }
-        res.end();
-      };
-      pump();
+      written = pump(res, 256 * 1024 * 1024, { end: true });
     });
     const c = await raw(port);
     // SETTINGS_INITIAL_WINDOW_SIZE 0: the proxy may send this stream no DATA at all.
@@ -210,7 +199,7 @@ describe('HTTP/2 hardening (raw frames)', () => {
     c.write(getRequest(1));
     await waitFor(() => c.resets().has(1));
     assert.ok(upstreamClosed, "the upstream's response was abandoned");
-    assert.ok(written < 32 * 1024 * 1024, `the upstream wrote ${written} bytes for a client that can take none`);
+    assert.ok(written() < 32 * 1024 * 1024, `the upstream wrote ${written()} bytes for a client that can take none`);
     assert.ok(!c.frames.some((f) => f.type === FrameType.Data && f.stream === 1 && f.payload.length > 0));
     await stillServes(port);
   });

@@ -15,6 +15,7 @@ import {
   FIXTURES,
   httpUpstream,
   onCleanup,
+  pump,
   request,
   resolveConfig,
   startProxy,
@@ -302,21 +303,10 @@ describe('HTTP/2 to upstreams', () => {
   });
 
   it('a slow client reader holds the upstream stream back instead of buffering it (flow control)', async () => {
-    let written = 0;
+    let written = (): number => 0;
     const up = await h2Upstream((stream) => {
       stream.respond({ ':status': 200 });
-      const chunk = Buffer.alloc(64 * 1024, 97);
-      const pump = (): void => {
-        while (written < 64 * 1024 * 1024 && !stream.destroyed) {
-          written += chunk.length;
-          if (!stream.write(chunk)) {
-            stream.once('drain', pump);
-            return;
-          }
-        }
-        stream.end();
-      };
-      pump();
+      written = pump(stream, 64 * 1024 * 1024, { end: true, stop: () => stream.destroyed });
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
     const res = await new Promise<http.IncomingMessage>((ok) =>
@@ -324,10 +314,10 @@ describe('HTTP/2 to upstreams', () => {
     );
     res.pause();
     await new Promise((r) => setTimeout(r, 300));
-    const stalled = written;
+    const stalled = written();
     await new Promise((r) => setTimeout(r, 300));
-    assert.equal(written, stalled, 'the upstream stopped writing while the client read nothing');
-    assert.ok(written < 16 * 1024 * 1024, `upstream wrote ${written} bytes to a client that read none`);
+    assert.equal(written(), stalled, 'the upstream stopped writing while the client read nothing');
+    assert.ok(written() < 16 * 1024 * 1024, `upstream wrote ${written()} bytes to a client that read none`);
     res.destroy();
   });
 

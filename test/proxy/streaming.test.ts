@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { delay, httpUpstream, startProxy } from '../support/helpers';
+import { delay, httpUpstream, pump, startProxy } from '../support/helpers';
 
 const MiB = 1024 * 1024;
 
@@ -126,7 +126,6 @@ describe('streaming', () => {
       req.pause();
     });
     const proxy = await startProxy({ upstreams: [{ url: up.url }] });
-    let accepted = 0;
     let stop = false;
     const req = http.request(`${proxy.url}/up`, {
       method: 'POST',
@@ -134,20 +133,10 @@ describe('streaming', () => {
       headers: { 'content-length': String(512 * MiB) },
     });
     req.on('error', () => undefined);
-    const chunk = Buffer.alloc(64 * 1024);
-    const pump = (): void => {
-      while (!stop && accepted < 512 * MiB) {
-        accepted += chunk.length;
-        if (!req.write(chunk)) {
-          req.once('drain', pump);
-          return;
-        }
-      }
-    };
-    pump();
+    const accepted = pump(req, 512 * MiB, { stop: () => stop });
     await delay(1500);
     stop = true;
-    assert.ok(accepted < BOUND, `proxy accepted ${accepted} bytes that the upstream never read`);
+    assert.ok(accepted() < BOUND, `proxy accepted ${accepted()} bytes that the upstream never read`);
     req.destroy();
   });
 

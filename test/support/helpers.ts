@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { Writable } from 'node:stream';
 import pino from 'pino';
 import { resolveParsed, validate, type ResolvedConfig } from '../../src/config/load';
 import { parseHostPort } from '../../src/config/schema';
@@ -194,6 +195,33 @@ export async function closedPort(): Promise<number> {
   const port = (s.address() as net.AddressInfo).port;
   await new Promise((r) => s.close(r));
   return port;
+}
+
+/**
+ * Writes 64 KiB chunks to `out` as fast as it takes them, waiting for 'drain' whenever it asks to,
+ * until `total` bytes are written or `stop()` says enough; then ends it when `end`. Returns the
+ * count of bytes written so far, to be read at any time: what backpressure let through.
+ */
+export function pump(
+  out: Writable,
+  total: number,
+  options: { end?: boolean; stop?: () => boolean } = {},
+): () => number {
+  const chunk = Buffer.alloc(64 * 1024, 97);
+  let written = 0;
+  const more = (): void => {
+    while (written < total) {
+      if (options.stop?.() === true) return;
+      written += chunk.length;
+      if (!out.write(chunk)) {
+        out.once('drain', more);
+        return;
+      }
+    }
+    if (options.end === true) out.end();
+  };
+  more();
+  return () => written;
 }
 
 export function delay(ms: number): Promise<void> {
