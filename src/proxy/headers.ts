@@ -9,6 +9,7 @@
  */
 import { BlockList, isIPv4 } from 'node:net';
 import { httpDate } from '../http1/date';
+import { CONNECTION_SPECIFIC } from '../http1/http2-fields';
 
 /** The fields either direction treats specially; every other name is copied as it came. */
 const enum Field {
@@ -361,19 +362,15 @@ export function buildResponseHead(
  * framing, routing and per-connection ones, which a recipient would otherwise act on after the
  * body it already framed.
  */
-const NOT_IN_TRAILERS = new Set([
-  'connection',
+const NOT_IN_TRAILERS: ReadonlySet<string> = new Set([
+  ...CONNECTION_SPECIFIC,
   'content-encoding',
   'content-length',
   'content-range',
   'content-type',
   'host',
-  'keep-alive',
-  'proxy-connection',
   'te',
   'trailer',
-  'transfer-encoding',
-  'upgrade',
 ]);
 
 /** An upstream's trailer fields (name, value, ...) less those that may not be relayed. */
