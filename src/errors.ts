@@ -2,6 +2,8 @@
  * Every failure switchyard reports has a stable code (never reused, never renamed) and the HTTP
  * status a client should see for it. Logs and tests match on `code`, never on message text.
  */
+import { STATUS_CODES } from 'node:http';
+
 export class SwitchyardError extends Error {
   readonly code: string;
   readonly status: number;
@@ -194,6 +196,37 @@ export class ClientAbortedError extends SwitchyardError {
   }
 }
 
+/** An injected fault answered with the status it names (docs/load-testing.md). */
+export class FaultAbortError extends SwitchyardError {
+  constructor(status: number) {
+    super('SWY_ERR_FAULT_ABORT', status, `an injected fault answered ${status}`);
+  }
+}
+
+/**
+ * An injected fault cut the client connection: reset it, or closed it after part of the body.
+ * Nothing more is sent; the access log and metrics show 444 (nginx's "closed without a
+ * response") unless the upstream's head had gone out.
+ */
+export abstract class FaultCutError extends SwitchyardError {
+  /** Reset (RST) rather than closed once what was written is out. */
+  abstract readonly reset: boolean;
+}
+
+export class FaultResetError extends FaultCutError {
+  readonly reset = true;
+  constructor() {
+    super('SWY_ERR_FAULT_RESET', 444, 'an injected fault reset the connection');
+  }
+}
+
+export class FaultPartialError extends FaultCutError {
+  readonly reset = false;
+  constructor() {
+    super('SWY_ERR_FAULT_PARTIAL', 444, 'an injected fault cut the response body');
+  }
+}
+
 /** Map any thrown value to a SwitchyardError, so the fail phase has one shape to handle. */
 export function toSwitchyardError(err: unknown): SwitchyardError {
   if (err instanceof SwitchyardError) return err;
@@ -243,7 +276,12 @@ export const STATUS_TEXT: Readonly<Record<number, string>> = {
  * The body of every answer switchyard gives itself: the status and the stable code, and for a
  * 404 which request found no route (the operator's first question). Nothing internal.
  */
+/** The reason phrase for a status: ours, else Node's list (an injected fault may name any). */
+export function statusText(status: number): string {
+  return STATUS_TEXT[status] ?? STATUS_CODES[status] ?? 'Error';
+}
+
 export function errorBody(err: SwitchyardError): string {
   const detail = err.status === 404 ? `: ${err.message}` : '';
-  return `${err.status} ${STATUS_TEXT[err.status] ?? 'Error'} (${err.code})${detail}\n`;
+  return `${err.status} ${statusText(err.status)} (${err.code})${detail}\n`;
 }

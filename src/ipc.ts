@@ -3,7 +3,7 @@
  * once, pool membership and health whenever they change, and later asks it to drain; a worker
  * reports when it listens, and the upstream failures it sees. Nothing else crosses.
  */
-import type { ResolvedConfig } from './config/load';
+import type { FaultEntry, ResolvedConfig } from './config/load';
 import type { MembershipSnapshot } from './upstream/membership';
 
 /**
@@ -25,7 +25,11 @@ export type PrimaryMessage =
       ticketKeys: string;
       /** Certificates and challenges the ACME manager holds now. */
       acme: AcmeUpdate[];
+      /** The faults injected now (config and admin API). */
+      faults: FaultEntry[];
     }
+  /** The whole fault table replaces the last: apply, then answer swy:faults-applied with the same id. */
+  | { type: 'swy:faults'; id: number; faults: FaultEntry[] }
   /** Apply, then answer swy:acme-applied with the same id. */
   | { type: 'swy:acme'; id: number; update: AcmeUpdate }
   /** The answer to swy:acme-wanted: every worker serves a certificate for `name` now, or `error` says why not. */
@@ -48,6 +52,7 @@ export type WorkerMessage =
   /** The worker cannot run; `exitCode` 2 when the cause is the configuration or the environment (a port in use). */
   | { type: 'swy:fatal'; message: string; exitCode?: number }
   | { type: 'swy:acme-applied'; id: number }
+  | { type: 'swy:faults-applied'; id: number }
   /** A handshake asked for `name` and no certificate serves it: obtain one on demand, if allowed. */
   | { type: 'swy:acme-wanted'; name: string }
   /** A request to this member failed in a way the passive health check counts. */

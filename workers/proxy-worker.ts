@@ -64,7 +64,7 @@ process.on('message', (message: unknown) => {
   if (!isPrimaryMessage(message)) return;
   switch (message.type) {
     case 'swy:start': {
-      const { config, demo, members, ticketKeys, acme } = message;
+      const { config, demo, members, ticketKeys, acme, faults } = message;
       const id = cluster.worker?.id ?? 0;
       // `ps` and `top` tell the workers apart, as they tell the primary (supervisor.ts).
       nameProcess(`switchyard: worker ${id}`, `switchyard-w${id}`);
@@ -103,7 +103,9 @@ process.on('message', (message: unknown) => {
           ...(demo ? { extraRequestHeaders: `X-Switchyard-Worker: ${id} (pid ${process.pid})\r\n` } : {}),
           ticketKeys: Buffer.from(ticketKeys, 'base64'),
           requestCertificate: (name) => send({ type: 'swy:acme-wanted', name }),
+          workerIndex: Number(process.env.SWITCHYARD_WORKER_INDEX ?? 0),
         });
+        server.applyFaults(faults);
         for (const update of acme) server.acme?.apply(update);
       } catch (err) {
         send({ type: 'swy:fatal', message: (err as Error).message });
@@ -155,6 +157,10 @@ process.on('message', (message: unknown) => {
         logger?.error({ err: errField(err) }, 'acme: an update from the primary did not apply');
       }
       send({ type: 'swy:acme-applied', id: message.id });
+      break;
+    case 'swy:faults':
+      server?.applyFaults(message.faults);
+      send({ type: 'swy:faults-applied', id: message.id });
       break;
     case 'swy:acme-answer':
       server?.acme?.answered(message.name, message.error);

@@ -19,6 +19,7 @@ import {
   TransformSchema,
   type Config,
   type CompressConfig,
+  type FaultConfig,
   type MemberConfig,
   type PoolConfig,
   type RouteConfig,
@@ -116,6 +117,21 @@ export function loadConfig(file: string | undefined, overrides: ConfigOverrides 
   return resolved;
 }
 
+/** One fault as every worker applies it: from a route's `faults`, or set through the admin API. */
+export interface FaultEntry {
+  readonly name: string;
+  /** The index of the route it is limited to; null for every route. */
+  readonly route: number | null;
+  readonly spec: FaultConfig;
+}
+
+/** The faults the routes configure, in order. */
+export function configFaults(config: ResolvedConfig): FaultEntry[] {
+  return config.routes.flatMap((r, i) =>
+    Object.entries(r.faults ?? {}).map(([name, spec]) => ({ name, route: i, spec })),
+  );
+}
+
 /** A validated config resolved across its keys (listeners, routes, acme) and frozen. */
 export function resolveParsed(config: Config, base: string, source: string, workerCount: number): ResolvedConfig {
   const { listeners, warnings } = resolveListeners(config, base, source);
@@ -176,11 +192,31 @@ export function routing(
       );
     routes = names.length === 1 ? [{ match: {}, pool: names[0], rewriteLocation: false }] : [];
   }
+  const poolNames = names.length === 0 ? '(none configured)' : names.join(', ');
+  const routeNames = new Map<string, number>();
+  const faultNames = new Map<string, number>();
   routes.forEach((r, i) => {
-    if (pools[r.pool] === undefined) {
-      fail(
-        `routes[${i}].pool: got ${JSON.stringify(r.pool)}; expected the name of a pool: ${names.length === 0 ? '(none configured)' : names.join(', ')}`,
-      );
+    if (pools[r.pool] === undefined)
+      fail(`routes[${i}].pool: got ${JSON.stringify(r.pool)}; expected the name of a pool: ${poolNames}`);
+    if (r.mirror !== undefined && pools[r.mirror.pool] === undefined)
+      fail(`routes[${i}].mirror.pool: got ${JSON.stringify(r.mirror.pool)}; expected the name of a pool: ${poolNames}`);
+    if (r.name !== undefined) {
+      const other = routeNames.get(r.name);
+      if (other !== undefined)
+        fail(`routes[${i}].name: got ${JSON.stringify(r.name)}; expected a name no other route has (routes[${other}])`);
+      routeNames.set(r.name, i);
+    }
+    for (const [name, fault] of Object.entries(r.faults ?? {})) {
+      if (fault.route !== undefined)
+        fail(
+          `routes[${i}].faults.${name}.route: got ${JSON.stringify(fault.route)}; expected nothing (a route's faults are its own)`,
+        );
+      const other = faultNames.get(name);
+      if (other !== undefined)
+        fail(
+          `routes[${i}].faults.${name}: got a second fault of that name; expected names unique across routes (routes[${other}])`,
+        );
+      faultNames.set(name, i);
     }
   });
   if (routes.length > 0 && names.length === 0) fail('pools: got nothing; expected at least one pool for the routes');
@@ -215,6 +251,11 @@ export function validate(raw: unknown, source = 'config'): Config {
   if (result.success) return result.data;
   const lines = result.error.issues.map(formatIssue);
   throw new ConfigError(`invalid configuration (${source}):\n  ${lines.join('\n  ')}`);
+}
+
+/** Schema errors as config errors word them (key: got VALUE; expected WHAT), under `prefix`. */
+export function describeIssues(error: z.ZodError, prefix: PropertyKey[] = []): string[] {
+  return error.issues.map((issue) => formatIssue({ ...issue, path: [...prefix, ...issue.path] }));
 }
 
 function formatIssue(issue: z.core.$ZodIssue): string {

@@ -383,6 +383,177 @@ export const HstsSchema = z.union([
   }),
 ]);
 
+/** A fault's or a record's name: it labels metrics and access log marks, and names it in the admin API. */
+export const FAULT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const faultName = z.string().regex(FAULT_NAME, 'expected a name of 1 to 64 letters, digits, _ . -');
+const percent = (what: string) =>
+  z.number().min(0).max(100).default(100).describe(`${what}, in percent (0 to 100; fractions allowed).`);
+
+/** What a fault injects: exactly one kind each. */
+export const FAULT_KINDS = ['delay', 'abort', 'bandwidth', 'partial', 'stall'] as const;
+
+/**
+ * One injected fault (docs/load-testing.md): the same shape in a route's `faults` and in the admin
+ * API's `PUT /faults/NAME`.
+ */
+export const FaultSchema = z
+  .strictObject({
+    percent: percent('Share of the matching requests the fault hits'),
+    route: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "Only requests served by the route with this `name`. A fault under a route's `faults` is that route's. Default: every route.",
+      ),
+    match: z
+      .strictObject({
+        path: z
+          .string()
+          .startsWith('/')
+          .optional()
+          .describe('Path prefix, on whole segments (as a route matches it). Default: any.'),
+        method: oneOrMany(z.string().regex(/^[A-Z]+$/, 'expected an upper-case method such as GET'))
+          .optional()
+          .describe('Methods. Default: any.'),
+        header: z
+          .record(headerName, z.string())
+          .optional()
+          .describe('Fields that must be present with exactly this value ("*": any value). Default: none.'),
+      })
+      .optional()
+      .describe('Which requests the fault may hit; every given condition must hold. Default: all.'),
+    side: z
+      .enum(['request', 'response'])
+      .optional()
+      .describe(
+        'request: before the upstream is called (it never sees the request); response: once the upstream answered, on its answer. Default: request for delay, abort and stall; response for bandwidth and partial, which only apply there.',
+      ),
+    delay: z
+      .union([
+        ms('A fixed delay'),
+        z
+          .strictObject({
+            p50: ms('Median delay'),
+            p99: ms('99th percentile delay'),
+          })
+          .refine((d) => d.p99 >= d.p50, { message: 'expected p99 >= p50', path: ['p99'] }),
+      ])
+      .optional()
+      .describe(
+        'Hold the request (or the response head) this long: milliseconds, or `{ p50, p99 }` for delays drawn from the log-normal distribution with that median and 99th percentile.',
+      ),
+    abort: z
+      .strictObject({
+        status: z.number().int().min(200).max(599).optional().describe('Answer with this status, from the proxy.'),
+        reset: z.literal(true).optional().describe('Reset the client connection (TCP RST; RST_STREAM over HTTP/2).'),
+      })
+      .refine((a) => (a.status === undefined) !== (a.reset === undefined), {
+        message: 'expected exactly one of `status` or `reset: true`',
+      })
+      .optional()
+      .describe('Answer with a status of your choice, or reset the connection, instead of the upstream answer.'),
+    bandwidth: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe('Send the response body at most this fast, in bytes per second.'),
+    partial: z
+      .strictObject({
+        bytes: z.number().int().min(0).describe('Body bytes sent before the connection is cut.'),
+      })
+      .optional()
+      .describe('Send the response head and this much of the body, then cut the connection.'),
+    stall: z
+      .literal(true)
+      .optional()
+      .describe(
+        "Withhold the upstream's answer until the proxy's own timeout: on the request side, no head within `timeouts.responseHeader` (504); on the response side, the head, then no body within `timeouts.idle` (the connection is cut).",
+      ),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 32 - 1)
+      .optional()
+      .describe(
+        'Seed of the random source that decides hits and draws delays, for repeatable runs (each worker adds its index). Default: unseeded.',
+      ),
+  })
+  .refine((f) => FAULT_KINDS.filter((k) => f[k] !== undefined).length === 1, {
+    message: `expected exactly one of ${FAULT_KINDS.join(', ')}`,
+  })
+  .refine((f) => f.side !== 'request' || (f.bandwidth === undefined && f.partial === undefined), {
+    message: 'expected side: response (bandwidth and partial act on the response body)',
+    path: ['side'],
+  });
+
+export const MirrorSchema = z.strictObject({
+  pool: z.string().min(1).describe('The shadow pool (under `pools`) that gets the copies.'),
+  percent: percent("Share of the route's requests copied"),
+  maxBodySize: z
+    .number()
+    .int()
+    .min(0)
+    .max(64 * 1024 * 1024)
+    .default(64 * 1024)
+    .describe(
+      'Request bodies up to this are copied, in bytes; a request with a larger body is not mirrored (counted).',
+    ),
+  maxInFlight: z
+    .number()
+    .int()
+    .min(1)
+    .max(100_000)
+    .default(64)
+    .describe(
+      'Mirrored requests under way at once, per worker; past it, a copy is dropped and counted, never queued behind the main traffic.',
+    ),
+  timeout: ms(
+    'Time one mirrored exchange may take from start to the end of its answer; past it, it is abandoned',
+  ).default(10_000),
+  compare: z
+    .strictObject({
+      headers: z.array(headerName).default([]).describe('Response fields compared besides the status.'),
+      body: z.boolean().default(true).describe('Compare a SHA-256 of the response bodies.'),
+    })
+    .optional()
+    .describe(
+      "Compare the shadow's answer with the main one; mismatches are counted per route and logged with both request ids and a short diff. Default: no comparison.",
+    ),
+});
+
+export const RecordSchema = z.strictObject({
+  file: z
+    .string()
+    .min(1)
+    .describe(
+      'JSON-lines file; each worker writes its own, with its number before the extension (traffic.jsonl → traffic.1.jsonl).',
+    ),
+  percent: percent("Share of the route's exchanges recorded"),
+  maxBodySize: z
+    .number()
+    .int()
+    .min(0)
+    .max(16 * 1024 * 1024)
+    .default(64 * 1024)
+    .describe('Request body bytes kept per exchange (base64); longer bodies are cut and marked.'),
+  redact: z
+    .array(headerName)
+    .default([])
+    .describe(
+      'Fields whose values are replaced by "[redacted]", besides Authorization, Cookie, Set-Cookie and Proxy-Authorization.',
+    ),
+  maxFileSize: z
+    .number()
+    .int()
+    .min(4096)
+    .default(64 * 1024 * 1024)
+    .describe('A file past this size is rotated: renamed with .1 added (older ones move up), and a new one begun.'),
+  keep: z.number().int().min(0).max(1000).default(5).describe('Rotated files kept per worker.'),
+});
+
 export const RouteSchema = z.strictObject({
   match: z
     .strictObject({
@@ -437,6 +608,21 @@ export const RouteSchema = z.strictObject({
     .describe(
       'Compress responses with gzip or Brotli for clients that accept it: true for the defaults, or settings. Default: off.',
     ),
+  name: faultName
+    .optional()
+    .describe(
+      "The route's name: live faults select it by `route`, and mirror and record metrics carry it. Default: its index.",
+    ),
+  faults: z
+    .record(faultName, FaultSchema)
+    .optional()
+    .describe("Faults injected into this route's traffic, by name (docs/load-testing.md). Default: none."),
+  mirror: MirrorSchema.optional().describe(
+    'Copy a share of the requests to a shadow pool, whose answers never reach the client. Default: off.',
+  ),
+  record: RecordSchema.optional().describe(
+    'Record a share of the exchanges to a JSON-lines file, for `switchyard replay`. Default: off.',
+  ),
 });
 
 export const CertificateSchema = z.strictObject({
@@ -619,6 +805,12 @@ export const ConfigSchema = z.strictObject({
       'Which pool serves a request; the first route that matches wins, in order. Default: everything to the only pool.',
     ),
   preserveHost: z.boolean().default(false).describe("Forward the client's Host header instead of the upstream's host."),
+  faultHeaders: z
+    .boolean()
+    .default(false)
+    .describe(
+      "Honour X-Switchyard-Fault-Delay, -Abort and -Bandwidth request fields from `trustedProxies` clients (docs/load-testing.md); everyone else's are ignored.",
+    ),
   trustedProxies: z
     .array(cidr)
     .default([])
@@ -794,6 +986,9 @@ export type UpstreamConfig = z.infer<typeof UpstreamSchema>;
 export type MemberConfig = z.infer<typeof MemberSchema>;
 export type PoolConfig = z.infer<typeof PoolSchema>;
 export type RouteConfig = z.infer<typeof RouteSchema>;
+export type FaultConfig = z.infer<typeof FaultSchema>;
+export type MirrorConfig = z.infer<typeof MirrorSchema>;
+export type RecordConfig = z.infer<typeof RecordSchema>;
 export type HeaderOps = z.infer<typeof HeaderOpsSchema>;
 export type HealthCheckConfig = z.infer<typeof HealthCheckSchema>;
 export type DnsConfig = z.infer<typeof DnsSchema>;

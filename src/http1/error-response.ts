@@ -2,7 +2,7 @@
  * Every answer switchyard gives itself, whoever gives it: the handler's 404/502/503/504 and the
  * client connection's own 400/408/413/431 take the same status line, fields and body from here.
  */
-import { errorBody, STATUS_TEXT, type SwitchyardError } from '../errors';
+import { errorBody, statusText, type SwitchyardError } from '../errors';
 import { httpDate } from './date';
 
 export interface ErrorResponse {
@@ -20,7 +20,7 @@ export function errorResponse(err: SwitchyardError): ErrorResponse {
   else if (err.retryAfter !== null) extra = `Retry-After: ${err.retryAfter}\r\n`;
   return {
     status: err.status,
-    reason: STATUS_TEXT[err.status] ?? 'Error',
+    reason: statusText(err.status),
     headerLines: `${plainTextHeaders(Buffer.byteLength(body))}${extra}`,
     body,
   };

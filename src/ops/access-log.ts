@@ -54,6 +54,8 @@ export interface AccessEntry {
   /** HTTPS: the TLS version (TLSv1.3), and whether the session was resumed. */
   tls?: string | undefined;
   tlsResumed?: boolean | undefined;
+  /** Injected faults that hit the request, `name:kind,...`. */
+  fault?: string | undefined;
   referer: string | undefined;
   userAgent: string | undefined;
 }
@@ -148,6 +150,8 @@ export class AccessLog {
       if (e.error !== undefined) line += `,"error":"${e.error}"`;
       // A version string from OpenSSL (TLSv1.3): no quoting needed.
       if (e.tls !== undefined) line += `,"tls":"${e.tls}","tlsResumed":${e.tlsResumed === true}`;
+      // Fault and header names: letters, digits, _ . - (FAULT_NAME), and the kinds.
+      if (e.fault !== undefined) line += `,"fault":"${e.fault}"`;
       this.append(`${line}}\n`);
       return;
     }
@@ -257,6 +261,7 @@ function prettyLine(e: AccessEntry, worker: number): string {
   if (e.upstream !== undefined) line += ` ← ${e.upstream}`;
   if (e.error !== undefined) line += ` ${colour}${e.error}${RESET}`;
   if (e.tls !== undefined) line += ` ${DIM}${e.tls}${e.tlsResumed === true ? ' resumed' : ''}${RESET}`;
+  if (e.fault !== undefined) line += ` \x1b[35mfault ${e.fault}${RESET}`;
   return `${line} ${DIM}${e.remote ?? '-'} id=${e.reqId}${RESET}\n`;
 }
 

@@ -164,6 +164,7 @@ export class RequestMetrics {
   private readonly byUpstream = new Map<string, { classes: Array<{ value: number }>; timing: HistogramSeries }>();
   private readonly transforms: client.Counter<'outcome'>;
   private readonly accessLogErrors: client.Counter;
+  private readonly faults: PlainCounter;
 
   /** `pools`: read at each scrape, since members come and go (DNS, reloads). */
   constructor(pools: () => readonly PoolView[], clientConnections: () => number) {
@@ -204,6 +205,10 @@ export class RequestMetrics {
       help: 'Response bodies that met a transform, by outcome (transformed, unchanged, too_large, overload_pass, overload_reject, failed, undecodable).',
       labelNames: ['outcome'],
     });
+    this.faults = new PlainCounter(
+      'switchyard_faults_injected_total',
+      'Injected faults that hit a request, by fault name ("header" for X-Switchyard-Fault-* fields) and kind.',
+    );
     this.accessLogErrors = new client.Counter({
       name: 'switchyard_access_log_errors_total',
       help: 'Access log writes that failed (disk full, I/O error); their lines are lost.',
@@ -232,6 +237,10 @@ export class RequestMetrics {
 
   countAccessLogError(): void {
     this.accessLogErrors.inc();
+  }
+
+  countFault(name: string, kind: string): void {
+    this.faults.series({ name, kind }).value++;
   }
 
   countTransform(outcome: string): void {

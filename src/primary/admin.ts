@@ -1,14 +1,19 @@
 /**
  * The admin listener, in the primary, on its own address (loopback unless told otherwise):
  * /metrics (Prometheus text, every worker's metrics aggregated over IPC, plus the primary's own),
- * /healthz (the primary is alive), /readyz (every worker listens and nothing is stopping) and
- * /upstreams (every pool's members and their health, as the workers route by them).
+ * /healthz (the primary is alive), /readyz (every worker listens and nothing is stopping),
+ * /upstreams (every pool's members and their health, as the workers route by them) and /faults
+ * (the injected faults, read and changed live: faults.ts).
  */
 import * as http from 'node:http';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { formatHostPort } from '../config/schema';
 import { errField, type Logger } from '../log';
 import type { MembershipSnapshot } from '../upstream/membership';
+import { MAX_FAULT_BODY, type FaultAnswer } from './faults';
+
+/** The /faults endpoints: `name` null for /faults itself. */
+export type FaultsEndpoint = (method: string, name: string | null, body: string) => Promise<FaultAnswer>;
 
 export interface Readiness {
   ready: boolean;
@@ -25,6 +30,7 @@ export class AdminServer {
     private readonly readiness: () => Readiness,
     private readonly members: () => MembershipSnapshot,
     private readonly logger: Logger,
+    private readonly faults: FaultsEndpoint | null = null,
   ) {
     this.workerRestarts = new Counter({
       name: 'switchyard_worker_restarts_total',
@@ -72,6 +78,10 @@ export class AdminServer {
       });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    if (this.faults !== null && (path === '/faults' || path.startsWith('/faults/'))) {
+      await this.faultsRequest(req, path, send);
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       send(405, 'method not allowed\n');
       return;
@@ -104,7 +114,41 @@ export class AdminServer {
         return;
       }
       default:
-        send(404, 'not found: try /metrics, /healthz, /readyz or /upstreams\n');
+        send(404, 'not found: try /metrics, /healthz, /readyz, /upstreams or /faults\n');
+    }
+  }
+
+  private async faultsRequest(
+    req: http.IncomingMessage,
+    path: string,
+    send: (status: number, body: string, type?: string) => void,
+  ): Promise<void> {
+    const json = (status: number, body: unknown): void =>
+      send(status, `${JSON.stringify(body, null, 2)}\n`, 'application/json');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > MAX_FAULT_BODY) {
+        json(413, { error: `the body is larger than ${MAX_FAULT_BODY} bytes` });
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    }
+    let name: string | null;
+    try {
+      name = path === '/faults' ? null : decodeURIComponent(path.slice('/faults/'.length));
+    } catch {
+      json(400, { error: `fault name: got ${JSON.stringify(path.slice('/faults/'.length))}; expected a name` });
+      return;
+    }
+    try {
+      const answer = await this.faults!(req.method ?? 'GET', name, Buffer.concat(chunks).toString('utf8'));
+      json(answer.status, answer.body);
+    } catch (err) {
+      this.logger.error({ err: errField(err) }, 'faults: the admin request failed');
+      json(500, { error: (err as Error).message });
     }
   }
 }

@@ -59,6 +59,7 @@ export async function runPrimary(
       () => supervisor.readiness(),
       () => supervisor.members(),
       logger,
+      (method, name, body) => supervisor.faults.handle(method, name, body, () => supervisor.publishFaults()),
     );
     const { host, port } = parseHostPort(initial.admin.listen)!;
     let address: string;
@@ -70,7 +71,10 @@ export async function runPrimary(
       throw new ListenError(`admin.listen: cannot listen on ${initial.admin.listen}: ${listenFailure(err)}`);
     }
     supervisor.admin = admin;
-    logger.info({ admin: address }, `admin listener on http://${address} (/metrics, /healthz, /readyz, /upstreams)`);
+    logger.info(
+      { admin: address },
+      `admin listener on http://${address} (/metrics, /healthz, /readyz, /upstreams, /faults)`,
+    );
   }
   return supervisor.start();
 }

@@ -18,6 +18,8 @@ import type { ControlFiles } from './control';
 import { certificateFiles, recheckCertificates } from '../config/listeners';
 import { CertificateWatch } from './certificate-watch';
 import { AcmeManager, type AcmePublisher } from './acme-manager';
+import { AckRounds } from './broadcast';
+import { FaultTable } from './faults';
 import { reloadWorkers, type ReloadHost } from './reload';
 import { TicketKeys } from './ticket-keys';
 import { newSlot, type Slot } from './slot';
@@ -43,8 +45,8 @@ const BACKOFF_BASE_MS = 100;
 const BACKOFF_MAX_MS = 30_000;
 /** Beyond the drain timeout, how long a worker may take to exit before it is killed. */
 const EXIT_GRACE_MS = 5_000;
-/** A worker that has not applied an ACME update by then is stuck: the order goes on without it. */
-const ACME_APPLY_TIMEOUT_MS = 10_000;
+/** A worker that has not applied an ACME update or a fault table by then is stuck: the rest goes on without it. */
+const APPLY_TIMEOUT_MS = 10_000;
 
 export class Supervisor implements ReloadHost, AcmePublisher {
   config: ResolvedConfig;
@@ -70,9 +72,10 @@ export class Supervisor implements ReloadHost, AcmePublisher {
   private readonly membershipOf = new WeakMap<Worker, Membership>();
   /** Automatic certificates, when `acme` is configured; started once the workers listen. */
   private acme: AcmeManager | null = null;
-  /** ACME updates sent and the workers yet to apply each. */
-  private readonly acmeRounds = new Map<number, { pending: Set<Worker>; done: () => void }>();
-  private acmeRoundId = 0;
+  /** ACME updates and fault tables sent, and the workers yet to apply each. */
+  private readonly rounds = new AckRounds(APPLY_TIMEOUT_MS);
+  /** The faults injected now: the routes' and the admin API's (faults.ts). */
+  readonly faults: FaultTable;
 
   constructor(
     initial: ResolvedConfig,
@@ -84,6 +87,7 @@ export class Supervisor implements ReloadHost, AcmePublisher {
     private readonly onStopped: () => void,
   ) {
     this.config = this.withDemo(initial);
+    this.faults = new FaultTable(this.config, logger);
   }
 
   start(): PrimaryHandle {
@@ -166,14 +170,15 @@ export class Supervisor implements ReloadHost, AcmePublisher {
       members: membership.snapshot(),
       ticketKeys: this.ticketKeys.current,
       acme: this.acme?.state() ?? [],
+      faults: this.faults.entries(),
     } satisfies PrimaryMessage);
     return new Promise<boolean>((resolveListening) => {
       worker.on('message', (m: unknown) => {
         if (!isWorkerMessage(m)) return;
         if (m.type === 'swy:upstream-failure') {
           membership.reportFailure(m.pool, m.url);
-        } else if (m.type === 'swy:acme-applied') {
-          this.acmeApplied(worker, m.id);
+        } else if (m.type === 'swy:acme-applied' || m.type === 'swy:faults-applied') {
+          this.rounds.ack(worker, m.id);
         } else if (m.type === 'swy:acme-wanted') {
           void this.acmeWanted(worker, m.name);
         } else if (m.type === 'swy:certificates-reloaded') {
@@ -195,7 +200,7 @@ export class Supervisor implements ReloadHost, AcmePublisher {
       });
       worker.on('exit', (code, signal) => {
         resolveListening(false);
-        for (const id of this.acmeRounds.keys()) this.acmeApplied(worker, id);
+        this.rounds.gone(worker);
         this.onExit(slot, worker, code, signal);
       });
     });
@@ -234,37 +239,24 @@ export class Supervisor implements ReloadHost, AcmePublisher {
   }
 
   /** AcmePublisher: every worker applies `update`; resolves when all have (or are gone). */
-  publish(update: AcmeUpdate): Promise<void> {
-    const workers = this.liveWorkers().filter((w) => w.isConnected());
-    if (workers.length === 0) return Promise.resolve();
-    const id = ++this.acmeRoundId;
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        const round = this.acmeRounds.get(id);
-        if (round === undefined) return;
-        this.logger.warn(
-          { workers: [...round.pending].map((w) => w.id) },
-          'acme: some workers did not apply an update in time; going on without them',
-        );
-        this.acmeRounds.delete(id);
-        resolve();
-      }, ACME_APPLY_TIMEOUT_MS);
-      this.acmeRounds.set(id, {
-        pending: new Set(workers),
-        done: () => {
-          clearTimeout(timer);
-          resolve();
-        },
-      });
-      for (const w of workers) w.send({ type: 'swy:acme', id, update } satisfies PrimaryMessage);
-    });
+  async publish(update: AcmeUpdate): Promise<void> {
+    const missing = await this.rounds.send(this.liveWorkers(), (id) => ({ type: 'swy:acme', id, update }));
+    if (missing.length > 0)
+      this.logger.warn(
+        { workers: missing.map((w) => w.id) },
+        'acme: some workers did not apply an update in time; going on without them',
+      );
   }
 
-  private acmeApplied(worker: Worker, id: number): void {
-    const round = this.acmeRounds.get(id);
-    if (round === undefined || !round.pending.delete(worker) || round.pending.size > 0) return;
-    this.acmeRounds.delete(id);
-    round.done();
+  /**
+   * FaultPublisher: every worker applies the fault table as it is now. Resolves with how many
+   * workers have it, and the ids of those that did not answer in time.
+   */
+  async publishFaults(): Promise<{ workers: number; missing: number[] }> {
+    const workers = this.liveWorkers().filter((w) => w.isConnected());
+    const faults = this.faults.entries();
+    const missing = await this.rounds.send(workers, (id) => ({ type: 'swy:faults', id, faults }));
+    return { workers: workers.length - missing.length, missing: missing.map((w) => w.id) };
   }
 
   /** A worker's handshake met a name without a certificate: on demand, when allowed. */

@@ -433,6 +433,19 @@ export class ClientConnection implements TransportSink, Listed, ParserClient, Re
     this.onClose();
   }
 
+  cutAfterWrites(req: ClientRequest): void {
+    this.finishRequest(req, true);
+  }
+
+  reset(): void {
+    if (this.state === State.Closed || this.tunnelSocket !== null) {
+      this.destroy();
+      return;
+    }
+    this.transport.reset();
+    this.onClose();
+  }
+
   /** The tunnel's own way to end when the connection must be cut (drain timeout). */
   onTunnelCut(cut: () => void): void {
     this.tunnelCut = cut;

@@ -32,6 +32,13 @@ export interface RequestConnection {
   handOver(req: ClientRequest): { socket: net.Socket; head: Buffer };
   onTunnelCut(cut: () => void): void;
   destroy(): void;
+  /** An injected fault: reset the connection (TCP RST; RST_STREAM for an HTTP/2 stream). */
+  reset(): void;
+  /**
+   * An injected fault: what was written goes out, then the connection closes without ending the
+   * message (no last chunk), so the client sees a cut body. An HTTP/2 stream is reset.
+   */
+  cutAfterWrites(req: ClientRequest): void;
 }
 
 /**
@@ -63,6 +70,8 @@ export class ClientRequest implements RequestBody {
   bytesIn = 0;
   bytesOut = 0;
   aborted = false;
+  /** Injected faults that hit this request (`name:kind,...`), for the access log; null for none. */
+  fault: string | null = null;
   /** The handler's: called once if the client goes away before `end()`. */
   onAbort: (() => void) | null = null;
   /** The handler's: called when the client accepts more after write() returned false. */
@@ -275,6 +284,20 @@ export class ClientRequest implements RequestBody {
     if (this.finished) return;
     this.finished = true;
     this.conn.destroy();
+  }
+
+  /** An injected fault: the body written so far reaches the client, then the connection closes mid-message. */
+  cutAfterWrites(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.conn.cutAfterWrites(this);
+  }
+
+  /** An injected fault: the connection is reset, nothing more is sent. */
+  reset(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.conn.reset();
   }
 
   /** From the connection: the client went away. */

@@ -51,6 +51,8 @@ export interface ClientTransport {
    */
   end(how: EndHow): boolean;
   destroy(): void;
+  /** Closed with a TCP RST rather than a FIN (an injected fault); over TLS, no close_notify either. */
+  reset(): void;
   /** Give the socket to someone else (an Upgrade tunnel) as a net.Socket; this transport is done. */
   detach(): net.Socket;
 }

@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { errField, type Logger, type RarelyLogged } from '../log';
 import {
   ClientAbortedError,
+  type FaultCutError,
   NoHealthyUpstreamError,
   PoolClosedError,
   PoolQueueFullError,
@@ -29,6 +30,8 @@ import { requestIdFor } from './request-id';
 import { requestBodyLength } from './request-validation';
 import { planBody, type BodyContext, type BodyFilter, type FilterSink } from './response-body';
 import type { Route } from './router';
+import { FaultyResponse, type FaultTarget } from './fault-response';
+import type { ResponseFaults } from './faults';
 
 /** This hop's Via entry on an answer an HTTP/2 upstream gave. */
 const VIA_HTTP2 = viaFor(2, 0);
@@ -46,6 +49,8 @@ export interface ExchangeContext {
   /** The failure log, at most a line a second per upstream and code. */
   readonly failures: RarelyLogged;
   readonly body: BodyContext | null;
+  /** timeouts.idle, which a response-side stall runs into. */
+  readonly tunnel: { readonly idleTimeout: number };
   requestHead(
     req: ClientRequest,
     target: UpstreamTarget,
@@ -66,7 +71,7 @@ export interface ExchangeContext {
   ): void;
 }
 
-export class ProxyExchange implements ResponseSink, FilterSink {
+export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
   private conn: UpstreamChannel | null = null;
   /** A transform or compression that owns the response body (response-body.ts), if any. */
   private filter: BodyFilter | null = null;
@@ -89,13 +94,17 @@ export class ProxyExchange implements ResponseSink, FilterSink {
   private readonly reqId: string;
   private readonly pool: UpstreamPool;
   private key: string | null | undefined = undefined;
+  /** Response-side injected faults stand between the upstream and this exchange; null for none. */
+  private readonly faulty: FaultyResponse | null;
 
   constructor(
     private readonly handler: ExchangeContext,
     private readonly req: ClientRequest,
     private readonly route: Route,
     private readonly path: string,
+    faults: ResponseFaults | null,
   ) {
+    this.faulty = faults === null ? null : new FaultyResponse(this, faults, handler.tunnel.idleTimeout);
     const length = requestBodyLength(req);
     const hasBody = length === 'chunked' || (length !== null && length > 0);
     this.length = length;
@@ -184,7 +193,7 @@ export class ProxyExchange implements ResponseSink, FilterSink {
   /** The request goes out on `conn`; the upstream's answer comes back through the relay methods. */
   private forward(conn: UpstreamChannel): void {
     this.conn = conn;
-    conn.send(this.head, this.body, this.framing, this.req.method === 'HEAD', this);
+    conn.send(this.head, this.body, this.framing, this.req.method === 'HEAD', this.faulty ?? this);
   }
 
   // relay
@@ -254,8 +263,16 @@ export class ProxyExchange implements ResponseSink, FilterSink {
   }
 
   onEnd(): void {
+    this.upstreamDone();
+    this.finishResponse();
+  }
+
+  upstreamDone(): void {
     this.conn = null;
     this.uncount();
+  }
+
+  finishResponse(): void {
     if (this.filter !== null) {
       // The filter finishes the response (end() or fail()) when its work is done.
       this.filter.end();
@@ -347,6 +364,7 @@ export class ProxyExchange implements ResponseSink, FilterSink {
     // The client disconnected before the response completed: abandon the upstream exchange.
     this.done = true;
     this.uncount();
+    this.faulty?.stop();
     this.filter?.abort();
     this.waiter?.cancel();
     this.waiter = null;
@@ -363,11 +381,27 @@ export class ProxyExchange implements ResponseSink, FilterSink {
     if (this.done) return;
     this.done = true;
     this.uncount();
+    this.faulty?.stop();
     this.filter?.abort();
     this.conn?.abort();
     this.conn = null;
     this.log(err);
     this.req.respondError(err);
+    this.finished(err.code);
+  }
+
+  /** An injected fault cuts the client connection: reset before any byte, or closed mid-body. */
+  cut(err: FaultCutError): void {
+    if (this.done) return;
+    this.done = true;
+    this.uncount();
+    this.faulty?.stop();
+    this.filter?.abort();
+    this.conn?.abort();
+    this.conn = null;
+    if (!this.req.headersSent) this.req.status = err.status;
+    if (err.reset) this.req.reset();
+    else this.req.cutAfterWrites();
     this.finished(err.code);
   }
 

@@ -8,7 +8,16 @@
  * from pick upstream on are one ProxyExchange's (exchange.ts).
  */
 import { performance } from 'node:perf_hooks';
-import { BadRequestError, NoHealthyUpstreamError, NoRouteError, type SwitchyardError } from '../errors';
+import {
+  BadRequestError,
+  ClientAbortedError,
+  FaultAbortError,
+  FaultResetError,
+  NoHealthyUpstreamError,
+  NoRouteError,
+  UpstreamHeadersTimeoutError,
+  SwitchyardError,
+} from '../errors';
 import { plainTextHeaders } from '../http1/error-response';
 import { findHeader } from '../http1/fields';
 import { RarelyLogged, type Logger } from '../log';
@@ -25,6 +34,7 @@ import type { BodyContext } from './response-body';
 import { normalizePath, type Route, type Router } from './router';
 import { openTunnel } from './upgrade';
 import type { AcmeResponder } from './acme-responder';
+import type { FaultPlan, Faults } from './faults';
 
 /** RFC 8555 §8.3: where a CA fetches an HTTP-01 challenge. */
 const ACME_CHALLENGE = '/.well-known/acme-challenge/';
@@ -55,6 +65,8 @@ export interface HandlerOptions {
   readonly acme?: AcmeResponder | null;
   /** An HTTPS listener's Strict-Transport-Security value (tls.hsts); null for none. */
   readonly hsts?: string | null;
+  /** The worker's injected faults (faults.ts), shared by its listeners. */
+  readonly faults?: Faults | null;
 }
 
 export class ProxyHandler implements ExchangeContext {
@@ -76,8 +88,10 @@ export class ProxyHandler implements ExchangeContext {
   private readonly hstsEdits: Array<HeaderEdit | null> = [];
   /** The failure log, at most a line a second per upstream and code. */
   readonly failures: RarelyLogged;
+  private readonly faults: Faults | null;
 
   constructor(options: HandlerOptions) {
+    this.faults = options.faults ?? null;
     this.failures = new RarelyLogged(options.logger);
     this.router = options.router;
     this.preserveHost = options.preserveHost;
@@ -139,8 +153,56 @@ export class ProxyHandler implements ExchangeContext {
       this.upgrade(req, route, upstreamPath);
       return;
     }
-    new ProxyExchange(this, req, route, upstreamPath).start();
+    if (this.faults?.active === true) {
+      const plan = this.faults.plan(route, path, req.method, req.rawHeaders, req.remoteAddress);
+      if (plan !== null) {
+        if (plan instanceof SwitchyardError) this.refuse(req, plan, false);
+        else this.injectFaults(req, route, upstreamPath, plan, performance.now());
+        return;
+      }
+    }
+    new ProxyExchange(this, req, route, upstreamPath, null).start();
   };
+
+  /**
+   * Request-side faults: the delay, then an abort, a reset or a stall instead of the upstream;
+   * otherwise the exchange, with the response-side faults.
+   */
+  private injectFaults(req: ClientRequest, route: Route, path: string, plan: FaultPlan, startedAt: number): void {
+    req.fault = plan.mark;
+    if (plan.delay > 0) {
+      const delay = plan.delay;
+      plan.delay = 0;
+      this.hold(req, delay, startedAt, () => this.injectFaults(req, route, path, plan, startedAt));
+      return;
+    }
+    if (plan.reset) {
+      const err = new FaultResetError();
+      req.status = err.status;
+      req.reset();
+      this.account(req, requestIdFor(req), startedAt, undefined, undefined, err.code);
+    } else if (plan.abort !== 0) {
+      this.refuse(req, new FaultAbortError(plan.abort), false, startedAt);
+    } else if (plan.stall) {
+      // What a client sees of an upstream that never answers: the head timeout's 504.
+      const ms = this.tunnel.responseHeaderTimeout;
+      this.hold(req, ms, startedAt, () => this.refuse(req, new UpstreamHeadersTimeoutError(ms), false, startedAt));
+    } else {
+      new ProxyExchange(this, req, route, path, plan.response).start();
+    }
+  }
+
+  /** `then` after `ms`, unless the client leaves first (then counted as a 499). */
+  private hold(req: ClientRequest, ms: number, startedAt: number, then: () => void): void {
+    const timer = setTimeout(() => {
+      req.onAbort = null;
+      then();
+    }, ms);
+    req.onAbort = () => {
+      clearTimeout(timer);
+      this.account(req, requestIdFor(req), startedAt, undefined, undefined, new ClientAbortedError().code);
+    };
+  }
 
   /**
    * A redirecting listener (`redirect: https`): 308 to the same host and target over https, so
@@ -196,8 +258,7 @@ export class ProxyHandler implements ExchangeContext {
   }
 
   /** Answered by the proxy itself, before any upstream was involved. */
-  private refuse(req: ClientRequest, err: SwitchyardError, close: boolean): void {
-    const startedAt = performance.now();
+  private refuse(req: ClientRequest, err: SwitchyardError, close: boolean, startedAt = performance.now()): void {
     req.respondError(err, close);
     this.account(req, requestIdFor(req), startedAt, undefined, undefined, err.code);
   }
@@ -346,6 +407,7 @@ function logAccess(
     error,
     tls: tls?.version,
     tlsResumed: tls?.resumed,
+    fault: req.fault ?? undefined,
     // Only the combined format shows these; JSON lines stay lean.
     referer: accessLog.format === 'combined' ? (findHeader(req.rawHeaders, 'referer') ?? undefined) : undefined,
     userAgent: accessLog.format === 'combined' ? (findHeader(req.rawHeaders, 'user-agent') ?? undefined) : undefined,

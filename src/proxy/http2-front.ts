@@ -332,4 +332,14 @@ class StreamConnection implements RequestConnection {
   destroy(): void {
     if (!this.stream.destroyed) this.stream.close(NGHTTP2_INTERNAL_ERROR);
   }
+
+  /** A stream that ended would look complete: a cut body is a reset stream. */
+  cutAfterWrites(): void {
+    this.destroy();
+  }
+
+  /** An injected reset: RST_STREAM, the stream's own reset (the session's other streams go on). */
+  reset(): void {
+    this.destroy();
+  }
 }

@@ -16,12 +16,42 @@ import type { UpstreamPool } from '../upstream/pool';
 import { findHeader } from '../http1/fields';
 import { compileHeaderEdit, type HeaderEdit } from './headers';
 
-export class Route {
-  readonly pool: UpstreamPool;
+/** A path prefix, methods and fields a request must all have (a route's or a fault's `match`). */
+export class RequestMatcher {
   private readonly prefix: string | null;
   private readonly methods: ReadonlySet<string> | null;
   /** [lower-case name, value or '*'] pairs. */
   private readonly headers: ReadonlyArray<readonly [string, string]> | null;
+
+  constructor(m: {
+    readonly path?: string | undefined;
+    readonly method?: string | readonly string[] | undefined;
+    readonly header?: Readonly<Record<string, string>> | undefined;
+  }) {
+    this.prefix = m.path ?? null;
+    this.methods = m.method === undefined ? null : new Set(typeof m.method === 'string' ? [m.method] : m.method);
+    this.headers =
+      m.header === undefined ? null : Object.entries(m.header).map(([n, v]) => [n.toLowerCase(), v] as const);
+  }
+
+  matches(path: string, method: string, raw: readonly string[]): boolean {
+    if (this.prefix !== null && !hasPrefix(path, this.prefix)) return false;
+    if (this.methods !== null && !this.methods.has(method)) return false;
+    if (this.headers !== null) {
+      for (const [name, want] of this.headers) {
+        const got = findHeader(raw, name);
+        if (got === null || (want !== '*' && got !== want)) return false;
+      }
+    }
+    return true;
+  }
+}
+
+export class Route {
+  readonly pool: UpstreamPool;
+  /** The route's `name`, or its index. */
+  readonly name: string;
+  private readonly match: RequestMatcher;
   private readonly strip: string | null;
   private readonly add: string | null;
   readonly requestEdit: HeaderEdit | null;
@@ -38,11 +68,8 @@ export class Route {
     pool: UpstreamPool,
   ) {
     this.pool = pool;
-    const m = config.match;
-    this.prefix = m.path ?? null;
-    this.methods = m.method === undefined ? null : new Set(typeof m.method === 'string' ? [m.method] : m.method);
-    this.headers =
-      m.header === undefined ? null : Object.entries(m.header).map(([n, v]) => [n.toLowerCase(), v] as const);
+    this.name = config.name ?? String(index);
+    this.match = new RequestMatcher(config.match);
     this.strip = config.rewrite?.stripPrefix ?? null;
     this.add = config.rewrite?.addPrefix ?? null;
     this.transform = config.transform ?? null;
@@ -60,15 +87,7 @@ export class Route {
   }
 
   matches(path: string, method: string, raw: readonly string[]): boolean {
-    if (this.prefix !== null && !hasPrefix(path, this.prefix)) return false;
-    if (this.methods !== null && !this.methods.has(method)) return false;
-    if (this.headers !== null) {
-      for (const [name, want] of this.headers) {
-        const got = findHeader(raw, name);
-        if (got === null || (want !== '*' && got !== want)) return false;
-      }
-    }
-    return true;
+    return this.match.matches(path, method, raw);
   }
 
   /** The path to send upstream: strip, then add. */

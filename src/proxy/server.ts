@@ -7,7 +7,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { errField, RarelyLogged, type Logger } from '../log';
-import type { ResolvedConfig } from '../config/load';
+import { configFaults, type FaultEntry, type ResolvedConfig } from '../config/load';
 import type { ResolvedListener } from '../config/listeners';
 import type { SwitchyardError } from '../errors';
 import type { AccessLog } from '../ops/access-log';
@@ -28,6 +28,8 @@ import { CertificateStore, readCertificateSet } from './certificate-store';
 import { AcmeResponder } from './acme-responder';
 import { TlsHandshakes, tlsHandlesAvailable, type TlsTransport } from './tls-transport';
 import { Http2Front } from './http2-front';
+import { Faults } from './faults';
+import { TrustedProxies } from './headers';
 
 /** How long an idle keep-alive connection may stay open once a drain starts. */
 const DRAIN_IDLE_GRACE_MS = 1000;
@@ -52,6 +54,8 @@ export interface ProxyServerOptions {
   ticketKeys?: Buffer;
   /** With `acme` configured: asks the primary for a certificate for a name (on demand). */
   requestCertificate?: (name: string) => void;
+  /** This worker's slot number (SWITCHYARD_WORKER_INDEX): seeded faults draw their own sequence per worker. */
+  workerIndex?: number;
 }
 
 /** One listening socket and what serves it. */
@@ -67,6 +71,7 @@ interface Listening {
 }
 
 export class ProxyServer implements ClientConnectionOwner {
+  private readonly faults: Faults;
   /** In `listen`'s order. */
   readonly listeners: Listening[] = [];
   /** The first listener's: it accounts for the answers connections give themselves. */
@@ -161,7 +166,15 @@ export class ProxyServer implements ClientConnectionOwner {
         count: metrics === null ? () => undefined : (outcome) => metrics.countTransform(outcome),
       };
     }
+    this.faults = new Faults(
+      config.routes.length,
+      options.workerIndex ?? 0,
+      config.faultHeaders ? new TrustedProxies(config.trustedProxies) : null,
+      metrics === null ? () => undefined : (name, kind) => metrics.countFault(name, kind),
+    );
+    this.faults.apply(configFaults(config));
     const handlerOptions = {
+      faults: this.faults,
       router: new Router(config.routes, this.pools),
       preserveHost: config.preserveHost,
       trustedProxies: config.trustedProxies,
@@ -324,6 +337,11 @@ export class ProxyServer implements ClientConnectionOwner {
       if (l.handshakes !== null) l.handshakes.setTicketKeys(keys);
       else if (l.certificates !== null) (l.server as tls.Server).setTicketKeys(keys);
     }
+  }
+
+  /** The whole fault table, from the primary (config and admin API). */
+  applyFaults(entries: readonly FaultEntry[]): void {
+    this.faults.apply(entries);
   }
 
   /** New members or health from the membership (the primary's, or our own). */

@@ -60,6 +60,15 @@ export class SocketTransport implements ClientTransport {
     this.socket.destroy();
   }
 
+  reset(): void {
+    // Only a TCP handle can reset; a TLSSocket's handle is its TLS wrap, so it closes plainly.
+    try {
+      this.socket.resetAndDestroy();
+    } catch {
+      this.socket.destroy();
+    }
+  }
+
   detach(): net.Socket {
     const s = this.socket;
     for (const event of ['data', 'end', 'drain', 'error', 'close']) s.removeAllListeners(event);

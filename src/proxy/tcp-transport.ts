@@ -48,6 +48,8 @@ export interface StreamHandle {
 /** The parts of tcp_wrap's TCP handle used here (see lib/net.js). */
 export interface TcpHandle extends StreamHandle {
   close(callback?: () => void): void;
+  /** uv_tcp_close_reset: close with an RST (what net.Socket's resetAndDestroy calls). A non-zero result: not closed. */
+  reset?(callback?: () => void): number;
   getpeername(out: PeerName): number;
   useUserBuffer(buffer: Uint8Array): void;
   setNoDelay(on: boolean): number;
@@ -354,6 +356,17 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
 
   protected closeHandle(): void {
     this.socket.close();
+  }
+
+  reset(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.corked = null;
+    this.resetHandle();
+  }
+
+  protected resetHandle(): void {
+    if (this.socket.reset?.() !== 0) this.socket.close();
   }
 
   /**

@@ -63,6 +63,11 @@ export class TlsTransport extends TcpTransport {
     this.socket.close(() => wrap.destroySSL());
   }
 
+  protected override resetHandle(): void {
+    const wrap = this.wrap;
+    if (this.socket.reset?.(() => wrap.destroySSL()) !== 0) this.socket.close(() => wrap.destroySSL());
+  }
+
   protected override socketOf(): net.Socket {
     // lib/_tls_wrap.js gives TLSWrap a close() that closes the TCP handle under it (_parent).
     return new net.Socket({
