@@ -11,6 +11,7 @@ import { createLogger } from './log';
 import { resolve } from 'node:path';
 import { pidFileOf, readStatus, runningPid } from './primary/control';
 import { ListenError, runPrimary } from './primary/primary';
+import { REPLAY_USAGE, replayCommand } from './replay/command';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../../package.json') as { version: string };
@@ -23,6 +24,7 @@ Usage:
   switchyard check --config FILE [--listen ...] [--upstream ...] [--workers ...]
   switchyard reload [--config FILE] [--pid-file FILE]
   switchyard stop [--config FILE] [--pid-file FILE]
+  switchyard replay FILE... --target URL [--speed X | --rate N] [--duration S] [--json FILE] [--compare FILE]
 
 Options:
   -c, --config FILE        YAML config file (see config.schema.json); flags override it
@@ -32,7 +34,8 @@ Options:
       --cert FILE          serve HTTPS with this PEM certificate chain (tls.cert), with --key
       --key FILE           the certificate's PEM private key (tls.key)
   -w, --workers N|auto     worker processes (default auto: one per CPU)
-      --admin HOST:PORT    admin listener: /metrics, /healthz, /readyz (a bare PORT means 127.0.0.1)
+      --admin HOST:PORT    admin listener: /metrics, /healthz, /readyz, /upstreams, /faults
+                           (a bare PORT means 127.0.0.1)
       --pid-file FILE      where the primary writes its pid (and status); reload and stop read it
   -h, --help               show this help
   -v, --version            print the version
@@ -42,6 +45,8 @@ Commands:
   reload                   validate the running instance's configuration, then reload it and
                            report the outcome (0 reloaded, 1 failed, 2 refused as invalid)
   stop                     stop the running instance gracefully and wait until it has exited
+  replay                   replay a recording (a route's \`record\`) as load against a target, and
+                           print latency per route (\`switchyard replay --help\`)
 `;
 
 const COMMANDS = ['check', 'reload', 'stop'] as const;
@@ -68,7 +73,7 @@ export function parseCommandLine(argv: string[]): { command: Command; file?: str
   const named = positionals[0] as (typeof COMMANDS)[number] | undefined;
   if (positionals.length > 1 || (named !== undefined && !COMMANDS.includes(named))) {
     throw new ConfigError(
-      `unknown command ${JSON.stringify(positionals.join(' '))}; expected no command, "check", "reload" or "stop"`,
+      `unknown command ${JSON.stringify(positionals.join(' '))}; expected no command, "check", "reload", "stop" or "replay"`,
     );
   }
   const command: Command = values.help ? 'help' : values.version ? 'version' : (named ?? 'run');
@@ -88,6 +93,13 @@ export function parseCommandLine(argv: string[]): { command: Command; file?: str
 }
 
 async function main(argv: string[]): Promise<number> {
+  if (argv[0] === 'replay') {
+    if (argv.includes('--help') || argv.includes('-h')) {
+      process.stdout.write(REPLAY_USAGE);
+      return 0;
+    }
+    return replayCommand(argv.slice(1));
+  }
   let parsed: ReturnType<typeof parseCommandLine>;
   try {
     parsed = parseCommandLine(argv);

@@ -399,6 +399,15 @@ function resolveFiles(config: Config, base: string, source: string): void {
     if (typeof r.transform === 'string') r.transform = check(`routes[${i}].transform`, r.transform);
     else if (r.transform?.module !== undefined)
       r.transform.module = check(`routes[${i}].transform.module`, r.transform.module);
+    if (r.record !== undefined) {
+      if (!isAbsolute(r.record.file)) r.record.file = resolve(base, r.record.file);
+      // Each worker writes its own file beside this name: the folder must take new files.
+      const problem = unwritableDirectory(dirname(r.record.file));
+      if (problem !== null)
+        throw new ConfigError(
+          `invalid configuration (${source}):\n  routes[${i}].record.file: got ${echo(r.record.file)}; expected a file in a folder switchyard can write to (${problem})`,
+        );
+    }
   });
   for (const [name, pool] of Object.entries(config.pools ?? {})) {
     pool.members?.forEach((u, i) => {

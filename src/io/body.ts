@@ -27,3 +27,46 @@ export function releaseBody(body: RequestBody, piped: boolean): void {
   body.unpipe();
   body.resume();
 }
+
+/**
+ * A body on its way to an upstream that something else also reads (a mirror's copy, a
+ * recording): each chunk is offered to `copy` before it goes on, and `copied` hears the end.
+ * The upstream side pipes and pauses it as it would the client's body it wraps.
+ */
+export abstract class BodyTee implements RequestBody, BodyTarget {
+  private target: BodyTarget | null = null;
+
+  constructor(private readonly source: RequestBody) {}
+
+  pipeTo(target: BodyTarget): void {
+    this.target = target;
+    this.source.pipeTo(this);
+  }
+
+  unpipe(): void {
+    this.target = null;
+    this.source.unpipe();
+  }
+
+  pause(): void {
+    this.source.pause();
+  }
+
+  resume(): void {
+    this.source.resume();
+  }
+
+  onBodyChunk(chunk: Buffer): void {
+    this.copy(chunk);
+    this.target?.onBodyChunk(chunk);
+  }
+
+  onBodyEnd(): void {
+    this.copied();
+    this.target?.onBodyEnd();
+  }
+
+  /** A chunk went by: it may be a view of a read buffer the next read reuses, so copy what is kept. */
+  protected abstract copy(chunk: Buffer): void;
+  protected abstract copied(): void;
+}

@@ -165,6 +165,8 @@ export class RequestMetrics {
   private readonly transforms: client.Counter<'outcome'>;
   private readonly accessLogErrors: client.Counter;
   private readonly faults: PlainCounter;
+  private readonly mirrors: PlainCounter;
+  private readonly mirrorCompared: PlainCounter;
 
   /** `pools`: read at each scrape, since members come and go (DNS, reloads). */
   constructor(pools: () => readonly PoolView[], clientConnections: () => number) {
@@ -209,6 +211,14 @@ export class RequestMetrics {
       'switchyard_faults_injected_total',
       'Injected faults that hit a request, by fault name ("header" for X-Switchyard-Fault-* fields) and kind.',
     );
+    this.mirrors = new PlainCounter(
+      'switchyard_mirror_requests_total',
+      'Copies of requests for a shadow pool (`mirror`), by route and outcome: answered, failed, timeout, dropped (maxInFlight reached), too_large (body over maxBodySize), incomplete (the client body never came whole).',
+    );
+    this.mirrorCompared = new PlainCounter(
+      'switchyard_mirror_compared_total',
+      'Shadow answers compared with the main one (`mirror.compare`), by route and result: match or mismatch.',
+    );
     this.accessLogErrors = new client.Counter({
       name: 'switchyard_access_log_errors_total',
       help: 'Access log writes that failed (disk full, I/O error); their lines are lost.',
@@ -241,6 +251,14 @@ export class RequestMetrics {
 
   countFault(name: string, kind: string): void {
     this.faults.series({ name, kind }).value++;
+  }
+
+  countMirror(route: string, outcome: string): void {
+    this.mirrors.series({ route, outcome }).value++;
+  }
+
+  countMirrorCompared(route: string, match: boolean): void {
+    this.mirrorCompared.series({ route, result: match ? 'match' : 'mismatch' }).value++;
   }
 
   countTransform(outcome: string): void {

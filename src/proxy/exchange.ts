@@ -19,6 +19,7 @@ import {
   type SwitchyardError,
 } from '../errors';
 import { findHeader } from '../http1/fields';
+import type { RequestBody } from '../io/body';
 import type { BodyFraming, ResponseSink, UpstreamChannel, UpstreamTarget } from '../upstream/connection';
 import type { Waiter } from '../upstream/connection-pool';
 import { RetryHint } from '../upstream/exchange-phase';
@@ -32,6 +33,8 @@ import { planBody, type BodyContext, type BodyFilter, type FilterSink } from './
 import type { Route } from './router';
 import { FaultyResponse, type FaultTarget } from './fault-response';
 import type { ResponseFaults } from './faults';
+import type { MirrorContext, MirrorCopy } from './mirror';
+import type { Capture } from './recorder';
 
 /** This hop's Via entry on an answer an HTTP/2 upstream gave. */
 const VIA_HTTP2 = viaFor(2, 0);
@@ -43,7 +46,7 @@ const MAX_REPLAYS = 1;
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 
 /** What an exchange needs from the handler that started it. */
-export interface ExchangeContext {
+export interface ExchangeContext extends MirrorContext {
   readonly proto: 'http' | 'https';
   readonly logger: Logger;
   /** The failure log, at most a line a second per upstream and code. */
@@ -83,7 +86,7 @@ export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
   private attempts = 0;
   private head = '';
   private readonly length: number | 'chunked' | null;
-  private readonly body: ClientRequest | null;
+  private readonly body: RequestBody | null;
   private readonly framing: BodyFraming | null;
   private replays = 0;
   /** An interim response reached the client: another member's answer cannot follow it. */
@@ -96,6 +99,10 @@ export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
   private key: string | null | undefined = undefined;
   /** Response-side injected faults stand between the upstream and this exchange; null for none. */
   private readonly faulty: FaultyResponse | null;
+  /** This request's copy to the route's shadow pool, when it is mirrored. */
+  private readonly mirror: MirrorCopy | null;
+  /** This exchange's line in the route's recording, when it is recorded. */
+  private readonly capture: Capture | null;
 
   constructor(
     private readonly handler: ExchangeContext,
@@ -108,9 +115,12 @@ export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
     const length = requestBodyLength(req);
     const hasBody = length === 'chunked' || (length !== null && length > 0);
     this.length = length;
-    this.body = hasBody ? req : null;
-    this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
     this.reqId = requestIdFor(req);
+    this.mirror = route.mirror?.start(handler, req, path, this.reqId, length) ?? null;
+    this.capture = route.recorder?.start(req, this.mirror ?? req, handler.proto, this.reqId) ?? null;
+    // A mirrored or recorded body passes through the copy on its way to the upstream.
+    this.body = hasBody ? (this.capture ?? this.mirror ?? req) : null;
+    this.framing = length === 'chunked' ? 'chunked' : hasBody ? 'length' : null;
     this.pool = route.pool;
     req.onAbort = this.onClientAbort;
     req.onDrain = this.onClientDrain;
@@ -210,6 +220,8 @@ export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
     // upstream's lines go to the client as they came, less the hop-by-hop ones.
     this.headAt = performance.now();
     if (status >= 500 && this.pool.on5xxFails) this.pool.reportFailure(this.member!);
+    this.mirror?.mainHead(status, rawHeaders);
+    this.capture?.head(rawHeaders);
     const route = this.route;
     const body = this.handler.body;
     if (body !== null && (route.transform !== null || route.compress !== null)) {
@@ -246,6 +258,7 @@ export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
   }
 
   onData(chunk: Buffer): boolean {
+    this.mirror?.mainData(chunk);
     return this.filter === null ? this.req.write(chunk) : this.filter.data(chunk);
   }
 
@@ -406,6 +419,12 @@ export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
   }
 
   private finished(error: string | undefined): void {
+    this.mirror?.mainDone(error === undefined);
+    this.capture?.done(
+      performance.now() - this.startedAt,
+      this.headAt === 0 ? undefined : this.headAt - this.startedAt,
+      error,
+    );
     this.handler.account(
       this.req,
       this.reqId,

@@ -15,6 +15,8 @@ import { hstsValue, type CompressConfig, type TransformConfig } from '../config/
 import type { UpstreamPool } from '../upstream/pool';
 import { findHeader } from '../http1/fields';
 import { compileHeaderEdit, type HeaderEdit } from './headers';
+import type { Mirror } from './mirror';
+import type { Recorder } from './recorder';
 
 /** A path prefix, methods and fields a request must all have (a route's or a fault's `match`). */
 export class RequestMatcher {
@@ -61,6 +63,10 @@ export class Route {
   readonly hsts: string | null | undefined;
   readonly transform: TransformConfig | null;
   readonly compress: CompressConfig | null;
+  /** Copies to a shadow pool (`mirror`), set by the server once pools exist; null for none. */
+  mirror: Mirror | null = null;
+  /** Writes exchanges to a recording (`record`), set by the server; null for none. */
+  recorder: Recorder | null = null;
 
   constructor(
     readonly index: number,

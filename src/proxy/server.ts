@@ -29,6 +29,9 @@ import { AcmeResponder } from './acme-responder';
 import { TlsHandshakes, tlsHandlesAvailable, type TlsTransport } from './tls-transport';
 import { Http2Front } from './http2-front';
 import { Faults } from './faults';
+import { Mirror, type MirrorCounters } from './mirror';
+import { Recorder } from './recorder';
+import { RecordingFile, workerFile } from '../ops/recording';
 import { TrustedProxies } from './headers';
 
 /** How long an idle keep-alive connection may stay open once a drain starts. */
@@ -72,6 +75,8 @@ interface Listening {
 
 export class ProxyServer implements ClientConnectionOwner {
   private readonly faults: Faults;
+  /** Recording files by path, closed at the end of drain(). */
+  private readonly recordings = new Map<string, RecordingFile>();
   /** In `listen`'s order. */
   readonly listeners: Listening[] = [];
   /** The first listener's: it accounts for the answers connections give themselves. */
@@ -173,9 +178,11 @@ export class ProxyServer implements ClientConnectionOwner {
       metrics === null ? () => undefined : (name, kind) => metrics.countFault(name, kind),
     );
     this.faults.apply(configFaults(config));
+    const router = new Router(config.routes, this.pools);
+    this.attachTrafficTools(router, config, options.workerIndex ?? 0, metrics);
     const handlerOptions = {
       faults: this.faults,
-      router: new Router(config.routes, this.pools),
+      router,
       preserveHost: config.preserveHost,
       trustedProxies: config.trustedProxies,
       logger,
@@ -336,6 +343,43 @@ export class ProxyServer implements ClientConnectionOwner {
     for (const l of this.listeners) {
       if (l.handshakes !== null) l.handshakes.setTicketKeys(keys);
       else if (l.certificates !== null) (l.server as tls.Server).setTicketKeys(keys);
+    }
+  }
+
+  /** Each route's `mirror` and `record`: a shadow pool's copies, and recording files (one per worker and name). */
+  private attachTrafficTools(
+    router: Router,
+    config: ResolvedConfig,
+    workerIndex: number,
+    metrics: RequestMetrics | null,
+  ): void {
+    const counters: MirrorCounters | null =
+      metrics === null
+        ? null
+        : {
+            count: (route, outcome) => metrics.countMirror(route, outcome),
+            compared: (route, match) => metrics.countMirrorCompared(route, match),
+          };
+    for (const route of router.routes) {
+      const c = config.routes[route.index];
+      if (c.mirror !== undefined)
+        route.mirror = new Mirror(
+          route.name,
+          c.mirror,
+          this.pools.get(c.mirror.pool)!,
+          route.requestEdit,
+          counters,
+          this.logger,
+        );
+      if (c.record !== undefined) {
+        const path = workerFile(c.record.file, workerIndex + 1);
+        let file = this.recordings.get(path);
+        if (file === undefined) {
+          file = new RecordingFile(path, c.record.maxFileSize, c.record.keep, this.logger);
+          this.recordings.set(path, file);
+        }
+        route.recorder = new Recorder(route.name, c.record, file);
+      }
     }
   }
 
@@ -517,7 +561,8 @@ export class ProxyServer implements ClientConnectionOwner {
         clearInterval(this.sweepTimer);
         for (const pool of this.pools.values()) pool.close();
         void this.transformPool?.close().catch(() => undefined);
-        resolve();
+        // Every recorded line on disk before the worker goes.
+        void Promise.all([...this.recordings.values()].map((f) => f.close())).then(() => resolve());
       };
       this.onClientGone = check;
       // HTTP/2: GOAWAY now; open streams finish, their connections close once they have.

@@ -111,6 +111,7 @@ describe('documentation stays true', () => {
       'switchyard check',
       'switchyard reload',
       'switchyard stop',
+      'switchyard replay',
     ]) {
       assert.ok(ops.includes(flag), `docs/operations.md lacks ${flag}`);
     }
