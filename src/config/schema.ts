@@ -383,6 +383,22 @@ export const HstsSchema = z.union([
   }),
 ]);
 
+/** What a route's `match`, and a fault's, may ask of a request besides its host. */
+const requestConditions = {
+  path: z
+    .string()
+    .startsWith('/')
+    .optional()
+    .describe('Path prefix, matched on whole segments: /api matches /api and /api/x, not /apix. Default: any.'),
+  method: oneOrMany(z.string().regex(/^[A-Z]+$/, 'expected an upper-case method such as GET'))
+    .optional()
+    .describe('Methods. Default: any.'),
+  header: z
+    .record(headerName, z.string())
+    .optional()
+    .describe('Fields that must be present with exactly this value ("*": present with any value). Default: none.'),
+};
+
 /** A fault's or a record's name: it labels metrics and access log marks, and names it in the admin API. */
 export const FAULT_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const faultName = z.string().regex(FAULT_NAME, 'expected a name of 1 to 64 letters, digits, _ . -');
@@ -407,20 +423,7 @@ export const FaultSchema = z
         "Only requests served by the route with this `name`. A fault under a route's `faults` is that route's. Default: every route.",
       ),
     match: z
-      .strictObject({
-        path: z
-          .string()
-          .startsWith('/')
-          .optional()
-          .describe('Path prefix, on whole segments (as a route matches it). Default: any.'),
-        method: oneOrMany(z.string().regex(/^[A-Z]+$/, 'expected an upper-case method such as GET'))
-          .optional()
-          .describe('Methods. Default: any.'),
-        header: z
-          .record(headerName, z.string())
-          .optional()
-          .describe('Fields that must be present with exactly this value ("*": any value). Default: none.'),
-      })
+      .strictObject(requestConditions)
       .optional()
       .describe('Which requests the fault may hit; every given condition must hold. Default: all.'),
     side: z
@@ -560,18 +563,7 @@ export const RouteSchema = z.strictObject({
       host: oneOrMany(hostPattern)
         .optional()
         .describe('Host names (case-insensitive, port ignored); "*.example.com" matches one label. Default: any.'),
-      path: z
-        .string()
-        .startsWith('/')
-        .optional()
-        .describe('Path prefix, matched on whole segments: /api matches /api and /api/x, not /apix. Default: any.'),
-      method: oneOrMany(z.string().regex(/^[A-Z]+$/, 'expected an upper-case method such as GET'))
-        .optional()
-        .describe('Methods. Default: any.'),
-      header: z
-        .record(headerName, z.string())
-        .optional()
-        .describe('Fields that must be present with exactly this value ("*": present with any value). Default: none.'),
+      ...requestConditions,
     })
     .prefault({})
     .describe('What the route matches; every given condition must hold.'),

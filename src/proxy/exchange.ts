@@ -20,7 +20,7 @@ import {
 } from '../errors';
 import { findHeader } from '../http1/fields';
 import type { RequestBody } from '../io/body';
-import type { BodyFraming, ResponseSink, UpstreamChannel, UpstreamTarget } from '../upstream/connection';
+import type { BodyFraming, ResponseSink, UpstreamChannel } from '../upstream/connection';
 import type { Waiter } from '../upstream/connection-pool';
 import { RetryHint } from '../upstream/exchange-phase';
 import type { Member, UpstreamPool } from '../upstream/pool';
@@ -54,14 +54,6 @@ export interface ExchangeContext extends MirrorContext {
   readonly body: BodyContext | null;
   /** timeouts.idle, which a response-side stall runs into. */
   readonly tunnel: { readonly idleTimeout: number };
-  requestHead(
-    req: ClientRequest,
-    target: UpstreamTarget,
-    path: string,
-    requestId: string,
-    bodyLength: number | 'chunked' | null,
-    edit: HeaderEdit | null,
-  ): string;
   /** The route's response edits as this listener applies them (Strict-Transport-Security). */
   responseEdit(route: Route): HeaderEdit | null;
   account(
@@ -390,14 +382,20 @@ export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
 
   // fail
 
-  fail(err: SwitchyardError): void {
-    if (this.done) return;
+  /** The exchange ends here, the upstream side let go; false when it had already ended. */
+  private giveUp(): boolean {
+    if (this.done) return false;
     this.done = true;
     this.uncount();
     this.faulty?.stop();
     this.filter?.abort();
     this.conn?.abort();
     this.conn = null;
+    return true;
+  }
+
+  fail(err: SwitchyardError): void {
+    if (!this.giveUp()) return;
     this.log(err);
     this.req.respondError(err);
     this.finished(err.code);
@@ -405,13 +403,7 @@ export class ProxyExchange implements ResponseSink, FilterSink, FaultTarget {
 
   /** An injected fault cuts the client connection: reset before any byte, or closed mid-body. */
   cut(err: FaultCutError): void {
-    if (this.done) return;
-    this.done = true;
-    this.uncount();
-    this.faulty?.stop();
-    this.filter?.abort();
-    this.conn?.abort();
-    this.conn = null;
+    if (!this.giveUp()) return;
     if (!this.req.headersSent) this.req.status = err.status;
     if (err.reset) this.req.reset();
     else this.req.cutAfterWrites();

@@ -347,22 +347,24 @@ export class TcpTransport implements ClientTransport, DeferredWriter {
   }
 
   destroy(): void {
+    this.close(false);
+  }
+
+  reset(): void {
+    this.close(true);
+  }
+
+  private close(reset: boolean): void {
     if (this.closed) return;
     this.closed = true;
     this.corked = null;
     // Writes still queued are cancelled by libuv (their completions see `closed`).
-    this.closeHandle();
+    if (reset) this.resetHandle();
+    else this.closeHandle();
   }
 
   protected closeHandle(): void {
     this.socket.close();
-  }
-
-  reset(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.corked = null;
-    this.resetHandle();
   }
 
   protected resetHandle(): void {

@@ -1,19 +1,8 @@
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { HTTPParser } from '../../src/http1/parser';
+import { seededRandom } from '../../src/proxy/faults';
 import { rawUpstream, request, startProxy } from '../support/helpers';
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const TEMPLATES = [
   'GET /a?b=1 HTTP/1.1\r\nHost: a.example\r\nUser-Agent: fuzz\r\nAccept: */*\r\n\r\n',
@@ -106,7 +95,7 @@ describe('fuzz: random and mutated requests against a running proxy', function (
 
   it('answers or closes every connection, sends only well-formed requests upstream, and keeps serving', async () => {
     const seed = Number(process.env.FUZZ_SEED ?? 20261124);
-    const rand = prng(seed);
+    const rand = seededRandom(seed);
     const upstreamErrors: string[] = [];
     let forwarded = 0;
     const up = await rawUpstream((socket) => {
