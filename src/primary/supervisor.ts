@@ -172,6 +172,12 @@ export class Supervisor implements ReloadHost, AcmePublisher {
       acme: this.acme?.state() ?? [],
       faults: this.faults.entries(),
     } satisfies PrimaryMessage);
+    // A message to a worker that is exiting fails with EPIPE on the worker's emitter: without a
+    // listener that would take the primary down (seen on Node 26 when a worker that could not
+    // listen exits as the primary stops it). Its 'exit' follows and is handled there.
+    worker.on('error', (err) =>
+      this.logger.debug({ worker: worker.id, err: errField(err) }, 'a message to a worker failed; it is exiting'),
+    );
     return new Promise<boolean>((resolveListening) => {
       worker.on('message', (m: unknown) => {
         if (!isWorkerMessage(m)) return;
