@@ -1,8 +1,9 @@
 /**
  * What the load-testing tools cost and how true they are (docs/load-testing.md), in one run:
  *
- *   1. mirroring: the main path's p99 at a constant rate with every request mirrored to a shadow
- *      that never answers, against the same proxy without mirroring, rounds interleaved;
+ *   1. mirroring: the main path's p99 at a constant rate (replay's open model) with every request
+ *      mirrored to a shadow that never answers, against the same proxy without mirroring, rounds
+ *      interleaved;
  *   2. replay: the rate `switchyard replay --rate N` achieves against the one asked for, on a
  *      recording switchyard made.
  *
@@ -17,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { replay } from '../src/replay/replay';
-import { forkUpstream, runAutocannon, runAutocannonInChild, startProxy } from './procs';
+import { forkUpstream, runAutocannon, startProxy } from './procs';
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -52,10 +53,17 @@ async function main(): Promise<void> {
   });
   await new Promise<void>((r) => blackHole.listen(0, '127.0.0.1', r));
   const shadow = `http://127.0.0.1:${(blackHole.address() as net.AddressInfo).port}`;
-  const pools = `pools:\n  default: { members: [{ url: ${up} }] }\n  shadow: { members: [{ url: ${shadow} }] }\n`;
+  // A second upstream process as a shadow that answers: the whole copy path, not only its drops.
+  const answering = await forkUpstream();
+  const pools = `pools:\n  default: { members: [{ url: ${up} }] }\n  shadow: { members: [{ url: ${shadow} }] }\n  answering: { members: [{ url: http://127.0.0.1:${answering.port} }] }\n`;
   const plain = join(dir, 'plain.yaml');
   const mirrored = join(dir, 'mirrored.yaml');
   const recording = join(dir, 'record.yaml');
+  const copied = join(dir, 'copied.yaml');
+  writeFileSync(
+    copied,
+    `${pools}routes:\n  - pool: default\n    mirror: { pool: answering, percent: 100, compare: {} }\naccessLog: { enabled: false }\n`,
+  );
   writeFileSync(plain, `${pools}routes:\n  - pool: default\naccessLog: { enabled: false }\n`);
   writeFileSync(
     mirrored,
@@ -65,52 +73,61 @@ async function main(): Promise<void> {
     recording,
     `${pools}routes:\n  - name: small\n    pool: default\n    record: { file: ${join(dir, 'traffic.jsonl')} }\naccessLog: { enabled: false }\n`,
   );
-  const procs = [upstream.child];
+  const procs = [upstream.child, answering.child];
   try {
-    // 1. mirroring to a black hole, against none.
-    const a = await startProxy(upstream.port, 1, ['--config', plain]);
-    const b = await startProxy(upstream.port, 1, ['--config', mirrored]);
-    procs.push(a.child, b.child);
-    const p99: Record<string, number[]> = { 'no mirror': [], 'mirror 100% to a black hole': [] };
-    const served: Record<string, number[]> = { 'no mirror': [], 'mirror 100% to a black hole': [] };
-    for (let i = 0; i < rounds; i++) {
-      for (const [name, port] of [
-        ['no mirror', a.port],
-        ['mirror 100% to a black hole', b.port],
-      ] as const) {
-        const r = await runAutocannonInChild(
-          `http://127.0.0.1:${port}/small`,
-          { connections: 20, overallRate: rate, ignoreCoordinatedOmission: true },
-          duration,
-        );
-        p99[name].push(r.latency.p99);
-        served[name].push(r.requests.total / duration);
-        if (r.errors > 0 || r.non2xx > 0) throw new Error(`${name}: ${r.errors} errors, ${r.non2xx} non-2xx`);
-      }
-    }
-    const base = median(p99['no mirror']);
-    console.log(
-      `\nmirroring: /small at ${rate} req/s, 20 connections, ${duration} s, median of ${rounds} rounds (one worker)\n`,
-    );
-    console.log(
-      table([
-        ['main path', 'req/s', 'p99 ms (each round)', 'p99 ms (median)', 'vs no mirror'],
-        ...Object.keys(p99).map((name) => [
-          name,
-          median(served[name]).toFixed(0),
-          p99[name].join(', '),
-          String(median(p99[name])),
-          `${(median(p99[name]) / base).toFixed(2)}x`,
-        ]),
-      ]),
-    );
-
-    // 2. replay accuracy, on a recording switchyard made.
+    // A recording switchyard made: 500 /small exchanges, the load of both figures.
     const c = await startProxy(upstream.port, 1, ['--config', recording]);
     procs.push(c.child);
     await runAutocannon(`http://127.0.0.1:${c.port}/small`, { connections: 4, amount: 500 }, 10);
     c.child.kill('SIGTERM');
     await new Promise((r) => c.child.once('exit', r));
+    // 1. mirroring to a black hole, against none, under the same open-model load (replay's: sent
+    //    on schedule whatever the answers, latency from the intended start).
+    const a = await startProxy(upstream.port, 1, ['--config', plain]);
+    const b = await startProxy(upstream.port, 1, ['--config', mirrored]);
+    const d = await startProxy(upstream.port, 1, ['--config', copied]);
+    procs.push(a.child, b.child, d.child);
+    const names = ['no mirror', 'mirror 100% to a black hole', 'mirror 100% to a shadow, compared'] as const;
+    const p99: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+    const served: Record<string, number[]> = Object.fromEntries(names.map((n) => [n, []]));
+    for (let i = 0; i < rounds; i++) {
+      for (const [name, port] of [
+        [names[0], a.port],
+        [names[1], b.port],
+        [names[2], d.port],
+      ] as const) {
+        const r = await replay({
+          files: [join(dir, 'traffic.1.jsonl')],
+          target: `http://127.0.0.1:${port}`,
+          rate,
+          duration,
+          connections: 50,
+          timeout: 10,
+        });
+        if (r.total.errors > 0 || r.total.non2xx > 0)
+          throw new Error(`${name}: ${r.total.errors} errors, ${r.total.non2xx} non-2xx`);
+        p99[name].push(r.total.p99);
+        served[name].push(r.total.rps);
+      }
+    }
+    const base = median(p99[names[0]]);
+    console.log(
+      `\nmirroring: /small at ${rate} req/s (open model), ${duration} s, median of ${rounds} rounds (one worker)\n`,
+    );
+    console.log(
+      table([
+        ['main path', 'req/s', 'p99 ms (each round)', 'p99 ms (median)', 'vs no mirror'],
+        ...names.map((name) => [
+          name,
+          median(served[name]).toFixed(0),
+          p99[name].map((x) => x.toFixed(2)).join(', '),
+          median(p99[name]).toFixed(2),
+          `${(median(p99[name]) / base).toFixed(2)}x`,
+        ]),
+      ]),
+    );
+
+    // 2. replay accuracy.
     const rows: string[][] = [['asked req/s', 'achieved req/s', 'off by', 'p50 ms', 'p99 ms', 'errors']];
     for (const asked of [500, 2000, 5000]) {
       const r = await replay({
