@@ -26,17 +26,20 @@ export class FaultTable {
    * the routes' faults last until the configuration changes (a reload); the API's own stay.
    */
   private readonly api = new Map<string, FaultConfig | null>();
+  /** The configuration the table was last worked out for. */
   private base: ResolvedConfig;
 
+  /** `configOf`: the configuration served now (a reload replaces it, and may put it back). */
   constructor(
-    config: ResolvedConfig,
+    private readonly configOf: () => ResolvedConfig,
     private readonly logger: Logger,
   ) {
-    this.base = config;
+    this.base = configOf();
   }
 
-  /** The table the workers of `config` apply. */
-  entries(config: ResolvedConfig = this.base): FaultEntry[] {
+  /** The table the workers of the configuration served now apply. */
+  entries(): FaultEntry[] {
+    const config = this.configOf();
     this.rebase(config);
     const fromConfig = configFaults(config);
     const out: FaultEntry[] = fromConfig.filter((e) => !this.api.has(e.name));
@@ -65,8 +68,9 @@ export class FaultTable {
   /** GET /faults: every fault applied now, by name, with where it came from. */
   list(): Record<string, unknown> {
     const out: Record<string, unknown> = {};
+    const entries = this.entries();
     const config = new Set(configFaults(this.base).map((e) => e.name));
-    for (const e of this.entries()) {
+    for (const e of entries) {
       const route = e.route === null ? undefined : (this.base.routes[e.route].name ?? String(e.route));
       out[e.name] = {
         ...e.spec,
@@ -79,6 +83,7 @@ export class FaultTable {
 
   /** The admin API's faults endpoints. `name` is null for /faults itself. */
   async handle(method: string, name: string | null, body: string, publish: FaultPublisher): Promise<FaultAnswer> {
+    this.rebase(this.configOf());
     if (name === null) {
       if (method === 'GET' || method === 'HEAD') return { status: 200, body: { faults: this.list() } };
       if (method !== 'DELETE') return methodNotAllowed('GET, HEAD, DELETE');

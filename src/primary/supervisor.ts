@@ -87,7 +87,7 @@ export class Supervisor implements ReloadHost, AcmePublisher {
     private readonly onStopped: () => void,
   ) {
     this.config = this.withDemo(initial);
-    this.faults = new FaultTable(this.config, logger);
+    this.faults = new FaultTable(() => this.config, logger);
   }
 
   start(): PrimaryHandle {

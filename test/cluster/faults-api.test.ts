@@ -13,7 +13,13 @@ function metric(text: string, series: string): number {
 describe('faults: the admin API on a real cluster, through the typed client', function () {
   this.timeout(60_000);
 
-  async function cluster(): Promise<{ proxy: string; admin: string; cli: Awaited<ReturnType<typeof startCli>> }> {
+  async function cluster(): Promise<{
+    proxy: string;
+    admin: string;
+    cli: Awaited<ReturnType<typeof startCli>>;
+    config: string;
+    upstream: string;
+  }> {
     const up = await httpUpstream((req, res) => res.end(`ok ${req.url}`));
     const dir = mkdtempSync(join(tmpdir(), 'swy-faults-'));
     const config = join(dir, 'switchyard.yaml');
@@ -40,7 +46,7 @@ describe('faults: the admin API on a real cluster, through the typed client', fu
     );
     const cli = await startCli(['--config', config, '--admin', '127.0.0.1:0']);
     const admin = `http://${String((await waitFor(() => cli.logs.find((l) => typeof l.admin === 'string'))).admin)}`;
-    return { proxy: `http://127.0.0.1:${cli.port}`, admin, cli };
+    return { proxy: `http://127.0.0.1:${cli.port}`, admin, cli, config, upstream: up.url };
   }
 
   it('a change reaches both workers before it is acknowledged; hits are counted and marked', async () => {
@@ -110,5 +116,47 @@ describe('faults: the admin API on a real cluster, through the typed client', fu
     await waitFor(() => cli.logs.some((l) => l.event === 'worker-died'));
     await waitFor(async () => (await request(`${admin}/readyz`)).status === 200 && cli.workerPids().length === 2);
     for (let i = 0; i < 10; i++) assert.equal((await request(`${proxy}/x${i}`)).status, 503);
+  });
+
+  it("a reload keeps the API's faults on their route by name, and restores the routes' own", async () => {
+    const { proxy, admin, cli, config, upstream } = await cluster();
+    const faults = new FaultsClient(admin);
+    await faults.set('api-down', { route: 'api', abort: { status: 503 }, match: { path: '/api' } });
+    await faults.delete('teapot');
+    assert.equal((await request(`${proxy}/api/x`)).status, 503);
+    assert.equal((await request(`${proxy}/tea`)).status, 200);
+    // The routes change places: "api" is now the first, "tea" the second.
+    writeFileSync(
+      config,
+      [
+        'workers: 2',
+        'schedulingPolicy: round-robin',
+        'pools:',
+        '  app:',
+        '    members:',
+        `      - url: ${upstream}`,
+        'routes:',
+        '  - name: api',
+        '    match: { path: /api }',
+        '    pool: app',
+        '  - name: tea',
+        '    match: { path: /tea }',
+        '    pool: app',
+        '    faults:',
+        '      teapot: { abort: { status: 418 } }',
+        '  - pool: app',
+        '',
+      ].join('\n'),
+    );
+    cli.child.kill('SIGHUP');
+    await waitFor(() => cli.logs.some((l) => l.event === 'reload-complete'));
+    for (let i = 0; i < 6; i++) {
+      assert.equal((await request(`${proxy}/api/x`)).status, 503);
+      assert.equal((await request(`${proxy}/tea`)).status, 418);
+      assert.equal((await request(`${proxy}/other`)).status, 200);
+    }
+    const list = await faults.list();
+    assert.equal(list['api-down'].route, 'api');
+    assert.equal(list.teapot.source, 'config');
   });
 });
