@@ -10,6 +10,22 @@ function metric(text: string, series: string): number {
   return line === undefined ? 0 : Number(line.slice(series.length + 1));
 }
 
+/** Two workers in front of `upstream` as the pool "app", with these route lines. */
+function configText(upstream: string, routes: string[]): string {
+  // round-robin: the primary deals connections out in turn, so both workers serve.
+  return [
+    'workers: 2',
+    'schedulingPolicy: round-robin',
+    'pools:',
+    '  app:',
+    '    members:',
+    `      - url: ${upstream}`,
+    'routes:',
+    ...routes,
+    '',
+  ].join('\n');
+}
+
 describe('faults: the admin API on a real cluster, through the typed client', function () {
   this.timeout(60_000);
 
@@ -25,15 +41,7 @@ describe('faults: the admin API on a real cluster, through the typed client', fu
     const config = join(dir, 'switchyard.yaml');
     writeFileSync(
       config,
-      [
-        'workers: 2',
-        // The primary deals connections out in turn: both workers serve.
-        'schedulingPolicy: round-robin',
-        'pools:',
-        '  app:',
-        '    members:',
-        `      - url: ${up.url}`,
-        'routes:',
+      configText(up.url, [
         '  - name: tea',
         '    match: { path: /tea }',
         '    pool: app',
@@ -41,8 +49,7 @@ describe('faults: the admin API on a real cluster, through the typed client', fu
         '      teapot: { abort: { status: 418 } }',
         '  - name: api',
         '    pool: app',
-        '',
-      ].join('\n'),
+      ]),
     );
     const cli = await startCli(['--config', config, '--admin', '127.0.0.1:0']);
     const admin = `http://${String((await waitFor(() => cli.logs.find((l) => typeof l.admin === 'string'))).admin)}`;
@@ -128,14 +135,7 @@ describe('faults: the admin API on a real cluster, through the typed client', fu
     // The routes change places: "api" is now the first, "tea" the second.
     writeFileSync(
       config,
-      [
-        'workers: 2',
-        'schedulingPolicy: round-robin',
-        'pools:',
-        '  app:',
-        '    members:',
-        `      - url: ${upstream}`,
-        'routes:',
+      configText(upstream, [
         '  - name: api',
         '    match: { path: /api }',
         '    pool: app',
@@ -145,8 +145,7 @@ describe('faults: the admin API on a real cluster, through the typed client', fu
         '    faults:',
         '      teapot: { abort: { status: 418 } }',
         '  - pool: app',
-        '',
-      ].join('\n'),
+      ]),
     );
     cli.child.kill('SIGHUP');
     await waitFor(() => cli.logs.some((l) => l.event === 'reload-complete'));
