@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
+import * as https from 'node:https';
 import * as net from 'node:net';
 import type { FaultEntry } from '../../src/config/load';
 import { FaultSchema, type FaultConfig } from '../../src/config/schema';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { AccessLog } from '../../src/ops/access-log';
 import {
   completeResponse,
+  FIXTURES,
   httpUpstream,
   rawExchange,
   request,
@@ -157,6 +159,29 @@ describe('fault injection', () => {
       assert.equal(res.error, 'ECONNRESET');
       assert.ok(!up.requests.includes('/f'));
     });
+  });
+
+  it('abort by reset over HTTPS: the TLS connection is reset too', async () => {
+    const up = await countingUpstream();
+    const proxy = await startProxy({
+      tls: { cert: resolve(FIXTURES, 'server.pem'), key: resolve(FIXTURES, 'server-key.pem') },
+      upstreams: [{ url: up.url }],
+    });
+    proxy.server.applyFaults([entry({ abort: { reset: true }, match: { path: '/f' } })]);
+    const error = await new Promise<string | undefined>((done) => {
+      https
+        .get(
+          `https://127.0.0.1:${proxy.port}/f`,
+          { rejectUnauthorized: false, servername: 'localhost', agent: false },
+          (res) => {
+            res.resume();
+            res.on('end', () => done(undefined));
+          },
+        )
+        .on('error', (err: NodeJS.ErrnoException) => done(err.code));
+    });
+    assert.equal(error, 'ECONNRESET');
+    assert.ok(!up.requests.includes('/f'));
   });
 
   it('abort on the response side: the upstream answered, the client gets the fault status', async () => {
