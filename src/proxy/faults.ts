@@ -123,7 +123,7 @@ class Fault {
       else if (plan.abort === 0) plan.abort = spec.abort!.status!;
       return;
     }
-    const r = (plan.response ??= { delay: 0, abort: 0, reset: false, bandwidth: 0, partial: -1, stall: false });
+    const r = responseOf(plan);
     switch (this.kind) {
       case 'delay':
         r.delay += this.delayMs();
@@ -225,12 +225,17 @@ export class Faults {
     if (bandwidth !== null) {
       const rate = wholeNumber(bandwidth, 1, Number.MAX_SAFE_INTEGER);
       if (rate === null) return badTrigger(FAULT_HEADERS.bandwidth, bandwidth, 'bytes per second from 1');
-      const r = (plan.response ??= { delay: 0, abort: 0, reset: false, bandwidth: 0, partial: -1, stall: false });
+      const r = responseOf(plan);
       r.bandwidth = r.bandwidth === 0 ? rate : Math.min(r.bandwidth, rate);
       mark('bandwidth');
     }
     return plan;
   }
+}
+
+/** The plan's response-side faults, none yet on first use. */
+function responseOf(plan: FaultPlan): ResponseFaults {
+  return (plan.response ??= { delay: 0, abort: 0, reset: false, bandwidth: 0, partial: -1, stall: false });
 }
 
 function emptyPlan(): FaultPlan {

@@ -63,8 +63,10 @@ export class Mirror {
     mismatch: 0,
   };
   private readonly threshold: number;
-  private readonly compareHeaders: readonly string[] | null;
-  private readonly compareBody: boolean;
+  /** The response fields compared (lower case); null when nothing is compared. */
+  readonly compareHeaders: readonly string[] | null;
+  /** Whether the bodies' hashes are compared. */
+  readonly compareBody: boolean;
   private readonly diffs: RarelyLogged;
 
   constructor(
@@ -105,11 +107,6 @@ export class Mirror {
     return new MirrorCopy(this, ctx, req, path, reqId, length !== null && length !== 0);
   }
 
-  /** The status, the compared fields and the body hash of one answer, or how they differ. */
-  observe(): { headers: readonly string[] | null; body: boolean } {
-    return { headers: this.compareHeaders, body: this.compareBody };
-  }
-
   count(outcome: MirrorOutcome): void {
     this.counts[outcome]++;
     this.counters?.count(this.route, outcome);
@@ -146,7 +143,6 @@ export class MirrorCopy extends BodyTee implements ResponseSink {
   private channel: UpstreamChannel | null = null;
   private member: Member | null = null;
   private readonly shadowId = newRequestId();
-  private readonly watch: { headers: readonly string[] | null; body: boolean };
   private mainHash: Hash | null = null;
   private shadowHash: Hash | null = null;
   private main: Observed | null = null;
@@ -164,8 +160,7 @@ export class MirrorCopy extends BodyTee implements ResponseSink {
   ) {
     super(req);
     this.bodyDone = !hasBody;
-    this.watch = mirror.observe();
-    this.mainGone = this.watch.headers === null;
+    this.mainGone = mirror.compareHeaders === null;
     if (this.bodyDone) this.send();
   }
 
@@ -193,7 +188,7 @@ export class MirrorCopy extends BodyTee implements ResponseSink {
   mainHead(status: number, rawHeaders: string[]): void {
     if (this.mainGone) return;
     this.main = { status, headers: this.fields(rawHeaders), hash: null };
-    if (this.watch.body) this.mainHash = createHash('sha256');
+    if (this.mirror.compareBody) this.mainHash = createHash('sha256');
   }
 
   mainData(chunk: Buffer): void {
@@ -266,9 +261,9 @@ export class MirrorCopy extends BodyTee implements ResponseSink {
   onInformational(): void {}
 
   onHead(status: number, _reason: string, rawHeaders: string[]): void {
-    if (this.watch.headers === null) return;
+    if (this.mirror.compareHeaders === null) return;
     this.shadow = { status, headers: this.fields(rawHeaders), hash: null };
-    if (this.watch.body) this.shadowHash = createHash('sha256');
+    if (this.mirror.compareBody) this.shadowHash = createHash('sha256');
   }
 
   onData(chunk: Buffer): boolean {
@@ -293,7 +288,7 @@ export class MirrorCopy extends BodyTee implements ResponseSink {
   }
 
   private fields(raw: readonly string[]): Array<string | null> {
-    return (this.watch.headers ?? []).map((name) => findHeader(raw, name));
+    return (this.mirror.compareHeaders ?? []).map((name) => findHeader(raw, name));
   }
 
   /** Once both answers are in: equal, or a mismatch counted and logged with a short diff. */
@@ -301,11 +296,11 @@ export class MirrorCopy extends BodyTee implements ResponseSink {
     const main = this.main;
     const shadow = this.shadow;
     if (this.mainGone || main === null || shadow === null || !this.over) return;
-    if (main.hash === null && this.watch.body && this.mainHash !== null) return; // main body still running
+    if (main.hash === null && this.mirror.compareBody && this.mainHash !== null) return; // main body still running
     this.mainGone = true;
     const diff: string[] = [];
     if (main.status !== shadow.status) diff.push(`status ${main.status} ≠ ${shadow.status}`);
-    (this.watch.headers ?? []).forEach((name, i) => {
+    (this.mirror.compareHeaders ?? []).forEach((name, i) => {
       if (main.headers[i] !== shadow.headers[i])
         diff.push(`${name} ${JSON.stringify(main.headers[i])} ≠ ${JSON.stringify(shadow.headers[i])}`);
     });
