@@ -1,5 +1,5 @@
 # What tls-handshakes.sh and h2load.sh share (sourced, not run): the backend, the certificate, the
-# proxies' start, CPU accounting and the median table. Expects $root, $shared, $work and $only.
+# proxies' start, nginx's TLS proxy config, CPU accounting and the median table. Expects $root, $shared, $work and $only.
 
 # peers.sh's nginx backend on 127.0.0.1:9001 (CPU 0), from its config when it is at hand.
 start_backend() {
@@ -26,6 +26,25 @@ make_cert() {
   [ -s "$work/cert.pem" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
     -subj /CN=bench.example -addext subjectAltName=DNS:bench.example -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
   chmod 600 "$work/key.pem"
+}
+
+# nginx as a TLS 1.3 proxy to the backend, with the certificate: $work/nginx-$1.conf, whose server
+# block starts with the directives in $2 (its listen line and what the benchmark sets besides).
+nginx_tls_conf() {
+  cat > "$work/nginx-$1.conf" <<EOF
+worker_processes 1; daemon off; pid $work/nginx-$1.pid; error_log $work/nginx-$1.err warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:9001; keepalive 64; }
+  server {
+    $2
+    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.3;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$proxy_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
+  }
+}
+EOF
 }
 
 # Each NAME=PORT:COMMAND of "$@" not left out by --only, started alone on CPU 1 and waited for

@@ -37,21 +37,7 @@ make_cert
 # nginx 1.25.1+ says `http2 on;`, older ones `listen ... http2`.
 if nginx -V 2>&1 | grep -qE 'nginx/1\.(2[5-9]|[3-9][0-9])'; then h2listen="listen 127.0.0.1:9453 ssl; http2 on;"
 else h2listen="listen 127.0.0.1:9453 ssl http2;"; fi
-cat > "$work/nginx-h2.conf" <<EOF
-worker_processes 1; daemon off; pid $work/nginx-h2.pid; error_log $work/nginx-h2.err warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  upstream backend { server 127.0.0.1:9001; keepalive 64; }
-  server {
-    $h2listen
-    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem; ssl_protocols TLSv1.3;
-    http2_max_concurrent_streams 128; keepalive_requests 1000000;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header Host \$proxy_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
-  }
-}
-EOF
+nginx_tls_conf h2 "$h2listen http2_max_concurrent_streams 128; keepalive_requests 1000000;"
 cat > "$work/peers/peer-fastify-h2.js" <<'EOF'
 // @fastify/http-proxy behind fastify's own HTTP/2 over TLS: the Node reference.
 const { readFileSync } = require('node:fs');

@@ -28,21 +28,7 @@ command -v nginx >/dev/null || { apt-get update -qq >/dev/null; DEBIAN_FRONTEND=
 start_backend
 make_cert
 
-cat > "$work/nginx-tls.conf" <<EOF
-worker_processes 1; daemon off; pid $work/nginx-tls.pid; error_log $work/nginx-tls.err warn;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  upstream backend { server 127.0.0.1:9001; keepalive 64; }
-  server {
-    listen 127.0.0.1:9443 ssl backlog=4096;
-    ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
-    ssl_protocols TLSv1.3; ssl_session_tickets on;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_set_header Host \$proxy_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; }
-  }
-}
-EOF
+nginx_tls_conf tls "listen 127.0.0.1:9443 ssl backlog=4096; ssl_session_tickets on;"
 cli="node $root/dist/src/cli.js --upstream http://127.0.0.1:9001 --workers 1 --cert $work/cert.pem --key $work/key.pem"
 specs=(nginx="9443:nginx -c $work/nginx-tls.conf"
   switchyard="9444:$cli --listen 127.0.0.1:9444"
